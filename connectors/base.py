@@ -1,0 +1,92 @@
+"""The connector interface and its one error taxonomy.
+
+A connector gets the person's identities (opened by the runtime) and the task's
+context, erases, and returns what it did, or raises one of three errors:
+retryable (with `retry_after_s` when the system said how long to wait),
+permanent, or auth. Error messages name the system, never the person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from schemas import Evidence, Hold, Scope, SubjectIdentities
+
+ResultStatus = Literal["erased", "not_found", "held", "pending", "manual"]
+
+
+class ConnectorError(Exception):
+    kind: Literal["retryable", "permanent", "auth"] = "permanent"
+
+    def __init__(self, system: str, message: str) -> None:
+        super().__init__(f"{system}: {message}")
+        self.system = system
+        self.message = message
+
+
+class RetryableError(ConnectorError):
+    kind = "retryable"
+
+    def __init__(
+        self, system: str, message: str, retry_after_s: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(system, message)
+        self.retry_after_s = retry_after_s
+        self.http_status = http_status
+
+
+class PermanentError(ConnectorError):
+    kind = "permanent"
+
+
+class AuthError(ConnectorError):
+    kind = "auth"
+
+
+class ConfigError(Exception):
+    """A system's configuration is wrong: the message names the file, the key or the variable."""
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    request_id: str
+    system: str
+    attempt: int
+    scope: Scope | None = None
+    job_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class EraseResult:
+    status: ResultStatus
+    evidence: Evidence | None = None
+    holds: list[Hold] = field(default_factory=list)
+    job_ref: str | None = None
+    poll_after_s: float | None = None
+
+
+class Connector(Protocol):
+    system: str
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult: ...
+
+    def close(self) -> None: ...
+
+
+def identities_of(subject: SubjectIdentities, identity_type: str) -> list[str]:
+    return [i.identity_value for i in subject.identities if i.identity_type == identity_type]
+
+
+def require_secret(env_var: str, system: str, environ: dict[str, str] | None = None) -> str:
+    """Read a secret from the environment; a missing one names the variable to set."""
+    import os
+
+    value = (environ if environ is not None else os.environ).get(env_var)
+    if not value:
+        raise ConfigError(
+            f"system {system!r} needs the environment variable {env_var} "
+            "(its secret is referenced by name in systems.yaml, never inlined): set it"
+        )
+    return value

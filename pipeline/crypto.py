@@ -1,0 +1,167 @@
+"""Sealed identities: sealed boxes from publishers, per-request data keys inside the pipeline.
+
+Destroying a request's data key makes every copy of its identities (in Kafka, in
+backups, in replays) unreadable: crypto-shredding.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.secret import SecretBox
+from nacl.utils import random as random_bytes
+
+from schemas import Identity, SealedIdentities, SubjectIdentities
+
+SEALED_BOX_ALG = "sealedbox-x25519"
+SECRET_BOX_ALG = "secretbox-xsalsa20poly1305"
+
+
+class SealError(Exception):
+    """An envelope could not be opened: wrong key, tampered or truncated ciphertext."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def key_fingerprint(public_key: bytes) -> str:
+    return "intake-" + hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def normalise(identity: Identity) -> str:
+    value = identity.identity_value.strip()
+    if identity.identity_type == "email":
+        value = value.lower()
+    elif identity.identity_type == "phone":
+        value = "".join(ch for ch in value if ch.isdigit() or ch == "+")
+    return f"{identity.identity_type}:{value}"
+
+
+def subject_ref(hmac_key: bytes, subject: SubjectIdentities) -> str:
+    """A keyed pseudonym of the person: deduplication and look-ups, never reversible."""
+    primary = min(subject.identities, key=lambda i: (i.identity_type != "email", normalise(i)))
+    digest = hmac.new(hmac_key, normalise(primary).encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"sr_{digest[:32]}"
+
+
+def seal_for_intake(public_key: bytes, subject: SubjectIdentities) -> SealedIdentities:
+    box = SealedBox(PublicKey(public_key))
+    ciphertext = box.encrypt(subject.model_dump_json().encode("utf-8"))
+    return SealedIdentities(
+        alg=SEALED_BOX_ALG, key_id=key_fingerprint(public_key), ciphertext=_b64(ciphertext)
+    )
+
+
+def open_intake(private_key: bytes, sealed: SealedIdentities) -> SubjectIdentities:
+    if sealed.alg != SEALED_BOX_ALG:
+        raise SealError(f"expected {SEALED_BOX_ALG} identities from the publisher, got {sealed.alg}")
+    try:
+        plain = SealedBox(PrivateKey(private_key)).decrypt(_unb64(sealed.ciphertext))
+    except (CryptoError, ValueError) as exc:
+        raise SealError(
+            f"identities sealed for key {sealed.key_id} cannot be opened with the intake key: "
+            "the publisher may use a rotated or wrong public key"
+        ) from exc
+    return SubjectIdentities.model_validate_json(plain)
+
+
+def new_data_key() -> bytes:
+    return random_bytes(SecretBox.KEY_SIZE)
+
+
+def seal_with_data_key(data_key: bytes, request_id: str, subject: SubjectIdentities) -> SealedIdentities:
+    ciphertext = SecretBox(data_key).encrypt(subject.model_dump_json().encode("utf-8"))
+    return SealedIdentities(alg=SECRET_BOX_ALG, key_id=request_id, ciphertext=_b64(bytes(ciphertext)))
+
+
+def open_with_data_key(data_key: bytes, sealed: SealedIdentities) -> SubjectIdentities:
+    if sealed.alg != SECRET_BOX_ALG:
+        raise SealError(f"expected {SECRET_BOX_ALG} identities inside the pipeline, got {sealed.alg}")
+    try:
+        plain = SecretBox(data_key).decrypt(_unb64(sealed.ciphertext))
+    except (CryptoError, ValueError) as exc:
+        raise SealError(f"identities of request {sealed.key_id} cannot be opened") from exc
+    return SubjectIdentities.model_validate_json(plain)
+
+
+@dataclass(frozen=True)
+class PipelineKeys:
+    intake_public: bytes
+    intake_private: bytes | None
+    subject_ref_hmac: bytes | None
+
+
+PUBLIC_FILE = "intake.pub"
+PRIVATE_FILE = "intake.key"
+SUBJECT_REF_FILE = "subject_ref.key"
+
+
+class MissingKeyError(Exception):
+    pass
+
+
+def init_keys(keys_dir: Path, overwrite: bool = False) -> Path:
+    """Create the intake key pair and the subject_ref HMAC key; private files are 0600."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    public_path = keys_dir / PUBLIC_FILE
+    if public_path.exists() and not overwrite:
+        return public_path
+    private = PrivateKey.generate()
+    _write_secret(keys_dir / PRIVATE_FILE, _b64(bytes(private)))
+    _write_secret(keys_dir / SUBJECT_REF_FILE, _b64(os.urandom(32)))
+    public_path.write_text(_b64(bytes(private.public_key)) + "\n", encoding="ascii")
+    return public_path
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text + "\n")
+
+
+def _read_key(
+    inline_b64: str | None, keys_dir: Path, filename: str, env_var: str, required: bool
+) -> bytes | None:
+    if inline_b64:
+        return _unb64(inline_b64.strip())
+    path = keys_dir / filename
+    if path.exists():
+        return _unb64(path.read_text(encoding="ascii").strip())
+    if required:
+        raise MissingKeyError(
+            f"no {filename} in {keys_dir} and {env_var} is not set: "
+            f"run `erasure keys init` or set {env_var}"
+        )
+    return None
+
+
+def load_keys(
+    keys_dir: Path,
+    public_b64: str | None = None,
+    private_b64: str | None = None,
+    subject_ref_b64: str | None = None,
+    need_private: bool = False,
+) -> PipelineKeys:
+    public = _read_key(public_b64, keys_dir, PUBLIC_FILE, "ERASURE_INTAKE_PUBLIC_KEY", True)
+    assert public is not None
+    return PipelineKeys(
+        intake_public=public,
+        intake_private=_read_key(
+            private_b64, keys_dir, PRIVATE_FILE, "ERASURE_INTAKE_PRIVATE_KEY", need_private
+        ),
+        subject_ref_hmac=_read_key(
+            subject_ref_b64, keys_dir, SUBJECT_REF_FILE, "ERASURE_SUBJECT_REF_KEY", need_private
+        ),
+    )

@@ -1,0 +1,63 @@
+"""The one settings object, read from `ERASURE_*` environment variables at the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ERASURE_", extra="ignore", frozen=True)
+
+    home_dir: Path = Field(
+        default=Path(".erasure"),
+        description="State directory: intake keys, SQLite ledger, embedded broker address",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ERASURE_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ERASURE_DATABASE_URL", "DATABASE_URL")
+    )
+    systems_file: Path | None = Field(
+        default=None, description="systems.yaml; `erasure up` writes a demo one when unset"
+    )
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    intake_public_key: str | None = Field(default=None, description="base64 X25519 public key")
+    intake_private_key: str | None = Field(default=None, description="base64 X25519 private key")
+    subject_ref_key: str | None = Field(default=None, description="base64 HMAC key for subject_ref")
+    group_session_timeout_s: float = Field(default=6.0, gt=0)
+    group_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    connector_threads: int = Field(default=8, ge=1)
+    connector_max_in_flight: int = Field(default=64, ge=1)
+    retry_in_process_attempts: int = Field(default=3, ge=1)
+    retry_in_process_max_wait_s: float = Field(default=5.0, ge=0)
+    retry_max_attempts: int = Field(default=8, ge=1, description="Attempts before `failed`")
+    retry_backoff_cap_s: float = Field(default=300.0, gt=0)
+    redrive_check_interval_s: float = Field(default=5.0, gt=0)
+    default_turnaround_s: float = Field(default=60.0, gt=0)
+    batch_max: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    log_level: str = "INFO"
+
+    @property
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home_dir / 'ledger.db').resolve()}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home_dir / "keys"
+
+    @property
+    def broker_file(self) -> Path:
+        return self.home_dir / "broker.json"
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,16 @@
+"""Topic names: one place, versioned in the name."""
+
+from __future__ import annotations
+
+REQUESTS = "erasure.requests.v1"
+OUTCOMES = "erasure.outcomes.v1"
+COMPLETED = "erasure.completed.v1"
+DEADLETTER = "erasure.deadletter.v1"
+
+
+def task_topic(system: str) -> str:
+    return f"erasure.tasks.{system}.v1"
+
+
+def all_topics(systems: list[str]) -> list[str]:
+    return [REQUESTS, OUTCOMES, COMPLETED, DEADLETTER, *(task_topic(s) for s in systems)]

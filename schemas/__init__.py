@@ -1,0 +1,43 @@
+"""Language-neutral event contracts (JSON Schema files) and their pydantic models."""
+
+from schemas.models import (
+    CONTRACTS,
+    FINAL_SYSTEM_STATUSES,
+    DeadLetter,
+    ErasureCompleted,
+    ErasureOutcome,
+    ErasurePlanned,
+    ErasureRequested,
+    ErasureTask,
+    Evidence,
+    Hold,
+    Identity,
+    OutcomeError,
+    PlannedTarget,
+    Scope,
+    SealedIdentities,
+    SubjectIdentities,
+    SystemSummary,
+    outcomes_topic_adapter,
+)
+
+__all__ = [
+    "CONTRACTS",
+    "FINAL_SYSTEM_STATUSES",
+    "DeadLetter",
+    "ErasureCompleted",
+    "ErasureOutcome",
+    "ErasurePlanned",
+    "ErasureRequested",
+    "ErasureTask",
+    "Evidence",
+    "Hold",
+    "Identity",
+    "OutcomeError",
+    "PlannedTarget",
+    "Scope",
+    "SealedIdentities",
+    "SubjectIdentities",
+    "SystemSummary",
+    "outcomes_topic_adapter",
+]

@@ -1,0 +1,202 @@
+"""Event contracts that cross process boundaries.
+
+The JSON Schema files beside this module are generated from these models
+(`erasure schemas export`) and a test keeps both in agreement, so a publisher
+written in PHP or Node validates against exactly what the pipeline accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+SYSTEM_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+RequestId = Annotated[str, StringConstraints(pattern=UUID4_PATTERN)]
+SystemId = Annotated[str, StringConstraints(pattern=SYSTEM_ID_PATTERN)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Base64Text = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=_-]+$", min_length=4)]
+
+IdentityType = Literal["email", "phone", "user_id", "account_id", "customer_id"]
+SystemStatus = Literal["pending", "retrying", "manual", "erased", "not_found", "held", "failed"]
+FINAL_SYSTEM_STATUSES: frozenset[str] = frozenset({"erased", "not_found", "held", "failed"})
+RequestFinalStatus = Literal["completed", "completed_with_holds", "needs_attention"]
+ErrorKind = Literal["retryable", "permanent", "auth"]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Identity(Contract):
+    """One identity of the data subject. Only ever travels inside a sealed envelope."""
+
+    identity_type: IdentityType
+    identity_value: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+
+
+class SubjectIdentities(Contract):
+    """The clear-text payload of a sealed envelope."""
+
+    identities: Annotated[list[Identity], Field(min_length=1, max_length=20)]
+
+
+class SealedIdentities(Contract):
+    """Identities encrypted so that Kafka, logs and dead letters never hold them in clear.
+
+    `sealedbox-x25519`: libsodium sealed box to the intake public key (from publishers).
+    `secretbox-xsalsa20poly1305`: secret box under the request's data key (inside the pipeline).
+    """
+
+    alg: Literal["sealedbox-x25519", "secretbox-xsalsa20poly1305"]
+    key_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    ciphertext: Base64Text
+
+
+class Scope(Contract):
+    """Optional restriction of a request to some systems or data categories."""
+
+    systems: list[SystemId] | None = None
+    data_categories: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = None
+
+
+class ErasureRequested(Contract):
+    """Published by the contact-form backend on `erasure.requests.v1`."""
+
+    event_type: Literal["erasure.requested"] = "erasure.requested"
+    request_id: RequestId = Field(description="UUID v4 chosen by the publisher; the idempotency key")
+    received_at: AwareDatetime = Field(description="When the person asked: the legal clock starts")
+    regulation: Literal["gdpr"] = "gdpr"
+    channel: Literal["contact_form", "email", "http_api", "postal", "other"] = "contact_form"
+    verification: Literal[
+        "logged_in_session", "email_confirmation", "identity_document", "other", "none"
+    ] = "email_confirmation"
+    subject_ref: ShortText | None = Field(
+        default=None,
+        description="Publisher's own pseudonymous reference (never an identity); optional",
+    )
+    identities: SealedIdentities
+    scope: Scope | None = None
+    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
+
+
+class PlannedTarget(Contract):
+    system: SystemId
+    expected_turnaround_s: Annotated[float, Field(gt=0)]
+
+
+class ErasurePlanned(Contract):
+    """The router's plan, published on `erasure.outcomes.v1` before any task."""
+
+    event_type: Literal["erasure.planned"] = "erasure.planned"
+    request_id: RequestId
+    received_at: AwareDatetime
+    due_at: AwareDatetime
+    subject_ref: ShortText
+    identities: SealedIdentities
+    scope: Scope | None = None
+    targets: list[PlannedTarget]
+    planned_at: AwareDatetime
+
+
+class ErasureTask(Contract):
+    """One system's share of a request, on `erasure.tasks.<system>.v1`."""
+
+    event_type: Literal["erasure.task"] = "erasure.task"
+    request_id: RequestId
+    system: SystemId
+    attempt: Annotated[int, Field(ge=1)]
+    not_before: AwareDatetime | None = None
+    received_at: AwareDatetime
+    due_at: AwareDatetime
+    subject_ref: ShortText
+    identities: SealedIdentities
+    scope: Scope | None = None
+    job_ref: ShortText | None = Field(
+        default=None, description="Processor job to poll, for asynchronous erasures"
+    )
+
+
+class Hold(Contract):
+    """Data kept under a legal obligation, one entry per data category."""
+
+    data_category: ShortText
+    legal_basis: ShortText
+    citation: ShortText
+    retain_until: AwareDatetime
+
+
+class Evidence(Contract):
+    reference: ShortText | None = None
+    http_status: Annotated[int, Field(ge=100, le=599)] | None = None
+    records_affected: Annotated[int, Field(ge=0)] | None = None
+
+
+class OutcomeError(Contract):
+    kind: ErrorKind
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    retry_after_s: Annotated[float, Field(ge=0)] | None = None
+
+
+class ErasureOutcome(Contract):
+    """What one system did for one attempt, on `erasure.outcomes.v1`."""
+
+    event_type: Literal["erasure.outcome"] = "erasure.outcome"
+    request_id: RequestId
+    system: SystemId
+    attempt: Annotated[int, Field(ge=1)]
+    status: SystemStatus
+    holds: list[Hold] = Field(default_factory=list)
+    evidence: Evidence | None = None
+    error: OutcomeError | None = None
+    next_attempt_at: AwareDatetime | None = None
+    occurred_at: AwareDatetime
+
+
+class SystemSummary(Contract):
+    system: SystemId
+    status: SystemStatus
+    attempt: Annotated[int, Field(ge=1)]
+
+
+class ErasureCompleted(Contract):
+    """Published once on `erasure.completed.v1` when every planned system is final."""
+
+    event_type: Literal["erasure.completed"] = "erasure.completed"
+    request_id: RequestId
+    status: RequestFinalStatus
+    systems: list[SystemSummary]
+    received_at: AwareDatetime
+    due_at: AwareDatetime
+    completed_at: AwareDatetime
+    on_time: bool
+
+
+class DeadLetter(Contract):
+    """An event that could not be parsed or validated: where it was, why, never its content."""
+
+    event_type: Literal["erasure.deadletter"] = "erasure.deadletter"
+    source_topic: ShortText
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    consumer: ShortText
+    dead_lettered_at: AwareDatetime
+
+
+OutcomesTopicEvent = Annotated[ErasurePlanned | ErasureOutcome, Field(discriminator="event_type")]
+outcomes_topic_adapter: TypeAdapter[ErasurePlanned | ErasureOutcome] = TypeAdapter(
+    OutcomesTopicEvent
+)
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "ErasureRequested": ErasureRequested,
+    "ErasurePlanned": ErasurePlanned,
+    "ErasureTask": ErasureTask,
+    "ErasureOutcome": ErasureOutcome,
+    "ErasureCompleted": ErasureCompleted,
+    "DeadLetter": DeadLetter,
+    "SubjectIdentities": SubjectIdentities,
+}

@@ -12,6 +12,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -20,8 +21,8 @@ from nacl.utils import random as random_bytes
 
 from schemas import Identity, SealedIdentities, SubjectIdentities
 
-SEALED_BOX_ALG = "sealedbox-x25519"
-SECRET_BOX_ALG = "secretbox-xsalsa20poly1305"
+SEALED_BOX_ALG: Final = "sealedbox-x25519"
+SECRET_BOX_ALG: Final = "secretbox-xsalsa20poly1305"
 
 
 class SealError(Exception):

@@ -30,8 +30,6 @@ class FakeBrevo(FakeProcessor):
         self._contacts: dict[int, dict[str, Any]] = {}
         self._next_id = 1
         self._lock = threading.Lock()
-        self._reset_s = window_s
-        self._remaining = limit_per_window
 
     def rate_headers(self, remaining: int, reset_s: float) -> dict[str, str]:
         return {
@@ -92,14 +90,15 @@ class FakeBrevo(FakeProcessor):
                 return Reply(400, {"code": "missing_parameter", "message": "email is missing"})
             if self._find(email, "email_id") is not None:
                 return Reply(400, {"code": "duplicate_parameter",
-                                   "message": "Unable to create contact, email is already associated with another Contact"})
-            contact_id = self._next_id
+                                   "message": "Unable to create contact, email is already "
+                                              "associated with another Contact"})
+            new_id = self._next_id
             self._next_id += 1
             attributes = (body or {}).get("attributes") or {}
-            self._contacts[contact_id] = {"email": email, "SMS": attributes.get("SMS"),
+            self._contacts[new_id] = {"email": email, "SMS": attributes.get("SMS"),
                                           "ext_id": (body or {}).get("ext_id"),
                                           "attributes": attributes}
-            return Reply(201, {"id": contact_id})
+            return Reply(201, {"id": new_id})
         if path.startswith("/v3/contacts/") and method in ("GET", "DELETE"):
             identifier = unquote(path.removeprefix("/v3/contacts/"))
             default_type = "contact_id" if identifier.isdigit() else "email_id"

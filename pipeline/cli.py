@@ -1,0 +1,339 @@
+"""The `erasure` command: one CLI for operators and officers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connectors.base import ConfigError
+from pipeline import topics
+from pipeline.config import SystemsRegister, load_systems
+from pipeline.crypto import MissingKeyError, init_keys, load_keys
+from pipeline.events import now_utc
+from pipeline.ledger import Ledger, RequestView
+from pipeline.settings import Settings, load_settings
+
+
+class CliError(click.ClickException):
+    pass
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def _systems_file(settings: Settings) -> Path:
+    return settings.systems_file or settings.home_dir / "systems.yaml"
+
+
+def _register(settings: Settings) -> SystemsRegister:
+    try:
+        return load_systems(_systems_file(settings))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    if settings.broker_file.exists():
+        return str(json.loads(settings.broker_file.read_text())["bootstrap"])
+    raise CliError("no broker: run `erasure up`, or set KAFKA_BOOTSTRAP_SERVERS")
+
+
+def _keys(settings: Settings, need_private: bool) -> Any:
+    try:
+        return load_keys(settings.keys_dir, settings.intake_public_key, settings.intake_private_key,
+                         settings.subject_ref_key, need_private=need_private)
+    except MissingKeyError as exc:
+        raise CliError(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """GDPR erasure pipeline."""
+
+
+# -- keys and topics ---------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """Intake key pair and subject_ref key."""
+
+
+@keys.command("init")
+@click.option("--force", is_flag=True, help="Replace existing keys (old requests become unreadable)")
+def keys_init(force: bool) -> None:
+    """Create the intake key pair; publishers need only the public key it prints."""
+    settings = _settings()
+    path = init_keys(settings.keys_dir, overwrite=force)
+    click.echo(f"intake public key ({path}): {path.read_text().strip()}")
+
+
+@main.command("topics")
+def topics_create() -> None:
+    """Create the pipeline's topics (idempotent)."""
+    from pipeline.broker import ensure_topics
+
+    settings = _settings()
+    register = _register(settings)
+    ensure_topics(_bootstrap(settings), topics.all_topics(register.ids), settings.topic_partitions,
+                  settings.topic_replication_factor)
+    click.echo("topics ready")
+
+
+@main.group()
+def schemas() -> None:
+    """Event contracts."""
+
+
+@schemas.command("export")
+def schemas_export() -> None:
+    """Rewrite schemas/*.schema.json from the models."""
+    from schemas.export import export_all
+
+    for path in export_all():
+        click.echo(str(path))
+
+
+# -- components --------------------------------------------------------------------
+@main.command()
+def worker() -> None:
+    """Run the router and the aggregator (faust)."""
+    import faust
+
+    from pipeline.stream_app import build_app
+
+    settings = _settings()
+    _configure_logging(settings)
+    register = _register(settings)
+    app = build_app(settings, register, _keys(settings, need_private=True), Ledger(settings.ledger_url),
+                    _bootstrap(settings))
+    faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.argument("system")
+def connector(system: str) -> None:
+    """Run the connector worker of one SYSTEM."""
+    from connectors.registry import build_connector
+    from pipeline.runtime import ConnectorWorker
+
+    settings = _settings()
+    _configure_logging(settings)
+    register = _register(settings)
+    try:
+        entry = register.get(system)
+        instance = build_connector(entry.id, entry.connector.type, entry.connector_settings())
+    except ConfigError as exc:
+        raise CliError(f"{_systems_file(settings)}: {exc}") from None
+    ledger = Ledger(settings.ledger_url)
+    runner = ConnectorWorker(settings, system, instance, _bootstrap(settings), ledger.data_key)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    runner.run()
+
+
+# -- everyday commands ---------------------------------------------------------------
+@main.command()
+@click.option("--email", help="The person's e-mail address")
+@click.option("--phone", help="The person's phone number")
+@click.option("--user-id", help="The person's account id on the site")
+@click.option("--request-id", help="UUID v4 idempotency key (default: a new one)")
+@click.option("--received-at", help="When the person asked, ISO 8601 (default: now)")
+def submit(email: str | None, phone: str | None, user_id: str | None, request_id: str | None,
+           received_at: str | None) -> None:
+    """Publish a deletion request; prints its request id."""
+    from pipeline.intake import IntakeClient
+
+    identities = {k: v for k, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v}
+    if not identities:
+        raise CliError("give at least one of --email, --phone, --user-id")
+    settings = _settings()
+    when = datetime.fromisoformat(received_at) if received_at else now_utc()
+    if when.tzinfo is None:
+        raise CliError("--received-at needs a time zone, e.g. 2026-11-26T10:00:00+01:00")
+    with IntakeClient(_bootstrap(settings), _keys(settings, need_private=False).intake_public) as client:
+        click.echo(client.submit(identities, when, request_id=request_id, channel="other"))
+
+
+def _view_json(view: RequestView) -> dict[str, Any]:
+    return {
+        "request_id": view.request_id, "status": view.status, "subject_ref": view.subject_ref,
+        "received_at": view.received_at.isoformat(), "due_at": view.due_at.isoformat(),
+        "completed_at": view.completed_at.isoformat() if view.completed_at else None,
+        "on_time": view.on_time, "deadline_flag": view.deadline_flag,
+        "systems": [{"system": s.system, "status": s.status, "attempt": s.attempt,
+                     "evidence": s.evidence, "holds": s.holds, "error": s.error,
+                     "updated_at": s.updated_at.isoformat()} for s in view.systems],
+    }
+
+
+@main.command()
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(request_id: str, as_json: bool) -> None:
+    """Per-system outcomes and the deadline of one request."""
+    settings = _settings()
+    view = Ledger(settings.ledger_url).request(request_id, now_utc())
+    if view is None:
+        raise CliError(f"no request {request_id} in the ledger (yet): it may still be in the broker")
+    if as_json:
+        click.echo(json.dumps(_view_json(view), indent=2))
+        return
+    flag = f" [{view.deadline_flag}]" if view.deadline_flag else ""
+    click.echo(f"request {view.request_id}: {view.status}{flag}")
+    click.echo(f"  received {view.received_at:%Y-%m-%d %H:%M} UTC, due {view.due_at:%Y-%m-%d %H:%M} UTC"
+               + (f", completed {view.completed_at:%Y-%m-%d %H:%M:%S} UTC "
+                  f"({'on time' if view.on_time else 'late'})" if view.completed_at else ""))
+    for s in view.systems:
+        detail = ""
+        if s.evidence:
+            detail = " " + ", ".join(f"{k}={v}" for k, v in s.evidence.items() if v is not None)
+        if s.error:
+            detail += f" error: {s.error.get('message')}"
+        click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{detail}")
+
+
+@main.command("list")
+@click.option("--status", "status_filter", help="Only requests in this status")
+@click.option("--overdue", is_flag=True, help="Only unfinished requests past their deadline")
+@click.option("--json", "as_json", is_flag=True)
+def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> None:
+    """Requests, newest first."""
+    settings = _settings()
+    views = Ledger(settings.ledger_url).list_requests(now_utc(), status_filter, overdue)
+    if as_json:
+        click.echo(json.dumps([_view_json(v) for v in views], indent=2))
+        return
+    for v in views:
+        click.echo(f"{v.request_id}  {v.status:<22} received {v.received_at:%Y-%m-%d} "
+                   f"due {v.due_at:%Y-%m-%d} {v.deadline_flag or ''}")
+
+
+@main.group()
+def ledger() -> None:
+    """The ledger's integrity."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Check the hash chain of the event log; names the first broken link."""
+    settings = _settings()
+    broken = Ledger(settings.ledger_url).verify_chain()
+    if broken is not None:
+        raise CliError(f"ledger event {broken} does not follow from the one before: tampered")
+    click.echo("ledger chain intact")
+
+
+# -- fakes and the embedded stack ------------------------------------------------------
+@main.command()
+@click.argument("processor", type=click.Choice(["brevo"]))
+@click.option("--port", type=int, default=0)
+@click.option("--api-key-env", default="BREVO_API_KEY", help="Variable holding the accepted key")
+def fake(processor: str, port: int, api_key_env: str) -> None:
+    """Serve a fake of a processor's API (tests and demos)."""
+    from connectors.fakes.brevo import FakeBrevo
+
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise CliError(f"set {api_key_env} to the API key the fake should accept")
+    server = FakeBrevo({key})
+    click.echo(f"fake {processor} on {server.start('127.0.0.1', port)}", err=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    server.stop()
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=None,
+              help="Use the demo register (fake Brevo, SQLite site db); default when no "
+                   "ERASURE_SYSTEMS_FILE is set")
+def up(demo: bool | None) -> None:
+    """Everything on one machine: broker, router/aggregator, one worker per system."""
+    from connectors.fakes.brevo import FakeBrevo
+    from pipeline.broker import ensure_topics, find_or_start
+    from pipeline.demo import DEMO_BREVO_KEY_ENV, demo_api_key, seed_brevo, write_demo
+
+    settings = _settings()
+    _configure_logging(settings)
+    log = logging.getLogger("erasure.up")
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    init_keys(settings.keys_dir)
+    demo = settings.systems_file is None if demo is None else demo
+    env = dict(os.environ, ERASURE_HOME_DIR=str(settings.home_dir.resolve()))
+    fake_brevo = None
+    if demo:
+        key = demo_api_key()
+        fake_brevo = FakeBrevo({key})
+        brevo_url = fake_brevo.start()
+        seed_brevo(brevo_url, key)
+        env[DEMO_BREVO_KEY_ENV] = key
+        env["ERASURE_SYSTEMS_FILE"] = str(write_demo(settings.home_dir, brevo_url).resolve())
+        os.environ.update({DEMO_BREVO_KEY_ENV: key, "ERASURE_SYSTEMS_FILE": env["ERASURE_SYSTEMS_FILE"]})
+        settings = _settings()
+    register = _register(settings)
+    broker = find_or_start(settings.kafka_bootstrap_servers, settings.home_dir / "broker")
+    settings.broker_file.write_text(json.dumps({"bootstrap": broker.bootstrap, "kind": broker.kind}))
+    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    ensure_topics(broker.bootstrap, topics.all_topics(register.ids), settings.topic_partitions,
+                  settings.topic_replication_factor)
+    commands = {"worker": ["worker"], **{f"connector:{s}": ["connector", s] for s in register.ids}}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def spawn(name: str) -> None:
+        children[name] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *commands[name]],
+                                          env=env)
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for name in commands:
+        spawn(name)
+    click.echo(f"erasure pipeline up: broker {broker.bootstrap} ({broker.kind}), "
+               f"ledger {settings.ledger_url}, systems {', '.join(register.ids)}", err=True)
+    if demo:
+        click.echo("demo: try `erasure submit --email alice.martin@example.org`", err=True)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for name, child in list(children.items()):
+                if child.poll() is not None and not stopping:
+                    log.warning("%s exited with %s; restarting", name, child.returncode)
+                    spawn(name)
+    finally:
+        for child in children.values():
+            child.terminate()
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        broker.stop()
+        settings.broker_file.unlink(missing_ok=True)
+        if fake_brevo is not None:
+            fake_brevo.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""systems.yaml: the register of every system holding personal data (Art. 30 / Art. 19).
+
+Validated strictly at start-up: an unknown key, a wrong type or an unknown
+connector type fails with the file and the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.base import ConfigError
+from connectors.registry import CONNECTOR_TYPES, settings_model
+from schemas.models import SYSTEM_ID_PATTERN
+
+
+class ConnectorSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+
+class SystemEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=SYSTEM_ID_PATTERN)
+    kind: Literal["processor", "internal"]
+    connector: ConnectorSpec
+    data_categories: list[str] = Field(min_length=1)
+    location: str
+    contract: str | None = None
+    expected_turnaround_s: float = Field(default=60.0, gt=0)
+
+    def connector_settings(self) -> BaseModel:
+        extra = dict(self.connector.model_extra or {})
+        return settings_model(self.connector.type).model_validate(extra)
+
+
+class SystemsRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    systems: list[SystemEntry] = Field(min_length=1)
+
+    def get(self, system_id: str) -> SystemEntry:
+        for entry in self.systems:
+            if entry.id == system_id:
+                return entry
+        known = ", ".join(e.id for e in self.systems)
+        raise ConfigError(f"no system {system_id!r} in the register (known: {known})")
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.systems]
+
+
+def _key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError, source: Path, prefix: str = "") -> str:
+    """One line per problem, naming the file and the key; never echoes the values."""
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors(include_input=False, include_url=False):
+        lines.append(f"  {source}: key {_key_path(error['loc'], prefix)}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_systems(path: Path) -> SystemsRegister:
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found (set ERASURE_SYSTEMS_FILE or run `erasure up`)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        register = SystemsRegister.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from None
+    seen: set[str] = set()
+    for index, entry in enumerate(register.systems):
+        where = f"systems[{index}]"
+        if entry.id in seen:
+            raise ConfigError(f"{path}: key {where}.id: duplicate system id {entry.id!r}")
+        seen.add(entry.id)
+        if entry.connector.type not in CONNECTOR_TYPES:
+            known = ", ".join(sorted(CONNECTOR_TYPES))
+            raise ConfigError(
+                f"{path}: key {where}.connector.type: unknown connector type "
+                f"{entry.connector.type!r} (known: {known})"
+            )
+        try:
+            entry.connector_settings()
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, path, f"{where}.connector")) from None
+    return register

@@ -1,0 +1,69 @@
+"""The intake client for the contact-form backend (Python).
+
+It seals the person's identities with the pipeline's intake public key (the
+backend holds nothing else) and publishes `ErasureRequested` with an idempotent,
+acks=all producer. The `request_id` is the idempotency key: resubmitting the
+same one changes nothing downstream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaProducer
+
+from pipeline import topics
+from pipeline.crypto import seal_for_intake
+from pipeline.events import encode
+from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
+
+IdentitiesInput = Mapping[str, str] | Sequence[Identity]
+
+
+def _identities(identities: IdentitiesInput) -> SubjectIdentities:
+    if isinstance(identities, Mapping):
+        items = [Identity(identity_type=k, identity_value=v)  # type: ignore[arg-type]
+                 for k, v in identities.items()]
+    else:
+        items = list(identities)
+    return SubjectIdentities(identities=items)
+
+
+class IntakeClient:
+    def __init__(self, bootstrap_servers: str, intake_public_key: bytes,
+                 **producer_options: Any) -> None:
+        self.public_key = intake_public_key
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True,
+            client_id="erasure-intake", **producer_options,
+        )
+
+    def build(self, identities: IdentitiesInput, received_at: datetime, request_id: str | None = None,
+              **fields: Any) -> ErasureRequested:
+        scope = fields.pop("scope", None)
+        return ErasureRequested(
+            request_id=request_id or str(uuid.uuid4()), received_at=received_at,
+            identities=seal_for_intake(self.public_key, _identities(identities)),
+            scope=Scope(**scope) if isinstance(scope, dict) else scope, **fields,
+        )
+
+    def submit(self, identities: IdentitiesInput, received_at: datetime, request_id: str | None = None,
+               timeout_s: float = 30.0, **fields: Any) -> str:
+        """Publish one deletion request and wait for the broker's acknowledgement."""
+        event = self.build(identities, received_at, request_id, **fields)
+        self.producer.send(topics.REQUESTS, key=event.request_id.encode(),
+                           value=encode(event)).get(timeout_s)
+        return event.request_id
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+    def __enter__(self) -> IntakeClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,458 @@
+"""The ledger: the officers' system of record (SQLAlchemy; SQLite by default, PostgreSQL in production).
+
+It holds requests, per-system outcomes, an append-only hash-chained event log
+and the key store of per-request data keys. Every write is idempotent, so
+at-least-once delivery never records anything twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.deadlines import deadline_flag
+from schemas import (
+    FINAL_SYSTEM_STATUSES,
+    ErasureCompleted,
+    ErasureOutcome,
+    ErasurePlanned,
+    ErasureTask,
+    Scope,
+    SealedIdentities,
+    SystemSummary,
+)
+
+metadata = sa.MetaData()
+UtcDateTime = sa.DateTime(timezone=True)
+
+requests_table = sa.Table(
+    "erasure_requests", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("subject_ref", sa.String(200), nullable=False, index=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False, index=True),
+    sa.Column("planned_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("completed_at", UtcDateTime),
+    sa.Column("on_time", sa.Boolean),
+    sa.Column("completion_published", sa.Boolean, nullable=False, default=False),
+    sa.Column("sealed_identities", sa.Text, nullable=False),
+    sa.Column("scope", sa.Text),
+)
+
+systems_table = sa.Table(
+    "erasure_system_outcomes", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("system", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False, default=False),
+    sa.Column("expected_turnaround_s", sa.Float, nullable=False),
+    sa.Column("expected_by", UtcDateTime, nullable=False, index=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("evidence", sa.Text),
+    sa.Column("holds", sa.Text),
+    sa.Column("error", sa.Text),
+)
+
+events_table = sa.Table(
+    "erasure_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False, index=True),
+    sa.Column("system", sa.String(64)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer),
+    sa.Column("status", sa.String(32)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+chain_head_table = sa.Table(
+    "erasure_chain_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+)
+
+data_keys_table = sa.Table(
+    "erasure_data_keys", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("data_key", sa.LargeBinary(64)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("tasks_published_at", UtcDateTime),
+    sa.Column("destroyed_at", UtcDateTime),
+)
+
+GENESIS_HASH = "0" * 64
+NON_REDRIVEN_STATUSES = ("manual",)
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes: everything in the ledger is UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def chain_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    fields = {k: row[k] for k in ("request_id", "system", "kind", "attempt", "status", "payload",
+                                  "recorded_at", "dedupe_key")}
+    fields["recorded_at"] = utc(fields["recorded_at"]).isoformat()  # type: ignore[union-attr]
+    return hashlib.sha256((prev_hash + _json(fields)).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SystemView:
+    system: str
+    status: str
+    attempt: int
+    evidence: dict[str, Any] | None
+    holds: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestView:
+    request_id: str
+    subject_ref: str
+    received_at: datetime
+    due_at: datetime
+    status: str
+    completed_at: datetime | None
+    on_time: bool | None
+    deadline_flag: str | None
+    systems: list[SystemView]
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    request_id: str
+    data_key: bytes
+    tasks_published: bool
+
+
+class Ledger:
+    def __init__(self, url: str) -> None:
+        connect_args: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            connect_args = {"timeout": 30, "check_same_thread": False}
+        self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(chain_head_table.c.id)).first() is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(chain_head_table.insert().values(id=1, last_hash=GENESIS_HASH))
+                except IntegrityError:
+                    pass
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- key store -----------------------------------------------------------
+    def grant_data_keys(self, proposals: dict[str, bytes], now: datetime) -> dict[str, KeyGrant]:
+        """Store each request's data key unless one exists; return the key in force."""
+        if not proposals:
+            return {}
+        with self.engine.begin() as conn:
+            existing = {
+                row.request_id: row
+                for row in conn.execute(sa.select(data_keys_table).where(
+                    data_keys_table.c.request_id.in_(list(proposals))))
+            }
+            fresh = [{"request_id": rid, "data_key": key, "created_at": now}
+                     for rid, key in proposals.items() if rid not in existing]
+            if fresh:
+                conn.execute(data_keys_table.insert(), fresh)
+        grants = {}
+        for rid, key in proposals.items():
+            row = existing.get(rid)
+            if row is None:
+                grants[rid] = KeyGrant(rid, key, False)
+            elif row.data_key is not None:
+                grants[rid] = KeyGrant(rid, row.data_key, row.tasks_published_at is not None)
+        return grants
+
+    def mark_tasks_published(self, request_ids: Iterable[str], now: datetime) -> None:
+        ids = list(request_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(data_keys_table.update()
+                             .where(data_keys_table.c.request_id.in_(ids))
+                             .values(tasks_published_at=now))
+
+    def data_key(self, request_id: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(data_keys_table.c.data_key).where(
+                data_keys_table.c.request_id == request_id)).scalar()
+        return bytes(value) if value is not None else None
+
+    # -- recording -------------------------------------------------------------
+    def _append_event(self, conn: sa.Connection, head: list[str], request_id: str, system: str | None,
+                      kind: str, attempt: int | None, status: str | None, payload: dict[str, Any],
+                      now: datetime, dedupe_key: str) -> bool:
+        if conn.execute(sa.select(events_table.c.id).where(
+                events_table.c.dedupe_key == dedupe_key)).first() is not None:
+            return False
+        row: dict[str, Any] = {"request_id": request_id, "system": system, "kind": kind, "attempt": attempt,
+               "status": status, "payload": _json(payload), "recorded_at": now,
+               "dedupe_key": dedupe_key}
+        row["prev_hash"] = head[0]
+        row["hash"] = chain_hash(head[0], row)
+        conn.execute(events_table.insert().values(**row))
+        head[0] = row["hash"]
+        return True
+
+    def _lock_head(self, conn: sa.Connection) -> list[str]:
+        query = sa.select(chain_head_table.c.last_hash).where(chain_head_table.c.id == 1)
+        if self.is_postgres or self.engine.dialect.name in ("mysql", "mariadb"):
+            query = query.with_for_update()
+        return [conn.execute(query).scalar_one()]
+
+    def record(self, events: Sequence[ErasurePlanned | ErasureOutcome], now: datetime,
+               ) -> list[ErasureCompleted]:
+        """Apply a batch in one transaction; return the completions it caused."""
+        completions: list[ErasureCompleted] = []
+        with self.engine.begin() as conn:
+            head = self._lock_head(conn)
+            touched: set[str] = set()
+            for event in events:
+                if isinstance(event, ErasurePlanned):
+                    self._record_plan(conn, head, event, now)
+                    touched.add(event.request_id)
+                elif self._record_outcome(conn, head, event, now):
+                    touched.add(event.request_id)
+            for request_id in sorted(touched):
+                completed = self._complete_if_final(conn, head, request_id, now)
+                if completed is not None:
+                    completions.append(completed)
+            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
+                         .values(last_hash=head[0]))
+        return completions
+
+    def _record_plan(self, conn: sa.Connection, head: list[str], plan: ErasurePlanned,
+                     now: datetime) -> None:
+        if conn.execute(sa.select(requests_table.c.request_id).where(
+                requests_table.c.request_id == plan.request_id)).first() is not None:
+            return
+        conn.execute(requests_table.insert().values(
+            request_id=plan.request_id, subject_ref=plan.subject_ref, received_at=plan.received_at,
+            due_at=plan.due_at, planned_at=plan.planned_at, status="in_progress",
+            completion_published=False, sealed_identities=plan.identities.model_dump_json(),
+            scope=plan.scope.model_dump_json() if plan.scope else None,
+        ))
+        if plan.targets:
+            conn.execute(systems_table.insert(), [
+                {"request_id": plan.request_id, "system": t.system, "status": "planned",
+                 "attempt": 1, "final": False, "expected_turnaround_s": t.expected_turnaround_s,
+                 "expected_by": now + timedelta(seconds=t.expected_turnaround_s), "updated_at": now}
+                for t in plan.targets
+            ])
+        self._append_event(
+            conn, head, plan.request_id, None, "planned", None, "in_progress",
+            {"targets": [t.system for t in plan.targets], "due_at": plan.due_at.isoformat(),
+             "received_at": plan.received_at.isoformat()},
+            now, f"{plan.request_id}:planned")
+
+    def _record_outcome(self, conn: sa.Connection, head: list[str], outcome: ErasureOutcome,
+                        now: datetime) -> bool:
+        row = conn.execute(sa.select(systems_table).where(
+            systems_table.c.request_id == outcome.request_id,
+            systems_table.c.system == outcome.system)).first()
+        if row is None or row.final:
+            return False  # not planned, or already final: a duplicate changes nothing
+        final = outcome.status in FINAL_SYSTEM_STATUSES
+        if not final and outcome.attempt < row.attempt:
+            return False  # an interim report from an attempt already superseded (re-driven)
+        recorded = self._append_event(
+            conn, head, outcome.request_id, outcome.system, "outcome", outcome.attempt,
+            outcome.status, outcome.model_dump(mode="json", exclude={"event_type"}), now,
+            f"{outcome.request_id}:{outcome.system}:{outcome.attempt}:{outcome.status}")
+        if not recorded:
+            return False
+        next_at = utc(outcome.next_attempt_at) or now
+        attempt = outcome.attempt + 1 if outcome.status == "retrying" else outcome.attempt
+        conn.execute(systems_table.update().where(
+            systems_table.c.request_id == outcome.request_id,
+            systems_table.c.system == outcome.system).values(
+            status=outcome.status, attempt=max(attempt, row.attempt), final=final, updated_at=now,
+            expected_by=max(next_at, now) + timedelta(seconds=row.expected_turnaround_s),
+            evidence=outcome.evidence.model_dump_json() if outcome.evidence else row.evidence,
+            holds=_json([h.model_dump(mode="json") for h in outcome.holds]) if outcome.holds
+            else row.holds,
+            error=outcome.error.model_dump_json() if outcome.error else None,
+        ))
+        return final
+
+    def _complete_if_final(self, conn: sa.Connection, head: list[str], request_id: str,
+                           now: datetime) -> ErasureCompleted | None:
+        request = conn.execute(sa.select(requests_table).where(
+            requests_table.c.request_id == request_id)).first()
+        if request is None or request.status != "in_progress":
+            return None
+        systems = conn.execute(sa.select(systems_table).where(
+            systems_table.c.request_id == request_id).order_by(systems_table.c.system)).all()
+        if not all(s.final for s in systems):
+            return None
+        statuses = {s.status for s in systems}
+        status = ("needs_attention" if "failed" in statuses
+                  else "completed_with_holds" if "held" in statuses else "completed")
+        due = utc(request.due_at)
+        assert due is not None
+        on_time = now <= due
+        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id)
+                     .values(status=status, completed_at=now, on_time=on_time))
+        self._append_event(conn, head, request_id, None, "completed", None, status,
+                           {"on_time": on_time}, now, f"{request_id}:completed")
+        return ErasureCompleted(
+            request_id=request_id, status=status,  # type: ignore[arg-type]
+            systems=[SystemSummary(system=s.system, status=s.status, attempt=s.attempt)
+                     for s in systems],
+            received_at=utc(request.received_at), due_at=due, completed_at=now,  # type: ignore[arg-type]
+            on_time=on_time,
+        )
+
+    def mark_completion_published(self, request_ids: Iterable[str]) -> None:
+        ids = list(request_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(requests_table.update().where(requests_table.c.request_id.in_(ids))
+                             .values(completion_published=True))
+
+    def unpublished_completions(self) -> list[ErasureCompleted]:
+        """Completions recorded but not yet announced (a crash between the two)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(requests_table).where(
+                requests_table.c.status != "in_progress",
+                requests_table.c.completion_published.is_(False))).all()
+            result = []
+            for request in rows:
+                systems = conn.execute(sa.select(systems_table).where(
+                    systems_table.c.request_id == request.request_id)
+                    .order_by(systems_table.c.system)).all()
+                result.append(ErasureCompleted(
+                    request_id=request.request_id, status=request.status,
+                    systems=[SystemSummary(system=s.system, status=s.status, attempt=s.attempt)
+                             for s in systems],
+                    received_at=utc(request.received_at), due_at=utc(request.due_at),  # type: ignore[arg-type]
+                    completed_at=utc(request.completed_at), on_time=bool(request.on_time),  # type: ignore[arg-type]
+                ))
+        return result
+
+    def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
+        """Tasks for planned systems silent past their expected turnaround, next attempt each."""
+        tasks: list[ErasureTask] = []
+        with self.engine.begin() as conn:
+            head = self._lock_head(conn)
+            silent = conn.execute(
+                sa.select(systems_table, requests_table.c.received_at, requests_table.c.due_at,
+                          requests_table.c.subject_ref, requests_table.c.sealed_identities,
+                          requests_table.c.scope)
+                .join(requests_table, requests_table.c.request_id == systems_table.c.request_id)
+                .where(systems_table.c.final.is_(False),
+                       systems_table.c.status.not_in(NON_REDRIVEN_STATUSES),
+                       systems_table.c.expected_by < now)
+                .limit(max_tasks)).all()
+            for row in silent:
+                attempt = row.attempt + 1
+                conn.execute(systems_table.update().where(
+                    systems_table.c.request_id == row.request_id,
+                    systems_table.c.system == row.system).values(
+                    attempt=attempt, updated_at=now,
+                    expected_by=now + timedelta(seconds=row.expected_turnaround_s)))
+                self._append_event(conn, head, row.request_id, row.system, "redriven", attempt,
+                                   row.status, {"silent_since": utc(row.updated_at).isoformat()},  # type: ignore[union-attr]
+                                   now, f"{row.request_id}:{row.system}:{attempt}:redriven")
+                tasks.append(ErasureTask(
+                    request_id=row.request_id, system=row.system, attempt=attempt,
+                    received_at=utc(row.received_at), due_at=utc(row.due_at),  # type: ignore[arg-type]
+                    subject_ref=row.subject_ref,
+                    identities=SealedIdentities.model_validate_json(row.sealed_identities),
+                    scope=Scope.model_validate_json(row.scope) if row.scope else None,
+                ))
+            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
+                         .values(last_hash=head[0]))
+        return tasks
+
+    # -- queries -----------------------------------------------------------------
+    def request(self, request_id: str, now: datetime) -> RequestView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(requests_table).where(
+                requests_table.c.request_id == request_id)).first()
+            if row is None:
+                return None
+            systems = conn.execute(sa.select(systems_table).where(
+                systems_table.c.request_id == request_id).order_by(systems_table.c.system)).all()
+        return _request_view(row, systems, now)
+
+    def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
+                      limit: int = 200) -> list[RequestView]:
+        query = sa.select(requests_table).order_by(requests_table.c.received_at.desc())
+        if status:
+            query = query.where(requests_table.c.status == status)
+        if overdue:
+            query = query.where(requests_table.c.status == "in_progress",
+                                requests_table.c.due_at < now)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [_request_view(row, [], now) for row in rows]
+
+    def events(self, request_id: str | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(events_table).order_by(events_table.c.id)
+        if request_id:
+            query = query.where(events_table.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def verify_chain(self) -> int | None:
+        """The id of the first event whose hash does not follow from its predecessor, or None."""
+        prev = GENESIS_HASH
+        for row in self.events():
+            data = dict(row._mapping)
+            if data["prev_hash"] != prev or chain_hash(prev, data) != data["hash"]:
+                return int(data["id"])
+            prev = data["hash"]
+        return None
+
+
+def _request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetime) -> RequestView:
+    due = utc(row.due_at)
+    assert due is not None
+    return RequestView(
+        request_id=row.request_id, subject_ref=row.subject_ref,
+        received_at=utc(row.received_at), due_at=due, status=row.status,  # type: ignore[arg-type]
+        completed_at=utc(row.completed_at), on_time=row.on_time,
+        deadline_flag=deadline_flag(due, now, row.status != "in_progress"),
+        systems=[SystemView(
+            system=s.system, status=s.status, attempt=s.attempt,
+            evidence=json.loads(s.evidence) if s.evidence else None,
+            holds=json.loads(s.holds) if s.holds else [],
+            error=json.loads(s.error) if s.error else None,
+            updated_at=utc(s.updated_at),  # type: ignore[arg-type]
+        ) for s in systems],
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

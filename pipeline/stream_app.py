@@ -100,8 +100,9 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     deadletter_topic = raw_topic(topics.DEADLETTER)
     task_topics = {entry.id: raw_topic(topics.task_topic(entry.id)) for entry in register.systems}
 
-    progress = app.Table("request-progress", key_type=str, value_type=Any,
-                         key_serializer="raw", value_serializer="json", use_partitioner=True,
+    # Working state per request; the ledger is the record. Partitioned by key like the
+    # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
+    progress = app.Table("request-progress", key_type=str, use_partitioner=True,
                          partitions=settings.topic_partitions)
 
     async def send_all(messages: Sequence[tuple[Any, bytes, bytes]]) -> None:

@@ -65,7 +65,10 @@ class SqlStoreConnector:
         self.system = system
         self.settings = settings
         url = settings.url or require_secret(settings.url_env or "", system)
-        self._engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+        self._engine = sa.create_engine(url, pool_pre_ping=True)
+        if self._engine.dialect.name == "sqlite":
+            # SQLite ignores foreign keys unless asked: a rule order that would orphan rows must fail.
+            sa.event.listen(self._engine, "connect", _sqlite_foreign_keys)
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
 
@@ -126,3 +129,9 @@ class SqlStoreConnector:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

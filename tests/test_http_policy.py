@@ -1,0 +1,95 @@
+"""The one retry policy: what is retryable and how long to wait."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from connectors.base import AuthError, PermanentError, RetryableError
+from connectors.http import call_with_retries, classify_response, wait_from_headers
+
+NOW = 1_800_000_000.0
+
+
+def response(status: int, headers: dict[str, str] | None = None, body: str = "") -> requests.Response:
+    resp = requests.Response()
+    resp.status_code = status
+    resp.headers.update(headers or {})
+    resp._content = body.encode()
+    return resp
+
+
+@pytest.mark.parametrize(("headers", "wait"), [
+    ({"Retry-After": "7"}, 7.0),
+    ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)}, 30.0),
+    ({"x-sib-ratelimit-reset": "12"}, 12.0),
+    ({"X-RateLimit-Reset": str(int(NOW + 45))}, 45.0),
+    ({"X-RateLimit-Reset": format_datetime(datetime.fromtimestamp(NOW + 20, UTC))}, 20.0),
+    ({"Retry-After": "3", "X-RateLimit-Reset": str(int(NOW + 45))}, 3.0),
+    ({}, None),
+])
+def test_wait_from_headers(headers: dict[str, str], wait: float | None) -> None:
+    assert wait_from_headers(headers, now_epoch_s=NOW) == wait
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "error"), [
+    (429, {"x-sib-ratelimit-reset": "5"}, "", RetryableError),
+    (420, {}, "", RetryableError),
+    (503, {}, "", RetryableError),
+    (403, {}, '{"error":{"errors":[{"reason":"userRateLimitExceeded"}]}}', RetryableError),
+    (403, {}, '{"error":{"errors":[{"reason":"insufficientPermissions"}]}}', AuthError),
+    (401, {}, "", AuthError),
+    (429, {"Stripe-Should-Retry": "false"}, "", PermanentError),
+    (400, {}, "", PermanentError),
+])
+def test_classification(status: int, headers: dict[str, str], body: str, error: type) -> None:
+    with pytest.raises(error) as info:
+        classify_response(response(status, headers, body), "acme", "DELETE /x/{id}", "ACME_KEY")
+    assert type(info.value) is error
+    assert info.value.system == "acme"
+
+
+def test_auth_error_names_the_variable() -> None:
+    with pytest.raises(AuthError, match="ACME_KEY"):
+        classify_response(response(401), "acme", "DELETE /x/{id}", "ACME_KEY")
+
+
+def test_retries_honour_the_processors_wait() -> None:
+    waits: list[float] = []
+    calls = iter([RetryableError("acme", "429", retry_after_s=2.0), RetryableError("acme", "503"), "ok"])
+
+    def operation() -> str:
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert call_with_retries(operation, attempts=3, max_wait_s=5, backoff_cap_s=4,
+                             sleep=waits.append) == "ok"
+    assert waits[0] == 2.0 and 0 <= waits[1] <= 4
+
+
+def test_long_waits_are_not_slept_in_process() -> None:
+    waits: list[float] = []
+
+    def operation() -> str:
+        raise RetryableError("acme", "429", retry_after_s=120.0)
+
+    with pytest.raises(RetryableError):
+        call_with_retries(operation, attempts=5, max_wait_s=5, backoff_cap_s=4, sleep=waits.append)
+    assert waits == []
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    calls = []
+
+    def operation() -> str:
+        calls.append(1)
+        raise PermanentError("acme", "HTTP 400")
+
+    with pytest.raises(PermanentError):
+        call_with_retries(operation, attempts=5, max_wait_s=5, backoff_cap_s=4, sleep=lambda _: None)
+    assert len(calls) == 1

@@ -1,0 +1,102 @@
+"""The ledger on SQLite and PostgreSQL: completion once, duplicates inert, re-drive, hash chain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.ledger import Ledger, events_table
+from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+
+RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+SEALED = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=RID, ciphertext="c2VjcmV0")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: object) -> Ledger:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    instance = Ledger(url)
+    request.addfinalizer(instance.close)
+    return instance
+
+
+def plan(turnaround_s: float = 60) -> ErasurePlanned:
+    return ErasurePlanned(
+        request_id=RID, received_at=T0, due_at=T0 + timedelta(days=30), subject_ref="sr_x",
+        identities=SEALED, planned_at=T0,
+        targets=[PlannedTarget(system="brevo", expected_turnaround_s=turnaround_s),
+                 PlannedTarget(system="site-db", expected_turnaround_s=turnaround_s)])
+
+
+def outcome(system: str, status: str, attempt: int = 1) -> ErasureOutcome:
+    return ErasureOutcome(request_id=RID, system=system, attempt=attempt, status=status,  # type: ignore[arg-type]
+                          occurred_at=T0)
+
+
+def test_completes_once_and_duplicates_change_nothing(ledger: Ledger) -> None:
+    assert ledger.record([plan(), outcome("brevo", "erased")], T0) == []
+    done = ledger.record([outcome("site-db", "not_found"), outcome("site-db", "not_found")], T0)
+    assert [c.status for c in done] == ["completed"]
+    events_before = len(ledger.events(RID))
+    assert ledger.record([plan(), outcome("brevo", "erased"), outcome("brevo", "not_found", 2),
+                          outcome("site-db", "erased", 3)], T0) == []
+    assert len(ledger.events(RID)) == events_before
+    view = ledger.request(RID, T0)
+    assert view is not None and view.status == "completed" and view.on_time
+    assert {s.system: s.status for s in view.systems} == {"brevo": "erased", "site-db": "not_found"}
+
+
+def test_failed_system_needs_attention(ledger: Ledger) -> None:
+    done = ledger.record([plan(), outcome("brevo", "failed"), outcome("site-db", "erased")], T0)
+    assert [c.status for c in done] == ["needs_attention"]
+
+
+def test_silent_system_is_redriven_with_next_attempt(ledger: Ledger) -> None:
+    ledger.record([plan(turnaround_s=30), outcome("site-db", "erased")], T0)
+    assert ledger.redrive_silent(T0 + timedelta(seconds=10)) == []
+    tasks = ledger.redrive_silent(T0 + timedelta(seconds=31))
+    assert [(t.system, t.attempt) for t in tasks] == [("brevo", 2)]
+    assert tasks[0].identities == SEALED
+    assert ledger.redrive_silent(T0 + timedelta(seconds=32)) == [], "not again before its turnaround"
+    done = ledger.record([outcome("brevo", "erased", 2)], T0 + timedelta(seconds=40))
+    assert [c.request_id for c in done] == [RID]
+
+
+def test_retrying_defers_the_redrive_until_after_the_announced_attempt(ledger: Ledger) -> None:
+    retry = ErasureOutcome(request_id=RID, system="brevo", attempt=1, status="retrying", occurred_at=T0,
+                           next_attempt_at=T0 + timedelta(seconds=100))
+    ledger.record([plan(turnaround_s=30), retry], T0)
+    assert [t.system for t in ledger.redrive_silent(T0 + timedelta(seconds=60))] == ["site-db"]
+    tasks = ledger.redrive_silent(T0 + timedelta(seconds=131))
+    # site-db again (silent since its first re-drive); brevo once its announced retry is overdue.
+    assert {t.system: t.attempt for t in tasks} == {"site-db": 3, "brevo": 3}
+
+
+def test_unpublished_completion_is_found_again(ledger: Ledger) -> None:
+    ledger.record([plan(), outcome("brevo", "erased"), outcome("site-db", "erased")], T0)
+    assert [c.request_id for c in ledger.unpublished_completions()] == [RID]
+    ledger.mark_completion_published([RID])
+    assert ledger.unpublished_completions() == []
+
+
+def test_chain_verifies_and_names_an_edited_row(ledger: Ledger) -> None:
+    ledger.record([plan(), outcome("brevo", "erased"), outcome("site-db", "erased")], T0)
+    assert ledger.verify_chain() is None
+    target = ledger.events(RID)[1]
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(events_table).where(events_table.c.id == target.id)
+                     .values(status="not_found"))
+    assert ledger.verify_chain() == target.id
+
+
+def test_key_store_keeps_the_first_key(ledger: Ledger) -> None:
+    first = ledger.grant_data_keys({RID: b"a" * 32}, T0)
+    second = ledger.grant_data_keys({RID: b"b" * 32}, T0)
+    assert first[RID].data_key == second[RID].data_key == b"a" * 32
+    assert not second[RID].tasks_published
+    ledger.mark_tasks_published([RID], T0)
+    assert ledger.grant_data_keys({RID: b"c" * 32}, T0)[RID].tasks_published
+    assert ledger.data_key(RID) == b"a" * 32

@@ -30,12 +30,15 @@ SITE_SCHEMA = [
 ]
 
 
-def seed_site_database(url: str) -> None:
+Person = tuple[str, str, str, bool]
+
+
+def seed_site_database(url: str, people: list[Person] | None = None) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         for statement in SITE_SCHEMA:
             conn.exec_driver_sql(statement)
-        for index, (name, email, phone, _) in enumerate(DEMO_PEOPLE, start=1):
+        for index, (name, email, phone, _) in enumerate(people or DEMO_PEOPLE, start=1):
             exists = conn.execute(sa.text("SELECT 1 FROM accounts WHERE email = :e"), {"e": email})
             if exists.first():
                 continue
@@ -51,8 +54,8 @@ def seed_site_database(url: str) -> None:
     engine.dispose()
 
 
-def seed_brevo(base_url: str, api_key: str) -> None:
-    for name, email, phone, in_brevo in DEMO_PEOPLE:
+def seed_brevo(base_url: str, api_key: str, people: list[Person] | None = None) -> None:
+    for name, email, phone, in_brevo in people or DEMO_PEOPLE:
         if in_brevo:
             requests.post(f"{base_url}/v3/contacts", headers={"api-key": api_key}, timeout=5,
                           json={"email": email, "attributes": {"FIRSTNAME": name.split()[0],

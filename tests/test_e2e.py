@@ -1,0 +1,163 @@
+"""End to end through the real broker, real processes, a PostgreSQL ledger and the fake Brevo.
+
+The tests share one running pipeline and run in file order; the last one scans
+everything the run left behind (topics, ledger, logs) for the test identities.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+from kafka import KafkaProducer
+
+from pipeline import topics
+from pipeline.events import encode
+from tests.harness import RunningPipeline, read_topic, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RUN = uuid.uuid4().hex[:8]
+PEOPLE = [
+    (f"Yannick Essai{RUN}", f"yannick.{RUN}@example.test", f"+3361{int(RUN, 16) % 10**8:08d}", True),
+    (f"Zoé Essai{RUN}", f"zoe.{RUN}@example.test", "+33698765432", True),
+    (f"Xavier Essai{RUN}", f"xavier.{RUN}@example.test", "+33687654321", True),
+    (f"Walid Essai{RUN}", f"walid.{RUN}@example.test", "+33676543210", True),
+    (f"Vera Essai{RUN}", f"vera.{RUN}@example.test", "+33665432109", True),
+    (f"Ugo Essai{RUN}", f"ugo.{RUN}@example.test", "+33654321098", True),
+]
+EMAILS = [p[1] for p in PEOPLE]
+# Published in clear by a careless backend: it is in the requests topic, and must go no further.
+CARELESS_EMAIL = f"careless.{RUN}@example.test"
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka, postgres_url_module: str, tmp_path_factory: pytest.TempPathFactory,  # type: ignore[no-untyped-def]
+             ) -> Iterator[RunningPipeline]:
+    running = RunningPipeline(tmp_path_factory.mktemp("e2e"), kafka.bootstrap, postgres_url_module,
+                              PEOPLE).start()
+    yield running
+    running.stop()
+
+
+def site_rows(pipeline: RunningPipeline, email: str) -> int:
+    engine = sa.create_engine(pipeline.site_url)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT COUNT(*) FROM accounts WHERE email = :e"), {"e": email}).scalar()
+    engine.dispose()
+    return int(count or 0)
+
+
+def test_request_completes_with_both_systems(pipeline: RunningPipeline) -> None:
+    rid = pipeline.submit(EMAILS[0])
+    view = pipeline.wait_final(rid)
+    assert view.status == "completed" and view.on_time
+    assert {s.system: s.status for s in view.systems} == {"brevo": "erased", "site-db": "erased"}
+    assert site_rows(pipeline, EMAILS[0]) == 0 and site_rows(pipeline, EMAILS[5]) == 1
+    assert not pipeline.brevo.has_contact(EMAILS[0]) and pipeline.brevo.has_contact(EMAILS[5])
+    completed = wait_until(lambda: pipeline.completed_events(rid), 10, "the completion event")
+    assert completed[0]["status"] == "completed"
+    assert {s["system"] for s in completed[0]["systems"]} == {"brevo", "site-db"}
+
+
+def test_same_request_twice_completes_once(pipeline: RunningPipeline) -> None:
+    rid = str(uuid.uuid4())
+    pipeline.submit(EMAILS[1], request_id=rid)
+    pipeline.submit(EMAILS[1], request_id=rid)
+    pipeline.wait_final(rid)
+    pipeline.submit(EMAILS[1], request_id=rid)  # once more, after completion
+    time.sleep(3)
+    assert len(pipeline.completed_events(rid)) == 1
+    kinds = [e.kind for e in pipeline.ledger.events(rid)]
+    assert kinds.count("planned") == 1 and kinds.count("completed") == 1
+    assert kinds.count("outcome") == 2, kinds
+
+
+def test_invalid_events_are_dead_lettered_and_the_next_request_completes(
+        pipeline: RunningPipeline) -> None:
+    producer = KafkaProducer(bootstrap_servers=pipeline.bootstrap, acks="all")
+    garbage = producer.send(topics.REQUESTS, key=b"junk", value=b"{not json").get(10)
+    # Well-formed JSON with the identity in clear: it must be refused, and never echoed.
+    clear = producer.send(topics.REQUESTS, key=b"clear", value=json.dumps({
+        "event_type": "erasure.requested", "request_id": str(uuid.uuid4()),
+        "received_at": "2026-11-26T10:00:00+00:00",
+        "identities": [{"identity_type": "email", "identity_value": CARELESS_EMAIL}]}).encode()).get(10)
+    producer.close()
+    rid = pipeline.submit(EMAILS[2])
+    assert pipeline.wait_final(rid).status == "completed"
+
+    def dead_letters() -> list[dict[str, object]]:
+        return [json.loads(r.value) for r in read_topic(pipeline.bootstrap, topics.DEADLETTER)]
+
+    letters = wait_until(lambda: len(dead_letters()) >= 2 and dead_letters(), 15, "dead letters")
+    coordinates = {(d["source_topic"], d["partition"], d["offset"]) for d in letters}
+    assert (topics.REQUESTS, garbage.partition, garbage.offset) in coordinates
+    assert (topics.REQUESTS, clear.partition, clear.offset) in coordinates
+    by_offset = {(d["partition"], d["offset"]): d for d in letters}
+    assert "identities" in str(by_offset[(clear.partition, clear.offset)]["reason"])
+    assert CARELESS_EMAIL not in json.dumps(letters)
+
+
+def test_rate_limited_brevo_is_retried_later_and_ends_erased(pipeline: RunningPipeline) -> None:
+    # A reset longer than the in-process wait (1 s here): the task is re-queued with not_before.
+    requests.post(f"{pipeline.brevo.url}/__fake__/faults",
+                  json={"status": 429, "count": 1, "reset_s": 3}, timeout=5)
+    rid = pipeline.submit(EMAILS[3])
+    view = pipeline.wait_final(rid)
+    brevo = next(s for s in view.systems if s.system == "brevo")
+    assert (brevo.status, brevo.attempt) == ("erased", 2)
+    history = [(e.system, e.status, e.attempt) for e in pipeline.ledger.events(rid) if e.system == "brevo"]
+    assert history == [("brevo", "retrying", 1), ("brevo", "erased", 2)]
+    assert not pipeline.brevo.has_contact(EMAILS[3])
+
+
+def test_kill_9_of_a_connector_mid_flight_then_restart(pipeline: RunningPipeline) -> None:
+    requests.post(f"{pipeline.brevo.url}/__fake__/latency", json={"delay_s": 4}, timeout=5)
+    rid = pipeline.submit(EMAILS[4])
+    wait_until(lambda: any(e.system == "site-db" for e in pipeline.ledger.events(rid)), 30,
+               "the site database's outcome")
+    time.sleep(1.0)  # brevo's task is now inside the slow HTTP call
+    pipeline.kill("connector-brevo")
+    requests.post(f"{pipeline.brevo.url}/__fake__/latency", json={"delay_s": 0}, timeout=5)
+    pipeline.start_connector("brevo")
+    view = pipeline.wait_final(rid, timeout_s=90)
+    assert view.status == "completed"
+    brevo_finals = [e for e in pipeline.ledger.events(rid)
+                    if e.system == "brevo" and e.status in ("erased", "not_found", "failed")]
+    assert len(brevo_finals) == 1, "recorded exactly once"
+    assert brevo_finals[0].status in ("erased", "not_found")  # the killed call may have landed
+    assert not pipeline.brevo.has_contact(EMAILS[4])
+    time.sleep(2)
+    assert len(pipeline.completed_events(rid)) == 1
+
+
+def test_no_identity_in_clear_anywhere(pipeline: RunningPipeline, tmp_path: Path) -> None:
+    needles = [n for p in PEOPLE for n in (p[1], p[1].upper(), p[0], p[2])]
+    haystacks: dict[str, str] = {}
+    for topic in [*topics.all_topics(["site-db", "brevo"]),
+                  "erasure-pipeline-request-progress-changelog"]:
+        records = read_topic(pipeline.bootstrap, topic, idle_s=1.0)
+        haystacks[f"topic {topic}"] = "\n".join(
+            (r.key or b"").decode(errors="replace") + (r.value or b"").decode(errors="replace")
+            for r in records)
+    assert haystacks["topic erasure.requests.v1"], "the scan must actually read the topics"
+    engine = sa.create_engine(pipeline.database_url)
+    with engine.connect() as conn:
+        for table in ("erasure_events", "erasure_requests", "erasure_system_outcomes"):
+            rows = conn.execute(sa.text(f"SELECT * FROM {table}")).all()
+            haystacks[f"ledger {table}"] = "\n".join(str(tuple(r)) for r in rows)
+    engine.dispose()
+    haystacks["process logs"] = pipeline.all_logs()
+    assert "Worker]: Ready" in haystacks["process logs"]
+    leaks = [(where, needle) for where, text in haystacks.items() for needle in needles
+             if needle in text]
+    leaks += [(where, CARELESS_EMAIL) for where, text in haystacks.items()
+              if CARELESS_EMAIL in text and where != "topic erasure.requests.v1"]
+    assert CARELESS_EMAIL in haystacks["topic erasure.requests.v1"], "the scan sees clear text"
+    assert leaks == []

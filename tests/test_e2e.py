@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 
 from pipeline import topics
-from pipeline.events import encode
 from tests.harness import RunningPipeline, read_topic, wait_until
 
 pytestmark = pytest.mark.e2e

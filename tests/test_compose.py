@@ -1,0 +1,81 @@
+"""docker-compose.yml cannot run here (no Docker engine): check it against the code instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import load_systems
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+THIRD_PARTY_IMAGES = ("apache/kafka", "postgres")
+
+
+def settings_env_names() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        names.add(f"ERASURE_{name.upper()}")
+        alias = field.validation_alias
+        if alias is not None:
+            names.update(str(choice) for choice in getattr(alias, "choices", [alias]))
+    return names
+
+
+def secrets_named_in(systems_file: Path) -> set[str]:
+    names = set()
+    for entry in load_systems(systems_file).systems:
+        for key, value in (entry.connector.model_extra or {}).items():
+            if key.endswith("_env") and isinstance(value, str):
+                names.add(value)
+    return names
+
+
+def resolve_command(words: list[str]) -> tuple[click.Command, list[str]]:
+    """The subcommand the words name, and the words left over as its arguments."""
+    command: click.Command = main
+    depth = 0
+    for word in words:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        command = command.commands[word]
+        depth += 1
+    return command, words[depth:]
+
+
+def erasure_services() -> dict[str, dict]:  # type: ignore[type-arg]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return {name: spec for name, spec in compose["services"].items()
+            if not str(spec.get("image", "")).startswith(THIRD_PARTY_IMAGES)}
+
+
+def test_every_service_runs_a_real_erasure_subcommand() -> None:
+    services = erasure_services()
+    assert {"worker", "connector-site-db", "connector-brevo", "topics"} <= set(services)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["erasure"]' in dockerfile
+    for name, spec in services.items():
+        command, rest = resolve_command(spec["command"])
+        assert command is not main and not isinstance(command, click.Group), (
+            f"service {name}: {spec['command']} is not an erasure subcommand")
+        arguments = [p for p in command.params if isinstance(p, click.Argument)]
+        assert len(rest) == len(arguments), f"service {name}: {rest} for arguments {arguments}"
+
+
+def test_connector_services_name_systems_of_the_register() -> None:
+    register = load_systems(ROOT / "deploy" / "systems.yaml")
+    for name, spec in erasure_services().items():
+        if spec["command"][0] == "connector":
+            assert spec["command"][1] in register.ids, f"service {name}: unknown system"
+
+
+def test_every_setting_passed_is_one_the_code_reads() -> None:
+    known = settings_env_names() | secrets_named_in(ROOT / "deploy" / "systems.yaml")
+    for name, spec in erasure_services().items():
+        for variable in spec.get("environment", {}):
+            assert variable in known, f"service {name} passes {variable}, which nothing reads"
+    mounted = [v for spec in erasure_services().values() for v in spec.get("volumes", [])]
+    assert all(Path(ROOT, v.split(":")[0]).exists() for v in mounted)

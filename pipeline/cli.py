@@ -238,7 +238,8 @@ def ledger_verify() -> None:
     settings = _settings()
     broken = Ledger(settings.ledger_url).verify_chain()
     if broken is not None:
-        raise CliError(f"ledger event {broken} does not follow from the one before: tampered")
+        raise CliError(f"ledger event at chain position {broken} does not follow from the one "
+                       "before: the event log was altered")
     click.echo("ledger chain intact")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +65,7 @@ systems_table = sa.Table(
 events_table = sa.Table(
     "erasure_events", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("position", sa.BigInteger, nullable=False, unique=True),
     sa.Column("request_id", sa.String(36), nullable=False, index=True),
     sa.Column("system", sa.String(64)),
     sa.Column("kind", sa.String(32), nullable=False),
@@ -81,6 +82,7 @@ chain_head_table = sa.Table(
     "erasure_chain_head", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("last_position", sa.BigInteger, nullable=False),
 )
 
 data_keys_table = sa.Table(
@@ -108,8 +110,8 @@ def _json(value: Any) -> str:
 
 
 def chain_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    fields = {k: row[k] for k in ("request_id", "system", "kind", "attempt", "status", "payload",
-                                  "recorded_at", "dedupe_key")}
+    fields = {k: row[k] for k in ("position", "request_id", "system", "kind", "attempt", "status",
+                                  "payload", "recorded_at", "dedupe_key")}
     fields["recorded_at"] = utc(fields["recorded_at"]).isoformat()  # type: ignore[union-attr]
     return hashlib.sha256((prev_hash + _json(fields)).encode("utf-8")).hexdigest()
 
@@ -159,7 +161,8 @@ class Ledger:
             if conn.execute(sa.select(chain_head_table.c.id)).first() is None:
                 try:
                     with conn.begin_nested():
-                        conn.execute(chain_head_table.insert().values(id=1, last_hash=GENESIS_HASH))
+                        conn.execute(chain_head_table.insert().values(id=1, last_hash=GENESIS_HASH,
+                                                                     last_position=0))
                 except IntegrityError:
                     pass
 
@@ -205,129 +208,44 @@ class Ledger:
         return bytes(value) if value is not None else None
 
     # -- recording -------------------------------------------------------------
-    def _append_event(self, conn: sa.Connection, head: list[str], request_id: str, system: str | None,
-                      kind: str, attempt: int | None, status: str | None, payload: dict[str, Any],
-                      now: datetime, dedupe_key: str) -> bool:
-        if conn.execute(sa.select(events_table.c.id).where(
-                events_table.c.dedupe_key == dedupe_key)).first() is not None:
-            return False
-        row: dict[str, Any] = {"request_id": request_id, "system": system, "kind": kind, "attempt": attempt,
-               "status": status, "payload": _json(payload), "recorded_at": now,
-               "dedupe_key": dedupe_key}
-        row["prev_hash"] = head[0]
-        row["hash"] = chain_hash(head[0], row)
-        conn.execute(events_table.insert().values(**row))
-        head[0] = row["hash"]
-        return True
-
-    def _lock_head(self, conn: sa.Connection) -> list[str]:
-        query = sa.select(chain_head_table.c.last_hash).where(chain_head_table.c.id == 1)
-        if self.is_postgres or self.engine.dialect.name in ("mysql", "mariadb"):
+    def _chain(self, conn: sa.Connection, dedupe_keys: Iterable[str]) -> _ChainWriter:
+        """Lock the chain head; know which of these events are already recorded."""
+        query = sa.select(chain_head_table).where(chain_head_table.c.id == 1)
+        if self.engine.dialect.name != "sqlite":
             query = query.with_for_update()
-        return [conn.execute(query).scalar_one()]
+        head = conn.execute(query).one()
+        keys = list(dedupe_keys)
+        known: set[str] = set()
+        for chunk in _chunks(keys, 500):
+            known.update(conn.execute(sa.select(events_table.c.dedupe_key).where(
+                events_table.c.dedupe_key.in_(chunk))).scalars())
+        return _ChainWriter(head.last_hash, head.last_position, known)
 
     def record(self, events: Sequence[ErasurePlanned | ErasureOutcome], now: datetime,
                ) -> list[ErasureCompleted]:
-        """Apply a batch in one transaction; return the completions it caused."""
-        completions: list[ErasureCompleted] = []
+        """Apply a batch in one transaction (a few statements per batch); return its completions."""
+        ids = sorted({e.request_id for e in events})
         with self.engine.begin() as conn:
-            head = self._lock_head(conn)
-            touched: set[str] = set()
+            requests: dict[str, dict[str, Any]] = {}
+            systems: dict[str, dict[str, dict[str, Any]]] = {}
+            for chunk in _chunks(ids, 500):
+                for row in conn.execute(sa.select(requests_table).where(
+                        requests_table.c.request_id.in_(chunk))):
+                    requests[row.request_id] = dict(row._mapping)
+                for row in conn.execute(sa.select(systems_table).where(
+                        systems_table.c.request_id.in_(chunk))):
+                    systems.setdefault(row.request_id, {})[row.system] = dict(row._mapping)
+            chain = self._chain(conn, [_dedupe_key(e) for e in events]
+                                + [f"{rid}:completed" for rid in ids])
+            batch = _Batch(requests, systems, chain, now)
             for event in events:
                 if isinstance(event, ErasurePlanned):
-                    self._record_plan(conn, head, event, now)
-                    touched.add(event.request_id)
-                elif self._record_outcome(conn, head, event, now):
-                    touched.add(event.request_id)
-            for request_id in sorted(touched):
-                completed = self._complete_if_final(conn, head, request_id, now)
-                if completed is not None:
-                    completions.append(completed)
-            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
-                         .values(last_hash=head[0]))
+                    batch.plan(event)
+                else:
+                    batch.outcome(event)
+            completions = [c for rid in sorted(batch.touched) if (c := batch.complete_if_final(rid))]
+            batch.write(conn)
         return completions
-
-    def _record_plan(self, conn: sa.Connection, head: list[str], plan: ErasurePlanned,
-                     now: datetime) -> None:
-        if conn.execute(sa.select(requests_table.c.request_id).where(
-                requests_table.c.request_id == plan.request_id)).first() is not None:
-            return
-        conn.execute(requests_table.insert().values(
-            request_id=plan.request_id, subject_ref=plan.subject_ref, received_at=plan.received_at,
-            due_at=plan.due_at, planned_at=plan.planned_at, status="in_progress",
-            completion_published=False, sealed_identities=plan.identities.model_dump_json(),
-            scope=plan.scope.model_dump_json() if plan.scope else None,
-        ))
-        if plan.targets:
-            conn.execute(systems_table.insert(), [
-                {"request_id": plan.request_id, "system": t.system, "status": "planned",
-                 "attempt": 1, "final": False, "expected_turnaround_s": t.expected_turnaround_s,
-                 "expected_by": now + timedelta(seconds=t.expected_turnaround_s), "updated_at": now}
-                for t in plan.targets
-            ])
-        self._append_event(
-            conn, head, plan.request_id, None, "planned", None, "in_progress",
-            {"targets": [t.system for t in plan.targets], "due_at": plan.due_at.isoformat(),
-             "received_at": plan.received_at.isoformat()},
-            now, f"{plan.request_id}:planned")
-
-    def _record_outcome(self, conn: sa.Connection, head: list[str], outcome: ErasureOutcome,
-                        now: datetime) -> bool:
-        row = conn.execute(sa.select(systems_table).where(
-            systems_table.c.request_id == outcome.request_id,
-            systems_table.c.system == outcome.system)).first()
-        if row is None or row.final:
-            return False  # not planned, or already final: a duplicate changes nothing
-        final = outcome.status in FINAL_SYSTEM_STATUSES
-        if not final and outcome.attempt < row.attempt:
-            return False  # an interim report from an attempt already superseded (re-driven)
-        recorded = self._append_event(
-            conn, head, outcome.request_id, outcome.system, "outcome", outcome.attempt,
-            outcome.status, outcome.model_dump(mode="json", exclude={"event_type"}), now,
-            f"{outcome.request_id}:{outcome.system}:{outcome.attempt}:{outcome.status}")
-        if not recorded:
-            return False
-        next_at = utc(outcome.next_attempt_at) or now
-        attempt = outcome.attempt + 1 if outcome.status == "retrying" else outcome.attempt
-        conn.execute(systems_table.update().where(
-            systems_table.c.request_id == outcome.request_id,
-            systems_table.c.system == outcome.system).values(
-            status=outcome.status, attempt=max(attempt, row.attempt), final=final, updated_at=now,
-            expected_by=max(next_at, now) + timedelta(seconds=row.expected_turnaround_s),
-            evidence=outcome.evidence.model_dump_json() if outcome.evidence else row.evidence,
-            holds=_json([h.model_dump(mode="json") for h in outcome.holds]) if outcome.holds
-            else row.holds,
-            error=outcome.error.model_dump_json() if outcome.error else None,
-        ))
-        return final
-
-    def _complete_if_final(self, conn: sa.Connection, head: list[str], request_id: str,
-                           now: datetime) -> ErasureCompleted | None:
-        request = conn.execute(sa.select(requests_table).where(
-            requests_table.c.request_id == request_id)).first()
-        if request is None or request.status != "in_progress":
-            return None
-        systems = conn.execute(sa.select(systems_table).where(
-            systems_table.c.request_id == request_id).order_by(systems_table.c.system)).all()
-        if not all(s.final for s in systems):
-            return None
-        statuses = {s.status for s in systems}
-        status = ("needs_attention" if "failed" in statuses
-                  else "completed_with_holds" if "held" in statuses else "completed")
-        due = utc(request.due_at)
-        assert due is not None
-        on_time = now <= due
-        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id)
-                     .values(status=status, completed_at=now, on_time=on_time))
-        self._append_event(conn, head, request_id, None, "completed", None, status,
-                           {"on_time": on_time}, now, f"{request_id}:completed")
-        return ErasureCompleted(
-            request_id=request_id, status=status,  # type: ignore[arg-type]
-            systems=[SystemSummary(system=s.system, status=s.status, attempt=s.attempt)
-                     for s in systems],
-            received_at=utc(request.received_at), due_at=due, completed_at=now,  # type: ignore[arg-type]
-            on_time=on_time,
-        )
 
     def mark_completion_published(self, request_ids: Iterable[str]) -> None:
         ids = list(request_ids)
@@ -360,7 +278,6 @@ class Ledger:
         """Tasks for planned systems silent past their expected turnaround, next attempt each."""
         tasks: list[ErasureTask] = []
         with self.engine.begin() as conn:
-            head = self._lock_head(conn)
             silent = conn.execute(
                 sa.select(systems_table, requests_table.c.received_at, requests_table.c.due_at,
                           requests_table.c.subject_ref, requests_table.c.sealed_identities,
@@ -370,16 +287,19 @@ class Ledger:
                        systems_table.c.status.not_in(NON_REDRIVEN_STATUSES),
                        systems_table.c.expected_by < now)
                 .limit(max_tasks)).all()
+            if not silent:
+                return []
+            chain = self._chain(conn, [f"{r.request_id}:{r.system}:{r.attempt + 1}:redriven"
+                                       for r in silent])
+            updates = []
             for row in silent:
                 attempt = row.attempt + 1
-                conn.execute(systems_table.update().where(
-                    systems_table.c.request_id == row.request_id,
-                    systems_table.c.system == row.system).values(
-                    attempt=attempt, updated_at=now,
-                    expected_by=now + timedelta(seconds=row.expected_turnaround_s)))
-                self._append_event(conn, head, row.request_id, row.system, "redriven", attempt,
-                                   row.status, {"silent_since": utc(row.updated_at).isoformat()},  # type: ignore[union-attr]
-                                   now, f"{row.request_id}:{row.system}:{attempt}:redriven")
+                updates.append({"b_request_id": row.request_id, "b_system": row.system,
+                                "attempt": attempt, "updated_at": now,
+                                "expected_by": now + timedelta(seconds=row.expected_turnaround_s)})
+                chain.append(row.request_id, row.system, "redriven", attempt, row.status,
+                             {"silent_since": utc(row.updated_at).isoformat()},  # type: ignore[union-attr]
+                             now, f"{row.request_id}:{row.system}:{attempt}:redriven")
                 tasks.append(ErasureTask(
                     request_id=row.request_id, system=row.system, attempt=attempt,
                     received_at=utc(row.received_at), due_at=utc(row.due_at),  # type: ignore[arg-type]
@@ -387,8 +307,10 @@ class Ledger:
                     identities=SealedIdentities.model_validate_json(row.sealed_identities),
                     scope=Scope.model_validate_json(row.scope) if row.scope else None,
                 ))
-            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
-                         .values(last_hash=head[0]))
+            conn.execute(_SYSTEM_UPDATE.values(attempt=sa.bindparam("attempt"),
+                                               updated_at=sa.bindparam("updated_at"),
+                                               expected_by=sa.bindparam("expected_by")), updates)
+            chain.write(conn)
         return tasks
 
     # -- queries -----------------------------------------------------------------
@@ -415,21 +337,182 @@ class Ledger:
         return [_request_view(row, [], now) for row in rows]
 
     def events(self, request_id: str | None = None) -> list[sa.Row[Any]]:
-        query = sa.select(events_table).order_by(events_table.c.id)
+        query = sa.select(events_table).order_by(events_table.c.position)
         if request_id:
             query = query.where(events_table.c.request_id == request_id)
         with self.engine.connect() as conn:
             return list(conn.execute(query).all())
 
     def verify_chain(self) -> int | None:
-        """The id of the first event whose hash does not follow from its predecessor, or None."""
+        """The position of the first event that does not follow from its predecessor, or None."""
         prev = GENESIS_HASH
-        for row in self.events():
+        for expected, row in enumerate(self.events(), start=1):
             data = dict(row._mapping)
-            if data["prev_hash"] != prev or chain_hash(prev, data) != data["hash"]:
-                return int(data["id"])
+            if (data["position"] != expected or data["prev_hash"] != prev
+                    or chain_hash(prev, data) != data["hash"]):
+                return expected
             prev = data["hash"]
         return None
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for index in range(0, len(items), size):
+        yield items[index:index + size]
+
+
+def _dedupe_key(event: ErasurePlanned | ErasureOutcome) -> str:
+    if isinstance(event, ErasurePlanned):
+        return f"{event.request_id}:planned"
+    return f"{event.request_id}:{event.system}:{event.attempt}:{event.status}"
+
+
+_SYSTEM_UPDATE = systems_table.update().where(
+    systems_table.c.request_id == sa.bindparam("b_request_id"),
+    systems_table.c.system == sa.bindparam("b_system"))
+_SYSTEM_FIELDS = ("status", "attempt", "final", "updated_at", "expected_by", "evidence", "holds", "error")
+
+
+class _ChainWriter:
+    """Appends events to the hash chain in memory; `write` inserts them in order."""
+
+    def __init__(self, head: str, position: int, known_keys: set[str]) -> None:
+        self.head = head
+        self.position = position
+        self.known = known_keys
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, request_id: str, system: str | None, kind: str, attempt: int | None,
+               status: str | None, payload: dict[str, Any], now: datetime, dedupe_key: str) -> bool:
+        if dedupe_key in self.known:
+            return False
+        row: dict[str, Any] = {"request_id": request_id, "system": system, "kind": kind,
+                               "attempt": attempt, "status": status, "payload": _json(payload),
+                               "recorded_at": now, "dedupe_key": dedupe_key, "prev_hash": self.head}
+        self.position += 1
+        row["position"] = self.position
+        row["hash"] = self.head = chain_hash(self.head, row)
+        self.known.add(dedupe_key)
+        self.rows.append(row)
+        return True
+
+    def write(self, conn: sa.Connection) -> None:
+        if self.rows:
+            conn.execute(events_table.insert(), self.rows)
+            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
+                         .values(last_hash=self.head, last_position=self.position))
+
+
+class _Batch:
+    """One batch of plans and outcomes applied to in-memory rows, then written at once."""
+
+    def __init__(self, requests: dict[str, dict[str, Any]],
+                 systems: dict[str, dict[str, dict[str, Any]]], chain: _ChainWriter,
+                 now: datetime) -> None:
+        self.requests, self.systems, self.chain, self.now = requests, systems, chain, now
+        self.new_requests: list[str] = []
+        self.new_systems: list[tuple[str, str]] = []
+        self.dirty_systems: set[tuple[str, str]] = set()
+        self.dirty_requests: set[str] = set()
+        self.touched: set[str] = set()
+
+    def plan(self, plan: ErasurePlanned) -> None:
+        if plan.request_id in self.requests:
+            return
+        self.requests[plan.request_id] = {
+            "request_id": plan.request_id, "subject_ref": plan.subject_ref,
+            "received_at": plan.received_at, "due_at": plan.due_at, "planned_at": plan.planned_at,
+            "status": "in_progress", "completed_at": None, "on_time": None,
+            "completion_published": False, "sealed_identities": plan.identities.model_dump_json(),
+            "scope": plan.scope.model_dump_json() if plan.scope else None,
+        }
+        self.new_requests.append(plan.request_id)
+        rows = self.systems.setdefault(plan.request_id, {})
+        for target in plan.targets:
+            rows[target.system] = {
+                "request_id": plan.request_id, "system": target.system, "status": "planned",
+                "attempt": 1, "final": False, "expected_turnaround_s": target.expected_turnaround_s,
+                "expected_by": self.now + timedelta(seconds=target.expected_turnaround_s),
+                "updated_at": self.now, "evidence": None, "holds": None, "error": None}
+            self.new_systems.append((plan.request_id, target.system))
+        self.chain.append(plan.request_id, None, "planned", None, "in_progress",
+                          {"targets": [t.system for t in plan.targets],
+                           "due_at": plan.due_at.isoformat(),
+                           "received_at": plan.received_at.isoformat()},
+                          self.now, _dedupe_key(plan))
+        self.touched.add(plan.request_id)
+
+    def outcome(self, outcome: ErasureOutcome) -> None:
+        row = self.systems.get(outcome.request_id, {}).get(outcome.system)
+        if row is None or row["final"]:
+            return  # not planned, or already final: a duplicate changes nothing
+        final = outcome.status in FINAL_SYSTEM_STATUSES
+        if not final and outcome.attempt < row["attempt"]:
+            return  # an interim report from an attempt already superseded (re-driven)
+        if not self.chain.append(outcome.request_id, outcome.system, "outcome", outcome.attempt,
+                                 outcome.status, outcome.model_dump(mode="json", exclude={"event_type"}),
+                                 self.now, _dedupe_key(outcome)):
+            return
+        next_at = utc(outcome.next_attempt_at) or self.now
+        attempt = outcome.attempt + 1 if outcome.status == "retrying" else outcome.attempt
+        row.update(
+            status=outcome.status, attempt=max(attempt, row["attempt"]), final=final,
+            updated_at=self.now,
+            expected_by=max(next_at, self.now) + timedelta(seconds=row["expected_turnaround_s"]),
+            evidence=outcome.evidence.model_dump_json() if outcome.evidence else row["evidence"],
+            holds=_json([h.model_dump(mode="json") for h in outcome.holds]) if outcome.holds
+            else row["holds"],
+            error=outcome.error.model_dump_json() if outcome.error else None,
+        )
+        self.dirty_systems.add((outcome.request_id, outcome.system))
+        if final:
+            self.touched.add(outcome.request_id)
+
+    def complete_if_final(self, request_id: str) -> ErasureCompleted | None:
+        request = self.requests.get(request_id)
+        if request is None or request["status"] != "in_progress":
+            return None
+        systems = sorted(self.systems.get(request_id, {}).values(), key=lambda s: s["system"])
+        if not all(s["final"] for s in systems):
+            return None
+        statuses = {s["status"] for s in systems}
+        status = ("needs_attention" if "failed" in statuses
+                  else "completed_with_holds" if "held" in statuses else "completed")
+        due = utc(request["due_at"])
+        assert due is not None
+        on_time = self.now <= due
+        request.update(status=status, completed_at=self.now, on_time=on_time)
+        self.dirty_requests.add(request_id)
+        self.chain.append(request_id, None, "completed", None, status, {"on_time": on_time},
+                          self.now, f"{request_id}:completed")
+        return ErasureCompleted(
+            request_id=request_id, status=status,  # type: ignore[arg-type]
+            systems=[SystemSummary(system=s["system"], status=s["status"], attempt=s["attempt"])
+                     for s in systems],
+            received_at=utc(request["received_at"]), due_at=due,  # type: ignore[arg-type]
+            completed_at=self.now, on_time=on_time,
+        )
+
+    def write(self, conn: sa.Connection) -> None:
+        if self.new_requests:
+            conn.execute(requests_table.insert(), [self.requests[r] for r in self.new_requests])
+        new_systems = set(self.new_systems)
+        if new_systems:
+            conn.execute(systems_table.insert(),
+                         [self.systems[r][s] for r, s in self.new_systems])
+        updates = [{"b_request_id": r, "b_system": s,
+                    **{f: self.systems[r][s][f] for f in _SYSTEM_FIELDS}}
+                   for r, s in sorted(self.dirty_systems) if (r, s) not in new_systems]
+        if updates:
+            conn.execute(_SYSTEM_UPDATE.values({f: sa.bindparam(f) for f in _SYSTEM_FIELDS}), updates)
+        if self.dirty_requests:
+            conn.execute(requests_table.update().where(
+                requests_table.c.request_id == sa.bindparam("b_request_id")).values(
+                status=sa.bindparam("status"), completed_at=sa.bindparam("completed_at"),
+                on_time=sa.bindparam("on_time")),
+                [{"b_request_id": r, "status": self.requests[r]["status"],
+                  "completed_at": self.requests[r]["completed_at"],
+                  "on_time": self.requests[r]["on_time"]} for r in sorted(self.dirty_requests)])
+        self.chain.write(conn)
 
 
 def _request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetime) -> RequestView:

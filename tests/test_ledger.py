@@ -82,6 +82,14 @@ def test_unpublished_completion_is_found_again(ledger: Ledger) -> None:
     assert ledger.unpublished_completions() == []
 
 
+def test_chain_verifies_and_names_a_deleted_row(ledger: Ledger) -> None:
+    ledger.record([plan(), outcome("brevo", "erased"), outcome("site-db", "erased")], T0)
+    target = ledger.events(RID)[2]
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.delete(events_table).where(events_table.c.id == target.id))
+    assert ledger.verify_chain() == target.position
+
+
 def test_chain_verifies_and_names_an_edited_row(ledger: Ledger) -> None:
     ledger.record([plan(), outcome("brevo", "erased"), outcome("site-db", "erased")], T0)
     assert ledger.verify_chain() is None
@@ -89,7 +97,7 @@ def test_chain_verifies_and_names_an_edited_row(ledger: Ledger) -> None:
     with ledger.engine.begin() as conn:
         conn.execute(sa.update(events_table).where(events_table.c.id == target.id)
                      .values(status="not_found"))
-    assert ledger.verify_chain() == target.id
+    assert ledger.verify_chain() == target.position
 
 
 def test_key_store_keeps_the_first_key(ledger: Ledger) -> None:

@@ -91,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--timeout-s", type=float, default=900)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="Publish at this many requests/s (0: as fast as possible, a burst)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
@@ -115,6 +117,8 @@ def main() -> None:
         start = time.time()
         futures = []
         for index in range(args.requests):
+            if args.rate > 0:
+                time.sleep(max(0.0, start + index / args.rate - time.time()))
             event = pipeline.intake.build({"email": f"bench.{index % 400}@example.test"},
                                           datetime.now(UTC))
             published[event.request_id] = time.time()
@@ -143,6 +147,7 @@ def main() -> None:
         quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
         result: dict[str, Any] = {
             "requests": args.requests, "completed": len(done), "broker": broker.kind,
+            "publish_rate_per_s": args.rate or "burst",
             "publish_s": round(publish_s, 2), "elapsed_s": round(elapsed_s, 2),
             "completed_requests_per_s": round(pipeline_rps, 1),
             "latency_s": {"p50": round(quantiles[49], 3), "p95": round(quantiles[94], 3),

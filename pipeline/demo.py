@@ -35,6 +35,9 @@ Person = tuple[str, str, str, bool]
 
 def seed_site_database(url: str, people: list[Person] | None = None) -> None:
     engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent: readers never block the eraser
     with engine.begin() as conn:
         for statement in SITE_SCHEMA:
             conn.exec_driver_sql(statement)

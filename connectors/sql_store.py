@@ -7,6 +7,7 @@ parents so foreign keys hold), all in one transaction per request.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -71,14 +72,21 @@ class SqlStoreConnector:
             sa.event.listen(self._engine, "connect", _sqlite_foreign_keys)
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
+        # Reflection registers the Table before its columns are loaded: a second thread could
+        # see a table without columns. One lock, taken only until every table is known.
+        self._reflect_lock = threading.Lock()
 
     def _table(self, name: str, connection: sa.Connection) -> sa.Table:
-        if name not in self._tables:
-            try:
-                self._tables[name] = sa.Table(name, self._metadata, autoload_with=connection)
-            except NoSuchTableError as exc:
-                raise PermanentError(self.system, f"table {name!r} does not exist") from exc
-        return self._tables[name]
+        table = self._tables.get(name)
+        if table is not None:
+            return table
+        with self._reflect_lock:
+            if name not in self._tables:
+                try:
+                    self._tables[name] = sa.Table(name, self._metadata, autoload_with=connection)
+                except NoSuchTableError as exc:
+                    raise PermanentError(self.system, f"table {name!r} does not exist") from exc
+            return self._tables[name]
 
     def _condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities) -> Any:
         clauses = []

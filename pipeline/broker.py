@@ -144,12 +144,19 @@ def find_or_start(bootstrap: str | None, work_dir: Path) -> Broker:
     return start_tansu(work_dir)
 
 
+MAX_POLL_INTERVAL_S = 300.0
+
+
 def consumer_group_timing(session_timeout_s: float, heartbeat_s: float) -> dict[str, int]:
-    """Tansu completes a join after about half the session timeout: keep it short."""
+    """Tansu completes a join after about half the session timeout: keep it short.
+
+    The poll interval stays long: under a burst a consumer may go seconds between polls,
+    and leaving the group then only adds a rebalance to the backlog.
+    """
     return {
         "session_timeout_ms": int(session_timeout_s * 1000),
         "heartbeat_interval_ms": int(heartbeat_s * 1000),
-        "max_poll_interval_ms": max(10_000, int(session_timeout_s * 2000)),
+        "max_poll_interval_ms": int(MAX_POLL_INTERVAL_S * 1000),
         "request_timeout_ms": max(15_000, int(session_timeout_s * 2500)),
     }
 

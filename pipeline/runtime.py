@@ -44,6 +44,8 @@ from schemas import ErasureOutcome, ErasureTask, OutcomeError
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
+# A broker may hold a fetch for the whole wait when it had nothing at request time (Tansu does).
+FETCH_MAX_WAIT_MS = 100
 
 
 class OffsetTracker:
@@ -135,6 +137,7 @@ class ConnectorWorker:
             bootstrap_servers=bootstrap, group_id=f"erasure-connector-{system}",
             client_id=f"erasure-connector-{system}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=settings.connector_max_in_flight,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **consumer_group_timing(settings.group_session_timeout_s,
                                     settings.group_heartbeat_interval_s),
         )

@@ -124,3 +124,17 @@ def test_rules_are_validated() -> None:
         TableRule(table="t", match={"email": "e"}, action="anonymise")
     with pytest.raises(ValueError, match="exactly one of 'url' and 'url_env'"):
         SqlStoreSettings(tables=RULES)
+
+
+def test_concurrent_first_erasures_see_whole_tables(site_url: str) -> None:
+    """The worker's threads all start at once: none may see a half-reflected table."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    connector = SqlStoreConnector("site-db", SqlStoreSettings(url=site_url, tables=RULES))
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: connector.erase(person(f"nobody{i}@example.com"), CONTEXT),
+                                    range(16)))
+        assert {r.status for r in results} == {"not_found"}
+    finally:
+        connector.close()

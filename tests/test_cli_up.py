@@ -1,0 +1,68 @@
+"""The README's first command: `erasure up` on embedded defaults, then submit and status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def erasure(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_up_then_submit_a_seeded_person_completes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") and not k.startswith("ERASURE_")}
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up"], cwd=tmp_path, env=env,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: (tmp_path / ".erasure" / "broker.json").exists(), 60, "the broker file")
+        submitted = erasure(tmp_path, "submit", "--email", "bruno.dupont@example.org", env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        request_id = submitted.stdout.strip()
+
+        def finished() -> dict | None:  # type: ignore[type-arg]
+            shown = erasure(tmp_path, "status", request_id, "--json", env=env)
+            if shown.returncode != 0:
+                return None
+            view = json.loads(shown.stdout)
+            return view if view["status"] != "in_progress" else None
+
+        view = wait_until(finished, 60, "the request to finish", interval_s=1.0)
+        assert view["status"] == "completed"
+        assert {s["system"]: s["status"] for s in view["systems"]} == {
+            "brevo": "erased", "site-db": "erased"}
+        human = erasure(tmp_path, "status", request_id, env=env)
+        assert "brevo" in human.stdout and "completed" in human.stdout
+        listed = erasure(tmp_path, "list", "--status", "completed", env=env)
+        assert request_id in listed.stdout
+        assert erasure(tmp_path, "ledger", "verify", env=env).stdout.strip() == "ledger chain intact"
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
+    assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
+    assert "bruno.dupont" not in (tmp_path / "up.log").read_text()
+
+
+def test_submit_without_a_broker_says_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k != "KAFKA_BOOTSTRAP_SERVERS" and not k.startswith("ERASURE_")}
+    result = erasure(tmp_path, "submit", "--email", "x@example.org", env=env)
+    assert result.returncode != 0
+    assert "run `erasure up`, or set KAFKA_BOOTSTRAP_SERVERS" in result.stderr

@@ -161,14 +161,16 @@ def consumer_group_timing(session_timeout_s: float, heartbeat_s: float) -> dict[
     }
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1) -> None:
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
+                  configs: dict[str, dict[str, str]] | None = None) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="erasure-admin")
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
+        wanted = [NewTopic(t, partitions, replication, topic_configs=(configs or {}).get(t, {}))
+                  for t in topics if t not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)

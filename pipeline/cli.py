@@ -94,7 +94,7 @@ def topics_create() -> None:
     settings = _settings()
     register = _register(settings)
     ensure_topics(_bootstrap(settings), topics.all_topics(register.ids), settings.topic_partitions,
-                  settings.topic_replication_factor)
+                  settings.topic_replication_factor, topics.topic_configs(settings.requests_retention_s))
     click.echo("topics ready")
 
 
@@ -293,7 +293,7 @@ def up(demo: bool | None) -> None:
     settings.broker_file.write_text(json.dumps({"bootstrap": broker.bootstrap, "kind": broker.kind}))
     env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     ensure_topics(broker.bootstrap, topics.all_topics(register.ids), settings.topic_partitions,
-                  settings.topic_replication_factor)
+                  settings.topic_replication_factor, topics.topic_configs(settings.requests_retention_s))
     commands = {"worker": ["worker"], **{f"connector:{s}": ["connector", s] for s in register.ids}}
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False

@@ -247,6 +247,31 @@ class Ledger:
             batch.write(conn)
         return completions
 
+    def destroy_data_keys(self, now: datetime, grace_s: float) -> int:
+        """Crypto-shred: destroy the data keys of requests completed (no holds) over `grace_s` ago.
+
+        Every copy of their identities (Kafka, backups, replays) becomes unreadable. Requests
+        with holds or needing attention keep theirs: their data may still have to be erased.
+        """
+        cutoff = now - timedelta(seconds=grace_s)
+        with self.engine.begin() as conn:
+            due = list(conn.execute(
+                sa.select(data_keys_table.c.request_id)
+                .join(requests_table, requests_table.c.request_id == data_keys_table.c.request_id)
+                .where(requests_table.c.status == "completed", requests_table.c.completed_at <= cutoff,
+                       data_keys_table.c.destroyed_at.is_(None))
+                .limit(1000)).scalars())
+            if not due:
+                return 0
+            conn.execute(data_keys_table.update().where(data_keys_table.c.request_id.in_(due))
+                         .values(data_key=None, destroyed_at=now))
+            chain = self._chain(conn, [f"{rid}:data_key_destroyed" for rid in due])
+            for rid in due:
+                chain.append(rid, None, "data_key_destroyed", None, None, {"grace_s": grace_s}, now,
+                             f"{rid}:data_key_destroyed")
+            chain.write(conn)
+        return len(due)
+
     def mark_completion_published(self, request_ids: Iterable[str]) -> None:
         ids = list(request_ids)
         if ids:

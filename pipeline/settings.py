@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     default_turnaround_s: float = Field(default=60.0, gt=0)
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    data_key_grace_s: float = Field(
+        default=30 * 86400, ge=0,
+        description="After a request completes without holds, its data key is destroyed this much later",
+    )
+    requests_retention_s: float = Field(
+        default=7 * 86400, gt=0, description="retention.ms of the requests topic (sealed boxes expire)"
+    )
     log_level: str = "INFO"
 
     @property

@@ -229,5 +229,8 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
             await send_all(messages)
             log.warning("aggregator: re-drove %d silent task(s)", len(messages))
         await announce(await asyncio.to_thread(ledger.unpublished_completions))
+        shredded = await asyncio.to_thread(ledger.destroy_data_keys, now, settings.data_key_grace_s)
+        if shredded:
+            log.info("aggregator: destroyed the data keys of %d finished request(s)", shredded)
 
     return app

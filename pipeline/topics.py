@@ -14,3 +14,8 @@ def task_topic(system: str) -> str:
 
 def all_topics(systems: list[str]) -> list[str]:
     return [REQUESTS, OUTCOMES, COMPLETED, DEADLETTER, *(task_topic(s) for s in systems)]
+
+
+def topic_configs(requests_retention_s: float) -> dict[str, dict[str, str]]:
+    """The requests topic holds sealed boxes under the intake key: keep it short."""
+    return {REQUESTS: {"retention.ms": str(int(requests_retention_s * 1000))}}

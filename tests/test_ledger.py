@@ -108,3 +108,18 @@ def test_key_store_keeps_the_first_key(ledger: Ledger) -> None:
     ledger.mark_tasks_published([RID], T0)
     assert ledger.grant_data_keys({RID: b"c" * 32}, T0)[RID].tasks_published
     assert ledger.data_key(RID) == b"a" * 32
+
+
+def test_data_key_destroyed_after_the_grace_period_only_when_completed(ledger: Ledger) -> None:
+    ledger.grant_data_keys({RID: b"k" * 32}, T0)
+    ledger.record([plan(), outcome("brevo", "erased")], T0)
+    assert ledger.destroy_data_keys(T0 + timedelta(days=90), grace_s=86400) == 0, "not finished"
+    ledger.record([outcome("site-db", "erased")], T0)
+    assert ledger.destroy_data_keys(T0 + timedelta(hours=1), grace_s=86400) == 0, "within grace"
+    assert ledger.destroy_data_keys(T0 + timedelta(days=2), grace_s=86400) == 1
+    assert ledger.data_key(RID) is None
+    assert ledger.events(RID)[-1].kind == "data_key_destroyed"
+    assert ledger.verify_chain() is None
+    assert ledger.destroy_data_keys(T0 + timedelta(days=3), grace_s=86400) == 0
+    # A destroyed key is never re-created: the router sees the request as already handled.
+    assert RID not in ledger.grant_data_keys({RID: b"n" * 32}, T0)

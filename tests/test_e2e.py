@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,22 @@ def test_kill_9_of_a_connector_mid_flight_then_restart(pipeline: RunningPipeline
     assert not pipeline.brevo.has_contact(EMAILS[4])
     time.sleep(2)
     assert len(pipeline.completed_events(rid)) == 1
+
+
+def test_permanent_error_ends_failed_with_a_reason_that_names_no_one(
+        pipeline: RunningPipeline) -> None:
+    requests.post(f"{pipeline.brevo.url}/__fake__/faults", json={"status": 400, "count": 1}, timeout=5)
+    rid = pipeline.submit(EMAILS[5])
+    view = pipeline.wait_final(rid)
+    assert view.status == "needs_attention" and view.deadline_flag is None
+    brevo = next(s for s in view.systems if s.system == "brevo")
+    assert brevo.status == "failed" and brevo.error is not None
+    assert brevo.error["kind"] == "permanent"
+    assert "brevo: HTTP 400 from DELETE /v3/contacts/{identifier}" in brevo.error["message"]
+    assert EMAILS[5] not in json.dumps(brevo.error)
+    assert pipeline.brevo.has_contact(EMAILS[5]), "nothing was erased at Brevo"
+    assert [v.request_id for v in pipeline.ledger.list_requests(
+        datetime.now(UTC), status="needs_attention")] == [rid]
 
 
 def test_no_identity_in_clear_anywhere(pipeline: RunningPipeline, tmp_path: Path) -> None:

@@ -9,9 +9,13 @@ permanent, or auth. Error messages name the system, never the person.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from schemas import Evidence, Hold, Scope, SubjectIdentities
+
+if TYPE_CHECKING:
+    from connectors.retention import RetentionPolicy
 
 ResultStatus = Literal["erased", "not_found", "held", "pending", "manual"]
 
@@ -56,6 +60,10 @@ class TaskContext:
     attempt: int
     scope: Scope | None = None
     job_ref: str | None = None
+    received_at: datetime | None = None
+    retention: RetentionPolicy | None = None
+    release_categories: tuple[str, ...] | None = field(
+        default=None, metadata={"doc": "Set on a release task: erase the data held for these categories"})
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """An internal SQL store (PostgreSQL, MariaDB, SQLite) erased by rules declared per table.
 
-Each rule deletes the subject's rows or anonymises named columns, matched on the
-subject's identities. Rules run in the order declared (declare children before
-parents so foreign keys hold), all in one transaction per request.
+Each rule deletes the subject's rows, anonymises named columns, or holds rows a
+retention rule covers: marked with `retain_until` in place, or moved into the
+store's restricted archive table. Rules run in the order declared (declare
+children before parents so foreign keys hold), all in one transaction per request.
+When a hold ends, a release task deletes exactly the held rows of that category.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -21,9 +25,10 @@ from connectors.base import (
     TaskContext,
     require_secret,
 )
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, Hold, SubjectIdentities
 
 IdentityTypeName = Literal["email", "phone", "user_id", "account_id", "customer_id"]
+ARCHIVE_TABLE = "erasure_restricted_archive"
 
 
 class TableRule(BaseModel):
@@ -33,17 +38,28 @@ class TableRule(BaseModel):
     match: dict[IdentityTypeName, str] = Field(
         min_length=1, description="identity type -> column holding it"
     )
-    action: Literal["delete", "anonymise"]
+    action: Literal["delete", "anonymise", "hold"]
+    category: str | None = Field(default=None, description="The data category the rows hold")
     set: dict[str, str | int | None] = Field(
-        default_factory=dict, description="anonymise: column -> replacement value (null allowed)"
+        default_factory=dict,
+        description="anonymise (or hold in place): column -> replacement value (null allowed)",
     )
+    hold_mode: Literal["mark", "archive"] = Field(
+        default="archive", description="hold: mark rows in place, or move them to the restricted archive")
+    retain_until_column: str = Field(default="retain_until", description="hold_mode mark: the column set")
+    clock_column: str | None = Field(
+        default=None, description="The row's date that starts the retention clock (record_date clocks)")
 
     @model_validator(mode="after")
-    def _anonymise_needs_columns(self) -> TableRule:
+    def _consistent(self) -> TableRule:
         if self.action == "anonymise" and not self.set:
             raise ValueError("action 'anonymise' needs 'set': the columns to overwrite")
         if self.action == "delete" and self.set:
-            raise ValueError("'set' only applies to action 'anonymise'")
+            raise ValueError("'set' only applies to actions 'anonymise' and 'hold'")
+        if self.action == "hold" and not self.category:
+            raise ValueError("action 'hold' needs 'category': the retention rule that justifies it")
+        if self.action == "hold" and self.hold_mode == "archive" and self.set:
+            raise ValueError("'set' does not apply to rows moved to the archive")
         return self
 
 
@@ -60,6 +76,23 @@ class SqlStoreSettings(BaseModel):
             raise ValueError("give exactly one of 'url' and 'url_env'")
         return self
 
+    def hold_categories(self) -> list[tuple[str, str]]:
+        return [(f"tables[{i}].category", r.category) for i, r in enumerate(self.tables)
+                if r.action == "hold" and r.category]
+
+
+archive_metadata = sa.MetaData()
+archive_table = sa.Table(
+    ARCHIVE_TABLE, archive_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False, index=True),
+    sa.Column("source_table", sa.String(128), nullable=False),
+    sa.Column("data_category", sa.String(64), nullable=False),
+    sa.Column("retain_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("row_data", sa.Text, nullable=False),
+)
+
 
 class SqlStoreConnector:
     def __init__(self, system: str, settings: SqlStoreSettings) -> None:
@@ -75,6 +108,8 @@ class SqlStoreConnector:
         # Reflection registers the Table before its columns are loaded: a second thread could
         # see a table without columns. One lock, taken only until every table is known.
         self._reflect_lock = threading.Lock()
+        self._archive_ready = not any(r.action == "hold" and r.hold_mode == "archive"
+                                      for r in settings.tables)
 
     def _table(self, name: str, connection: sa.Connection) -> sa.Table:
         table = self._tables.get(name)
@@ -88,41 +123,40 @@ class SqlStoreConnector:
                     raise PermanentError(self.system, f"table {name!r} does not exist") from exc
             return self._tables[name]
 
+    def _column(self, table: sa.Table, rule: TableRule, name: str) -> sa.Column[Any]:
+        if name not in table.c:
+            raise PermanentError(self.system, f"table {rule.table!r} has no column {name!r}")
+        return table.c[name]
+
     def _condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities) -> Any:
         clauses = []
         for identity_type, column_name in rule.match.items():
-            if column_name not in table.c:
-                raise PermanentError(self.system, f"table {rule.table!r} has no column {column_name!r}")
+            column = self._column(table, rule, column_name)
             values = [i.identity_value.strip() for i in subject.identities
                       if i.identity_type == identity_type]
             if not values:
                 continue
-            column = table.c[column_name]
             if identity_type == "email":
                 clauses.append(sa.func.lower(column).in_([v.lower() for v in values]))
             else:
                 clauses.append(column.in_(values))
         return sa.or_(*clauses) if clauses else None
 
+    def _ensure_archive(self) -> None:
+        if not self._archive_ready:
+            with self._reflect_lock:
+                archive_metadata.create_all(self._engine, tables=[archive_table])
+                self._archive_ready = True
+
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        affected = 0
+        self._ensure_archive()
         try:
             with self._engine.begin() as connection:
-                for rule in self.settings.tables:
-                    table = self._table(rule.table, connection)
-                    condition = self._condition(table, rule, subject)
-                    if condition is None:
-                        continue
-                    if rule.action == "delete":
-                        result = connection.execute(sa.delete(table).where(condition))
-                    else:
-                        unknown = [c for c in rule.set if c not in table.c]
-                        if unknown:
-                            raise PermanentError(
-                                self.system, f"table {rule.table!r} has no column {unknown[0]!r}")
-                        result = connection.execute(
-                            sa.update(table).where(condition).values(**rule.set))
-                    affected += max(result.rowcount, 0)
+                if context.release_categories is not None:
+                    affected = self._release(connection, subject, context)
+                    return EraseResult(status="erased" if affected else "not_found",
+                                       evidence=Evidence(records_affected=affected))
+                affected, holds = self._erase(connection, subject, context)
         except OperationalError as exc:
             # The statement's parameters are the person's identities: never quote the error text.
             raise RetryableError(
@@ -130,16 +164,112 @@ class SqlStoreConnector:
         except DBAPIError as exc:
             raise PermanentError(
                 self.system, f"database rejected the erasure ({type(exc.orig).__name__})") from None
-        return EraseResult(
-            status="erased" if affected else "not_found",
-            evidence=Evidence(records_affected=affected),
-        )
+        status: Literal["held", "erased", "not_found"] = (
+            "held" if holds else "erased" if affected else "not_found")
+        return EraseResult(status=status, evidence=Evidence(records_affected=affected),
+                           holds=sorted(holds.values(), key=lambda h: h.data_category))
+
+    def _erase(self, connection: sa.Connection, subject: SubjectIdentities, context: TaskContext,
+               ) -> tuple[int, dict[str, Hold]]:
+        affected = 0
+        holds: dict[str, Hold] = {}
+        for rule in self.settings.tables:
+            table = self._table(rule.table, connection)
+            condition = self._condition(table, rule, subject)
+            if condition is None:
+                continue
+            if rule.action == "delete":
+                affected += max(connection.execute(sa.delete(table).where(condition)).rowcount, 0)
+            elif rule.action == "anonymise":
+                for column in rule.set:
+                    self._column(table, rule, column)
+                affected += max(connection.execute(
+                    sa.update(table).where(condition).values(**rule.set)).rowcount, 0)
+            else:
+                count, hold = self._hold(connection, table, rule, condition, context)
+                affected += count
+                if hold is not None:
+                    previous = holds.get(hold.data_category)
+                    if previous is None or previous.retain_until < hold.retain_until:
+                        holds[hold.data_category] = hold
+        return affected, holds
+
+    def _hold(self, connection: sa.Connection, table: sa.Table, rule: TableRule, condition: Any,
+              context: TaskContext) -> tuple[int, Hold | None]:
+        policy = context.retention
+        category = rule.category or ""
+        if policy is None or policy.rule(category) is None:
+            raise PermanentError(self.system, f"no retention rule for category {category!r}: "
+                                              "nothing may be held without one")
+        received_at = context.received_at or datetime.now(UTC)
+        if rule.hold_mode == "mark":
+            marker = self._column(table, rule, rule.retain_until_column)
+            condition = sa.and_(condition, marker.is_(None))  # held already: nothing changes
+        rows = [dict(r._mapping) for r in connection.execute(sa.select(table).where(condition))]
+        if not rows:
+            return 0, None
+        clock = self._column(table, rule, rule.clock_column) if rule.clock_column else None
+        keys = [c for c in table.primary_key.columns]
+        if not keys:
+            raise PermanentError(self.system, f"table {rule.table!r} needs a primary key to hold rows")
+        latest: datetime | None = None
+        for row in rows:
+            record_date = _as_date(row.get(clock.name)) if clock is not None else None
+            until = policy.retain_until(category, received_at, record_date)
+            latest = until if latest is None or until > latest else latest
+            where = sa.and_(*(k == row[k.name] for k in keys))
+            if rule.hold_mode == "mark":
+                connection.execute(sa.update(table).where(where).values(
+                    **{rule.retain_until_column: until, **rule.set}))
+            else:
+                connection.execute(archive_table.insert().values(
+                    request_id=context.request_id, source_table=rule.table, data_category=category,
+                    retain_until=until, archived_at=datetime.now(UTC),
+                    row_data=json.dumps(row, default=str, sort_keys=True)))
+                connection.execute(sa.delete(table).where(where))
+        assert latest is not None
+        return len(rows), policy.hold(category, latest)
+
+    def _release(self, connection: sa.Connection, subject: SubjectIdentities,
+                 context: TaskContext) -> int:
+        """Erase the held rows of the released categories: the hold has ended."""
+        released = set(context.release_categories or ())
+        affected = 0
+        for rule in self.settings.tables:
+            if rule.action != "hold" or rule.category not in released:
+                continue
+            if rule.hold_mode == "archive":
+                affected += max(connection.execute(sa.delete(archive_table).where(
+                    archive_table.c.request_id == context.request_id,
+                    archive_table.c.source_table == rule.table,
+                    archive_table.c.data_category == rule.category)).rowcount, 0)
+                continue
+            table = self._table(rule.table, connection)
+            condition = self._condition(table, rule, subject)
+            if condition is None:
+                continue
+            marker = self._column(table, rule, rule.retain_until_column)
+            affected += max(connection.execute(sa.delete(table).where(
+                condition, marker.is_not(None))).rowcount, 0)
+        return affected
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _as_date(value: Any) -> datetime | date | None:
+    if value is None or isinstance(value, datetime | date):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+

@@ -16,11 +16,13 @@ from typing import Any
 import click
 
 from connectors.base import ConfigError
+from connectors.retention import RetentionPolicy
 from pipeline import topics
 from pipeline.config import SystemsRegister, load_systems
 from pipeline.crypto import MissingKeyError, init_keys, load_keys
 from pipeline.events import now_utc
 from pipeline.ledger import Ledger, RequestView
+from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.settings import Settings, load_settings
 
 
@@ -48,6 +50,16 @@ def _register(settings: Settings) -> SystemsRegister:
         return load_systems(_systems_file(settings))
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def _policy(settings: Settings, register: SystemsRegister) -> RetentionPolicy:
+    """The retention policy, checked against the register: start-up fails on any mismatch."""
+    try:
+        policy, source = load_policy(settings.policy_file)
+        check_register_against_policy(register, policy, _systems_file(settings), source)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return policy
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -123,6 +135,7 @@ def worker() -> None:
     settings = _settings()
     _configure_logging(settings)
     register = _register(settings)
+    _policy(settings, register)
     app = build_app(settings, register, _keys(settings, need_private=True), Ledger(settings.ledger_url),
                     _bootstrap(settings))
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
@@ -138,13 +151,14 @@ def connector(system: str) -> None:
     settings = _settings()
     _configure_logging(settings)
     register = _register(settings)
+    policy = _policy(settings, register)
     try:
         entry = register.get(system)
         instance = build_connector(entry.id, entry.connector.type, entry.connector_settings())
     except ConfigError as exc:
         raise CliError(f"{_systems_file(settings)}: {exc}") from None
     ledger = Ledger(settings.ledger_url)
-    runner = ConnectorWorker(settings, system, instance, _bootstrap(settings), ledger.data_key)
+    runner = ConnectorWorker(settings, system, instance, _bootstrap(settings), ledger.data_key, policy)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     runner.run()
@@ -209,6 +223,12 @@ def status(request_id: str, as_json: bool) -> None:
         if s.error:
             detail += f" error: {s.error.get('message')}"
         click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{detail}")
+        for hold in s.holds:
+            click.echo(f"    holds {hold['data_category']} until {hold['retain_until'][:10]}: "
+                       f"{hold['legal_basis']} ({hold['citation']})")
+    for event in Ledger(settings.ledger_url).events(request_id):
+        if event.kind in ("release_requested", "released"):
+            click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
 
 
 @main.command("list")
@@ -225,6 +245,28 @@ def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> No
     for v in views:
         click.echo(f"{v.request_id}  {v.status:<22} received {v.received_at:%Y-%m-%d} "
                    f"due {v.due_at:%Y-%m-%d} {v.deadline_flag or ''}")
+
+
+@main.command()
+@click.option("--system", help="Only this system's holds")
+@click.option("--json", "as_json", is_flag=True)
+def holds(system: str | None, as_json: bool) -> None:
+    """Active legal holds, by system and end date."""
+    settings = _settings()
+    rows = Ledger(settings.ledger_url).active_holds(system)
+    if as_json:
+        click.echo(json.dumps([{
+            "request_id": r.request_id, "system": r.system, "data_category": r.data_category,
+            "legal_basis": r.legal_basis, "citation": r.citation,
+            "retain_until": r.retain_until.isoformat(),
+            "release_requested_at": r.release_requested_at.isoformat()
+            if r.release_requested_at else None} for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no active holds")
+    for r in rows:
+        click.echo(f"{r.system:<16} {r.data_category:<18} until {r.retain_until:%Y-%m-%d}  "
+                   f"{r.request_id}  {r.citation}")
 
 
 @main.group()

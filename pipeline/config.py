@@ -38,6 +38,11 @@ class SystemEntry(BaseModel):
         extra = dict(self.connector.model_extra or {})
         return settings_model(self.connector.type).model_validate(extra)
 
+    def hold_categories(self) -> list[tuple[str, str]]:
+        """(key path, category) of every hold the connector's settings declare."""
+        declared = getattr(self.connector_settings(), "hold_categories", None)
+        return list(declared()) if callable(declared) else []
+
 
 class SystemsRegister(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -94,7 +94,21 @@ data_keys_table = sa.Table(
     sa.Column("destroyed_at", UtcDateTime),
 )
 
+holds_table = sa.Table(
+    "erasure_holds", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("system", sa.String(64), primary_key=True),
+    sa.Column("data_category", sa.String(64), primary_key=True),
+    sa.Column("legal_basis", sa.String(200), nullable=False),
+    sa.Column("citation", sa.String(200), nullable=False),
+    sa.Column("retain_until", UtcDateTime, nullable=False, index=True),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("release_requested_at", UtcDateTime),
+    sa.Column("released_at", UtcDateTime),
+)
+
 GENESIS_HASH = "0" * 64
+RELEASE_RETRY_AFTER = timedelta(hours=1)
 NON_REDRIVEN_STATUSES = ("manual",)
 
 
@@ -247,19 +261,87 @@ class Ledger:
             batch.write(conn)
         return completions
 
+    def request_releases(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
+        """A release task per (request, system) whose holds have ended, naming those categories."""
+        with self.engine.begin() as conn:
+            due = conn.execute(
+                sa.select(holds_table, requests_table.c.received_at, requests_table.c.due_at,
+                          requests_table.c.subject_ref, requests_table.c.sealed_identities,
+                          requests_table.c.scope, systems_table.c.attempt)
+                .join(requests_table, requests_table.c.request_id == holds_table.c.request_id)
+                .join(systems_table, sa.and_(systems_table.c.request_id == holds_table.c.request_id,
+                                             systems_table.c.system == holds_table.c.system))
+                .where(holds_table.c.released_at.is_(None), holds_table.c.retain_until <= now,
+                       sa.or_(holds_table.c.release_requested_at.is_(None),
+                              holds_table.c.release_requested_at < now - RELEASE_RETRY_AFTER))
+                .order_by(holds_table.c.request_id, holds_table.c.system)
+                .limit(max_tasks)).all()
+            groups: dict[tuple[str, str], list[Any]] = {}
+            for row in due:
+                groups.setdefault((row.request_id, row.system), []).append(row)
+            if not groups:
+                return []
+            chain = self._chain(conn, [])
+            tasks = []
+            for (request_id, system), rows in groups.items():
+                first = rows[0]
+                attempt = first.attempt + 1
+                categories = sorted(r.data_category for r in rows)
+                conn.execute(holds_table.update().where(
+                    holds_table.c.request_id == request_id, holds_table.c.system == system,
+                    holds_table.c.data_category.in_(categories)).values(release_requested_at=now))
+                conn.execute(_SYSTEM_UPDATE.values(attempt=attempt), [
+                    {"b_request_id": request_id, "b_system": system}])
+                chain.append(request_id, system, "release_requested", attempt, "held",
+                             {"categories": categories,
+                              "retain_until": str(max(r.retain_until for r in rows))},
+                             now, f"{request_id}:{system}:{attempt}:release_requested")
+                tasks.append(ErasureTask(
+                    request_id=request_id, system=system, attempt=attempt, purpose="release",
+                    release_categories=categories, received_at=utc(first.received_at),  # type: ignore[arg-type]
+                    due_at=utc(first.due_at), subject_ref=first.subject_ref,  # type: ignore[arg-type]
+                    identities=SealedIdentities.model_validate_json(first.sealed_identities),
+                    scope=Scope.model_validate_json(first.scope) if first.scope else None))
+            chain.write(conn)
+        return tasks
+
+    def active_holds(self, system: str | None = None) -> list[sa.Row[Any]]:
+        query = (sa.select(holds_table).where(holds_table.c.released_at.is_(None))
+                 .order_by(holds_table.c.system, holds_table.c.retain_until, holds_table.c.request_id))
+        if system:
+            query = query.where(holds_table.c.system == system)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def holds_of(self, request_id: str) -> list[sa.Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(holds_table).where(
+                holds_table.c.request_id == request_id).order_by(
+                holds_table.c.system, holds_table.c.data_category)).all())
+
     def destroy_data_keys(self, now: datetime, grace_s: float) -> int:
-        """Crypto-shred: destroy the data keys of requests completed (no holds) over `grace_s` ago.
+        """Crypto-shred: destroy the data keys of requests finished over `grace_s` ago.
 
         Every copy of their identities (Kafka, backups, replays) becomes unreadable. Requests
-        with holds or needing attention keep theirs: their data may still have to be erased.
+        needing attention, or with a hold not yet released, keep theirs: their data may still
+        have to be erased.
         """
         cutoff = now - timedelta(seconds=grace_s)
+        unreleased = sa.exists().where(holds_table.c.request_id == requests_table.c.request_id,
+                                       holds_table.c.released_at.is_(None))
+        last_release = (sa.select(sa.func.max(holds_table.c.released_at))
+                        .where(holds_table.c.request_id == requests_table.c.request_id)
+                        .scalar_subquery())
         with self.engine.begin() as conn:
             due = list(conn.execute(
                 sa.select(data_keys_table.c.request_id)
                 .join(requests_table, requests_table.c.request_id == data_keys_table.c.request_id)
-                .where(requests_table.c.status == "completed", requests_table.c.completed_at <= cutoff,
-                       data_keys_table.c.destroyed_at.is_(None))
+                .where(data_keys_table.c.destroyed_at.is_(None),
+                       sa.or_(
+                           sa.and_(requests_table.c.status == "completed",
+                                   requests_table.c.completed_at <= cutoff),
+                           sa.and_(requests_table.c.status == "completed_with_holds", ~unreleased,
+                                   last_release <= cutoff)))
                 .limit(1000)).scalars())
             if not due:
                 return 0
@@ -388,7 +470,8 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 def _dedupe_key(event: ErasurePlanned | ErasureOutcome) -> str:
     if isinstance(event, ErasurePlanned):
         return f"{event.request_id}:planned"
-    return f"{event.request_id}:{event.system}:{event.attempt}:{event.status}"
+    suffix = ":release" if event.purpose == "release" else ""
+    return f"{event.request_id}:{event.system}:{event.attempt}:{event.status}{suffix}"
 
 
 _SYSTEM_UPDATE = systems_table.update().where(
@@ -439,6 +522,8 @@ class _Batch:
         self.dirty_systems: set[tuple[str, str]] = set()
         self.dirty_requests: set[str] = set()
         self.touched: set[str] = set()
+        self.new_holds: list[dict[str, Any]] = []
+        self.released: list[tuple[str, str]] = []
 
     def plan(self, plan: ErasurePlanned) -> None:
         if plan.request_id in self.requests:
@@ -466,7 +551,21 @@ class _Batch:
                           self.now, _dedupe_key(plan))
         self.touched.add(plan.request_id)
 
+    def release(self, outcome: ErasureOutcome) -> None:
+        """The outcome of a release task: a hold ended and its data was erased (or was gone)."""
+        if outcome.request_id not in self.systems or outcome.system not in self.systems[outcome.request_id]:
+            return
+        done = outcome.status in ("erased", "not_found")
+        kind = "released" if done else "release_outcome"
+        if self.chain.append(outcome.request_id, outcome.system, kind, outcome.attempt, outcome.status,
+                             outcome.model_dump(mode="json", exclude={"event_type"}), self.now,
+                             _dedupe_key(outcome)) and done:
+            self.released.append((outcome.request_id, outcome.system))
+
     def outcome(self, outcome: ErasureOutcome) -> None:
+        if outcome.purpose == "release":
+            self.release(outcome)
+            return
         row = self.systems.get(outcome.request_id, {}).get(outcome.system)
         if row is None or row["final"]:
             return  # not planned, or already final: a duplicate changes nothing
@@ -491,6 +590,12 @@ class _Batch:
         self.dirty_systems.add((outcome.request_id, outcome.system))
         if final:
             self.touched.add(outcome.request_id)
+        if outcome.status == "held":
+            self.new_holds.extend(
+                {"request_id": outcome.request_id, "system": outcome.system,
+                 "data_category": h.data_category, "legal_basis": h.legal_basis, "citation": h.citation,
+                 "retain_until": h.retain_until, "recorded_at": self.now}
+                for h in outcome.holds)
 
     def complete_if_final(self, request_id: str) -> ErasureCompleted | None:
         request = self.requests.get(request_id)
@@ -537,6 +642,14 @@ class _Batch:
                 [{"b_request_id": r, "status": self.requests[r]["status"],
                   "completed_at": self.requests[r]["completed_at"],
                   "on_time": self.requests[r]["on_time"]} for r in sorted(self.dirty_requests)])
+        if self.new_holds:
+            conn.execute(holds_table.insert(), self.new_holds)
+        for request_id, system in self.released:
+            # Only the holds this release was asked for: one that ends later stays in force.
+            conn.execute(holds_table.update().where(
+                holds_table.c.request_id == request_id, holds_table.c.system == system,
+                holds_table.c.release_requested_at.is_not(None),
+                holds_table.c.released_at.is_(None)).values(released_at=self.now))
         self.chain.write(conn)
 
 

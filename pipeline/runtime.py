@@ -34,6 +34,7 @@ from connectors.base import (
     TaskContext,
 )
 from connectors.http import backoff_s, call_with_retries
+from connectors.retention import RetentionPolicy
 from pipeline import topics
 from pipeline.broker import consumer_group_timing
 from pipeline.crypto import SealError, open_with_data_key
@@ -117,8 +118,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class ConnectorWorker:
     def __init__(self, settings: Settings, system: str, connector: Connector, bootstrap: str,
-                 data_key: Callable[[str], bytes | None]) -> None:
+                 data_key: Callable[[str], bytes | None],
+                 retention: RetentionPolicy | None = None) -> None:
         self.settings = settings
+        self.retention = retention
         self.system = system
         self.connector = connector
         self.bootstrap = bootstrap
@@ -232,7 +235,7 @@ class ConnectorWorker:
     def _erase(self, task: ErasureTask) -> tuple[ErasureOutcome, ErasureTask | None]:
         now = now_utc()
         base: dict[str, Any] = {"request_id": task.request_id, "system": self.system,
-                                "attempt": task.attempt}
+                                "attempt": task.attempt, "purpose": task.purpose}
         key = self.data_key(task.request_id)
         if key is None:
             return ErasureOutcome(**base, status="failed", occurred_at=now, error=OutcomeError(
@@ -242,8 +245,11 @@ class ConnectorWorker:
         except SealError as exc:
             return ErasureOutcome(**base, status="failed", occurred_at=now,
                                   error=OutcomeError(kind="permanent", message=str(exc))), None
-        context = TaskContext(request_id=task.request_id, system=self.system,
-                              attempt=task.attempt, scope=task.scope, job_ref=task.job_ref)
+        context = TaskContext(
+            request_id=task.request_id, system=self.system, attempt=task.attempt, scope=task.scope,
+            job_ref=task.job_ref, received_at=task.received_at, retention=self.retention,
+            release_categories=tuple(task.release_categories or ()) if task.purpose == "release"
+            else None)
         try:
             result: EraseResult = call_with_retries(
                 lambda: self.connector.erase(subject, context),

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     systems_file: Path | None = Field(
         default=None, description="systems.yaml; `erasure up` writes a demo one when unset"
     )
+    policy_file: Path | None = Field(
+        default=None, description="policy.yaml; the French defaults shipped with the package when unset"
+    )
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     intake_public_key: str | None = Field(default=None, description="base64 X25519 public key")

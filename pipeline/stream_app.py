@@ -228,6 +228,11 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
         if messages:
             await send_all(messages)
             log.warning("aggregator: re-drove %d silent task(s)", len(messages))
+        releases = await asyncio.to_thread(ledger.request_releases, now)
+        if releases:
+            await send_all([(task_topics[t.system], t.request_id.encode(), encode(t))
+                            for t in releases if t.system in task_topics])
+            log.info("aggregator: %d hold(s) ended; release tasks published", len(releases))
         await announce(await asyncio.to_thread(ledger.unpublished_completions))
         shredded = await asyncio.to_thread(ledger.destroy_data_keys, now, settings.data_key_grace_s)
         if shredded:

@@ -117,6 +117,12 @@ class ErasureTask(Contract):
     job_ref: ShortText | None = Field(
         default=None, description="Processor job to poll, for asynchronous erasures"
     )
+    purpose: Literal["erase", "release"] = Field(
+        default="erase", description="release: a hold has ended, erase the data it kept"
+    )
+    release_categories: list[ShortText] | None = Field(
+        default=None, description="With purpose release: the data categories whose hold ended"
+    )
 
 
 class Hold(Contract):
@@ -148,6 +154,7 @@ class ErasureOutcome(Contract):
     system: SystemId
     attempt: Annotated[int, Field(ge=1)]
     status: SystemStatus
+    purpose: Literal["erase", "release"] = "erase"
     holds: list[Hold] = Field(default_factory=list)
     evidence: Evidence | None = None
     error: OutcomeError | None = None

@@ -123,3 +123,64 @@ def test_data_key_destroyed_after_the_grace_period_only_when_completed(ledger: L
     assert ledger.destroy_data_keys(T0 + timedelta(days=3), grace_s=86400) == 0
     # A destroyed key is never re-created: the router sees the request as already handled.
     assert RID not in ledger.grant_data_keys({RID: b"n" * 32}, T0)
+
+
+def held(system: str, until: datetime, category: str = "invoices") -> ErasureOutcome:
+    from schemas import Hold
+
+    return ErasureOutcome(request_id=RID, system=system, attempt=1, status="held", occurred_at=T0,
+                          holds=[Hold(data_category=category, legal_basis="GDPR Art. 17(3)(b)",
+                                      citation="Code de commerce, art. L123-22", retain_until=until)])
+
+
+def release(system: str, attempt: int, status: str = "erased") -> ErasureOutcome:
+    return ErasureOutcome(request_id=RID, system=system, attempt=attempt, status=status,  # type: ignore[arg-type]
+                          purpose="release", occurred_at=T0)
+
+
+def test_hold_ends_in_a_release_task_then_a_recorded_release(ledger: Ledger) -> None:
+    until = T0 + timedelta(days=400)
+    done = ledger.record([plan(), held("site-db", until), outcome("brevo", "erased")], T0)
+    assert [c.status for c in done] == ["completed_with_holds"]
+    assert [(h.system, h.data_category) for h in ledger.active_holds()] == [("site-db", "invoices")]
+    assert ledger.request_releases(until - timedelta(seconds=1)) == []
+    tasks = ledger.request_releases(until + timedelta(seconds=1))
+    assert [(t.system, t.purpose, t.release_categories, t.attempt) for t in tasks] == [
+        ("site-db", "release", ["invoices"], 2)]
+    assert ledger.request_releases(until + timedelta(seconds=2)) == [], "asked once"
+    ledger.record([release("site-db", 2)], until + timedelta(seconds=3))
+    assert ledger.active_holds() == []
+    kinds = [(e.kind, e.system) for e in ledger.events(RID)]
+    assert ("release_requested", "site-db") in kinds and ("released", "site-db") in kinds
+    view = ledger.request(RID, until)
+    assert view is not None and view.status == "completed_with_holds"
+    assert ledger.holds_of(RID)[0].released_at is not None
+    assert ledger.verify_chain() is None
+
+
+def test_lost_release_is_asked_again_later(ledger: Ledger) -> None:
+    until = T0 + timedelta(days=1)
+    ledger.record([plan(), held("site-db", until), outcome("brevo", "erased")], T0)
+    assert len(ledger.request_releases(until + timedelta(minutes=1))) == 1
+    assert ledger.request_releases(until + timedelta(minutes=30)) == []
+    again = ledger.request_releases(until + timedelta(hours=2))
+    assert [(t.system, t.attempt) for t in again] == [("site-db", 3)]
+
+
+def test_failed_release_keeps_the_hold_active(ledger: Ledger) -> None:
+    until = T0 + timedelta(days=1)
+    ledger.record([plan(), held("site-db", until), outcome("brevo", "erased")], T0)
+    ledger.request_releases(until + timedelta(minutes=1))
+    ledger.record([release("site-db", 2, status="failed")], until + timedelta(minutes=2))
+    assert [h.data_category for h in ledger.active_holds()] == ["invoices"]
+
+
+def test_key_of_a_request_with_holds_outlives_them(ledger: Ledger) -> None:
+    until = T0 + timedelta(days=1)
+    ledger.grant_data_keys({RID: b"k" * 32}, T0)
+    ledger.record([plan(), held("site-db", until), outcome("brevo", "erased")], T0)
+    assert ledger.destroy_data_keys(T0 + timedelta(days=30), grace_s=60) == 0, "hold still active"
+    ledger.request_releases(until)
+    ledger.record([release("site-db", 2)], until)
+    assert ledger.destroy_data_keys(until + timedelta(seconds=30), grace_s=60) == 0, "within grace"
+    assert ledger.destroy_data_keys(until + timedelta(seconds=61), grace_s=60) == 1

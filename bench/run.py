@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.broker import find_or_start  # noqa: E402
+from pipeline.demo import Person  # noqa: E402
 from pipeline.ledger import requests_table, utc  # noqa: E402
 from tests.harness import RunningPipeline  # noqa: E402
 
@@ -98,8 +99,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
     broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), work / "broker")
     ledger_url = f"sqlite:///{work / 'ledger.db'}"
-    people = [(f"Bench Person {i}", f"bench.{i}@example.test", f"+3360000{i:04d}", i % 2 == 0)
-              for i in range(200)]
+    people = [Person(f"Bench Person {i}", f"bench.{i}@example.test", f"+3360000{i:04d}",
+                     in_brevo=i % 2 == 0) for i in range(200)]
     pipeline = RunningPipeline(work, broker.bootstrap, ledger_url, people)
     pipeline.brevo.bucket.limit = 10**9
     try:

@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from connectors.base import Connector
 from connectors.brevo import BrevoConnector, BrevoSettings
+from connectors.files_store import FilesStoreConnector, FilesStoreSettings
+from connectors.redis_store import RedisStoreConnector, RedisStoreSettings
 from connectors.sql_store import SqlStoreConnector, SqlStoreSettings
 
 ConnectorFactory = Callable[[str, Any], Connector]
@@ -16,6 +18,8 @@ ConnectorFactory = Callable[[str, Any], Connector]
 CONNECTOR_TYPES: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {
     "brevo": (BrevoSettings, BrevoConnector),
     "sql": (SqlStoreSettings, SqlStoreConnector),
+    "redis": (RedisStoreSettings, RedisStoreConnector),
+    "files": (FilesStoreSettings, FilesStoreConnector),
 }
 
 

@@ -31,13 +31,25 @@ IdentityTypeName = Literal["email", "phone", "user_id", "account_id", "customer_
 ARCHIVE_TABLE = "erasure_restricted_archive"
 
 
+class Via(BaseModel):
+    """Rows found through a parent row: `column` of this table refers to `key` of `table`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    match: dict[IdentityTypeName, str] = Field(min_length=1)
+
+
 class TableRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     table: str = Field(min_length=1)
     match: dict[IdentityTypeName, str] = Field(
-        min_length=1, description="identity type -> column holding it"
+        default_factory=dict, description="identity type -> column holding it"
     )
+    via: Via | None = Field(default=None, description="Or: find the rows through a parent table")
     action: Literal["delete", "anonymise", "hold"]
     category: str | None = Field(default=None, description="The data category the rows hold")
     set: dict[str, str | int | None] = Field(
@@ -52,6 +64,8 @@ class TableRule(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TableRule:
+        if not self.match and self.via is None:
+            raise ValueError("give 'match' (identity type -> column) or 'via' (a parent table)")
         if self.action == "anonymise" and not self.set:
             raise ValueError("action 'anonymise' needs 'set': the columns to overwrite")
         if self.action == "delete" and self.set:
@@ -128,7 +142,19 @@ class SqlStoreConnector:
             raise PermanentError(self.system, f"table {rule.table!r} has no column {name!r}")
         return table.c[name]
 
-    def _condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities) -> Any:
+    def _condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities,
+                   connection: sa.Connection) -> Any:
+        if rule.via is not None:
+            parent = self._table(rule.via.table, connection)
+            parent_rule = TableRule(table=rule.via.table, match=rule.via.match, action="delete")
+            parent_condition = self._identity_condition(parent, parent_rule, subject)
+            if parent_condition is None:
+                return None
+            keys = sa.select(self._column(parent, parent_rule, rule.via.key)).where(parent_condition)
+            return self._column(table, rule, rule.via.column).in_(keys)
+        return self._identity_condition(table, rule, subject)
+
+    def _identity_condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities) -> Any:
         clauses = []
         for identity_type, column_name in rule.match.items():
             column = self._column(table, rule, column_name)
@@ -153,7 +179,7 @@ class SqlStoreConnector:
         try:
             with self._engine.begin() as connection:
                 if context.release_categories is not None:
-                    affected = self._release(connection, subject, context)
+                    affected = self._release(connection, context)
                     return EraseResult(status="erased" if affected else "not_found",
                                        evidence=Evidence(records_affected=affected))
                 affected, holds = self._erase(connection, subject, context)
@@ -175,7 +201,7 @@ class SqlStoreConnector:
         holds: dict[str, Hold] = {}
         for rule in self.settings.tables:
             table = self._table(rule.table, connection)
-            condition = self._condition(table, rule, subject)
+            condition = self._condition(table, rule, subject, connection)
             if condition is None:
                 continue
             if rule.action == "delete":
@@ -213,11 +239,15 @@ class SqlStoreConnector:
         if not keys:
             raise PermanentError(self.system, f"table {rule.table!r} needs a primary key to hold rows")
         latest: datetime | None = None
+        now = datetime.now(UTC)
         for row in rows:
             record_date = _as_date(row.get(clock.name)) if clock is not None else None
             until = policy.retain_until(category, received_at, record_date)
-            latest = until if latest is None or until > latest else latest
             where = sa.and_(*(k == row[k.name] for k in keys))
+            if until <= now:  # its retention period is already over: nothing justifies keeping it
+                connection.execute(sa.delete(table).where(where))
+                continue
+            latest = until if latest is None or until > latest else latest
             if rule.hold_mode == "mark":
                 connection.execute(sa.update(table).where(where).values(
                     **{rule.retain_until_column: until, **rule.set}))
@@ -227,12 +257,10 @@ class SqlStoreConnector:
                     retain_until=until, archived_at=datetime.now(UTC),
                     row_data=json.dumps(row, default=str, sort_keys=True)))
                 connection.execute(sa.delete(table).where(where))
-        assert latest is not None
-        return len(rows), policy.hold(category, latest)
+        return len(rows), policy.hold(category, latest) if latest is not None else None
 
-    def _release(self, connection: sa.Connection, subject: SubjectIdentities,
-                 context: TaskContext) -> int:
-        """Erase the held rows of the released categories: the hold has ended."""
+    def _release(self, connection: sa.Connection, context: TaskContext) -> int:
+        """Erase the held rows of the released categories: their holds have ended."""
         released = set(context.release_categories or ())
         affected = 0
         for rule in self.settings.tables:
@@ -244,13 +272,12 @@ class SqlStoreConnector:
                     archive_table.c.source_table == rule.table,
                     archive_table.c.data_category == rule.category)).rowcount, 0)
                 continue
+            # Rows held in place may no longer match the person (the parent row was anonymised):
+            # a mark whose date has passed is what makes a row erasable.
             table = self._table(rule.table, connection)
-            condition = self._condition(table, rule, subject)
-            if condition is None:
-                continue
             marker = self._column(table, rule, rule.retain_until_column)
             affected += max(connection.execute(sa.delete(table).where(
-                condition, marker.is_not(None))).rowcount, 0)
+                marker.is_not(None), marker <= datetime.now(UTC))).rowcount, 0)
         return affected
 
     def close(self) -> None:

@@ -355,7 +355,8 @@ def up(demo: bool | None) -> None:
     click.echo(f"erasure pipeline up: broker {broker.bootstrap} ({broker.kind}), "
                f"ledger {settings.ledger_url}, systems {', '.join(register.ids)}", err=True)
     if demo:
-        click.echo("demo: try `erasure submit --email alice.martin@example.org`", err=True)
+        click.echo("demo: try `erasure submit --email alice.martin@example.org` (held, not found and "
+                   "erased side by side), then `erasure status ID` and `erasure holds`", err=True)
     try:
         while not stopping:
             time.sleep(0.5)

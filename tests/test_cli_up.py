@@ -42,11 +42,27 @@ def test_up_then_submit_a_seeded_person_completes(tmp_path: Path) -> None:
 
         view = wait_until(finished, 60, "the request to finish", interval_s=1.0)
         assert view["status"] == "completed"
-        assert {s["system"]: s["status"] for s in view["systems"]} == {
-            "brevo": "erased", "site-db": "erased"}
+        statuses = {s["system"]: s["status"] for s in view["systems"]}
+        assert statuses.pop("session-cache", "erased") == "erased"  # present when Redis answers
+        assert statuses == {"brevo": "erased", "site-db": "erased", "uploads": "erased"}
+        assert not list((tmp_path / ".erasure" / "uploads").rglob("*bruno*"))
+
+        alice = erasure(tmp_path, "submit", "--email", "alice.martin@example.org", env=env).stdout.strip()
+        request_id = alice
+        view = wait_until(finished, 60, "Alice's request to finish", interval_s=1.0)
+        assert view["status"] == "completed_with_holds"
+        statuses = {s["system"]: s["status"] for s in view["systems"]}
+        assert (statuses["site-db"], statuses["brevo"], statuses["uploads"]) == (
+            "held", "not_found", "erased")
+        site = next(s for s in view["systems"] if s["system"] == "site-db")
+        assert {h["data_category"] for h in site["holds"]} == {
+            "invoices", "accounting_records", "card_data", "fraud_signals"}
+        holds = json.loads(erasure(tmp_path, "holds", "--json", env=env).stdout)
+        assert {(h["system"], h["data_category"]) for h in holds} >= {("site-db", "invoices")}
+        assert all(h["request_id"] == alice for h in holds)
         human = erasure(tmp_path, "status", request_id, env=env)
-        assert "brevo" in human.stdout and "completed" in human.stdout
-        listed = erasure(tmp_path, "list", "--status", "completed", env=env)
+        assert "holds invoices until" in human.stdout and "L123-22" in human.stdout
+        listed = erasure(tmp_path, "list", "--status", "completed_with_holds", env=env)
         assert request_id in listed.stdout
         assert erasure(tmp_path, "ledger", "verify", env=env).stdout.strip() == "ledger chain intact"
     finally:

@@ -19,20 +19,21 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 
 from pipeline import topics
+from pipeline.demo import Person
 from tests.harness import RunningPipeline, read_topic, wait_until
 
 pytestmark = pytest.mark.e2e
 
 RUN = uuid.uuid4().hex[:8]
 PEOPLE = [
-    (f"Yannick Essai{RUN}", f"yannick.{RUN}@example.test", f"+3361{int(RUN, 16) % 10**8:08d}", True),
-    (f"Zoé Essai{RUN}", f"zoe.{RUN}@example.test", "+33698765432", True),
-    (f"Xavier Essai{RUN}", f"xavier.{RUN}@example.test", "+33687654321", True),
-    (f"Walid Essai{RUN}", f"walid.{RUN}@example.test", "+33676543210", True),
-    (f"Vera Essai{RUN}", f"vera.{RUN}@example.test", "+33665432109", True),
-    (f"Ugo Essai{RUN}", f"ugo.{RUN}@example.test", "+33654321098", True),
+    Person(f"Yannick Essai{RUN}", f"yannick.{RUN}@example.test", f"+3361{int(RUN, 16) % 10**8:08d}"),
+    Person(f"Zoé Essai{RUN}", f"zoe.{RUN}@example.test", "+33698765432"),
+    Person(f"Xavier Essai{RUN}", f"xavier.{RUN}@example.test", "+33687654321"),
+    Person(f"Walid Essai{RUN}", f"walid.{RUN}@example.test", "+33676543210"),
+    Person(f"Vera Essai{RUN}", f"vera.{RUN}@example.test", "+33665432109"),
+    Person(f"Ugo Essai{RUN}", f"ugo.{RUN}@example.test", "+33654321098"),
 ]
-EMAILS = [p[1] for p in PEOPLE]
+EMAILS = [p.email for p in PEOPLE]
 # Published in clear by a careless backend: it is in the requests topic, and must go no further.
 CARELESS_EMAIL = f"careless.{RUN}@example.test"
 
@@ -154,7 +155,7 @@ def test_permanent_error_ends_failed_with_a_reason_that_names_no_one(
 
 
 def test_no_identity_in_clear_anywhere(pipeline: RunningPipeline, tmp_path: Path) -> None:
-    needles = [n for p in PEOPLE for n in (p[1], p[1].upper(), p[0], p[2])]
+    needles = [n for p in PEOPLE for n in (p.email, p.email.upper(), p.name, p.phone)]
     haystacks: dict[str, str] = {}
     for topic in [*topics.all_topics(["site-db", "brevo"]),
                   "erasure-pipeline-request-progress-changelog"]:

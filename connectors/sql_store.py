@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -109,9 +110,11 @@ archive_table = sa.Table(
 
 
 class SqlStoreConnector:
-    def __init__(self, system: str, settings: SqlStoreSettings) -> None:
+    def __init__(self, system: str, settings: SqlStoreSettings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.system = system
         self.settings = settings
+        self.clock = clock
         url = settings.url or require_secret(settings.url_env or "", system)
         self._engine = sa.create_engine(url, pool_pre_ping=True)
         if self._engine.dialect.name == "sqlite":
@@ -227,7 +230,7 @@ class SqlStoreConnector:
         if policy is None or policy.rule(category) is None:
             raise PermanentError(self.system, f"no retention rule for category {category!r}: "
                                               "nothing may be held without one")
-        received_at = context.received_at or datetime.now(UTC)
+        received_at = context.received_at or self.clock()
         if rule.hold_mode == "mark":
             marker = self._column(table, rule, rule.retain_until_column)
             condition = sa.and_(condition, marker.is_(None))  # held already: nothing changes
@@ -239,7 +242,7 @@ class SqlStoreConnector:
         if not keys:
             raise PermanentError(self.system, f"table {rule.table!r} needs a primary key to hold rows")
         latest: datetime | None = None
-        now = datetime.now(UTC)
+        now = self.clock()
         for row in rows:
             record_date = _as_date(row.get(clock.name)) if clock is not None else None
             until = policy.retain_until(category, received_at, record_date)
@@ -254,7 +257,7 @@ class SqlStoreConnector:
             else:
                 connection.execute(archive_table.insert().values(
                     request_id=context.request_id, source_table=rule.table, data_category=category,
-                    retain_until=until, archived_at=datetime.now(UTC),
+                    retain_until=until, archived_at=now,
                     row_data=json.dumps(row, default=str, sort_keys=True)))
                 connection.execute(sa.delete(table).where(where))
         return len(rows), policy.hold(category, latest) if latest is not None else None
@@ -277,7 +280,7 @@ class SqlStoreConnector:
             table = self._table(rule.table, connection)
             marker = self._column(table, rule, rule.retain_until_column)
             affected += max(connection.execute(sa.delete(table).where(
-                marker.is_not(None), marker <= datetime.now(UTC))).rowcount, 0)
+                marker.is_not(None), marker <= self.clock())).rowcount, 0)
         return affected
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from connectors.base import Connector
 from connectors.brevo import BrevoConnector, BrevoSettings
 from connectors.files_store import FilesStoreConnector, FilesStoreSettings
+from connectors.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
 from connectors.redis_store import RedisStoreConnector, RedisStoreSettings
 from connectors.sql_store import SqlStoreConnector, SqlStoreSettings
 
@@ -20,6 +21,7 @@ CONNECTOR_TYPES: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {
     "sql": (SqlStoreSettings, SqlStoreConnector),
     "redis": (RedisStoreSettings, RedisStoreConnector),
     "files": (FilesStoreSettings, FilesStoreConnector),
+    "kafka_topic": (KafkaTopicSettings, KafkaTopicConnector),
 }
 
 

@@ -201,8 +201,8 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                 return False
             progress[event.request_id] = {"systems": {t.system: "planned" for t in event.targets}}
             return True
-        if state is None:
-            return True  # plan not seen by this worker's table yet: the ledger decides
+        if state is None or event.purpose == "release":
+            return True  # plan not in this worker's table yet, or a hold's end: the ledger decides
         if state["systems"].get(event.system) in FINAL_SYSTEM_STATUSES:
             return False
         systems = dict(state["systems"])

@@ -147,8 +147,10 @@ class RunningPipeline:
         self.brevo.stop()
         self.ledger.close()
 
-    def submit(self, email: str, request_id: str | None = None) -> str:
-        return self.intake.submit({"email": email}, datetime.now(UTC), request_id=request_id)
+    def submit(self, email: str, request_id: str | None = None,
+               received_at: datetime | None = None) -> str:
+        return self.intake.submit({"email": email}, received_at or datetime.now(UTC),
+                                  request_id=request_id)
 
     def wait_final(self, request_id: str, timeout_s: float = 60.0) -> RequestView:
         def final() -> RequestView | None:

@@ -10,12 +10,13 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
+from dateutil.relativedelta import relativedelta
 from kafka import KafkaProducer
 
 from pipeline import topics
@@ -32,6 +33,8 @@ PEOPLE = [
     Person(f"Walid Essai{RUN}", f"walid.{RUN}@example.test", "+33676543210"),
     Person(f"Vera Essai{RUN}", f"vera.{RUN}@example.test", "+33665432109"),
     Person(f"Ugo Essai{RUN}", f"ugo.{RUN}@example.test", "+33654321098"),
+    Person(f"Tess Essai{RUN}", f"tess.{RUN}@example.test", "+33643210987", orders=1,
+           fraud_signal=True),
 ]
 EMAILS = [p.email for p in PEOPLE]
 # Published in clear by a careless backend: it is in the requests topic, and must go no further.
@@ -152,6 +155,32 @@ def test_permanent_error_ends_failed_with_a_reason_that_names_no_one(
     assert pipeline.brevo.has_contact(EMAILS[5]), "nothing was erased at Brevo"
     assert [v.request_id for v in pipeline.ledger.list_requests(
         datetime.now(UTC), status="needs_attention")] == [rid]
+
+
+def test_hold_ends_while_running_and_the_held_data_is_erased(pipeline: RunningPipeline) -> None:
+    # Asked a year ago (less 20 s): the fraud signals' one-year hold ends 20 s from now.
+    received = datetime.now(UTC) - relativedelta(years=1) + timedelta(seconds=20)
+    rid = pipeline.submit(EMAILS[6], received_at=received)
+    view = pipeline.wait_final(rid)
+    assert view.status == "completed_with_holds" and view.on_time is False
+    site = next(s for s in view.systems if s.system == "site-db")
+    assert site.status == "held"
+    assert {h["data_category"] for h in site.holds} == {"fraud_signals", "invoices", "accounting_records"}
+    assert {h.data_category for h in pipeline.ledger.holds_of(rid)} == {
+        "fraud_signals", "invoices", "accounting_records"}
+
+    def released() -> bool:
+        return any(e.kind == "released" for e in pipeline.ledger.events(rid))
+
+    wait_until(released, 60, "the fraud signals' hold to be released")
+    still = {h.data_category for h in pipeline.ledger.holds_of(rid) if h.released_at is None}
+    assert still == {"invoices", "accounting_records"}
+    engine = sa.create_engine(pipeline.site_url)
+    with engine.connect() as conn:
+        archived = conn.execute(sa.text("SELECT data_category FROM erasure_restricted_archive "
+                                        "WHERE request_id = :r"), {"r": rid}).scalars().all()
+    engine.dispose()
+    assert sorted(archived) == ["invoices"], "fraud signals erased, the invoice still held"
 
 
 def test_no_identity_in_clear_anywhere(pipeline: RunningPipeline, tmp_path: Path) -> None:

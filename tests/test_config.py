@@ -69,3 +69,19 @@ def test_duplicate_system_id(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_systems(tmp_path / "absent.yaml")
+
+
+def test_hold_without_category_names_the_rule(tmp_path: Path) -> None:
+    data = demo()
+    rule = next(r for r in data["systems"][0]["connector"]["tables"] if r["action"] == "hold")
+    index = data["systems"][0]["connector"]["tables"].index(rule)
+    del rule["category"]
+    with pytest.raises(ConfigError, match=rf"systems\[0\]\.connector\.tables\[{index}\].*needs 'category'"):
+        load_systems(write(tmp_path, data))
+
+
+def test_redis_rule_error_names_the_key(tmp_path: Path) -> None:
+    data = demo_systems("sqlite:///site.db", "http://127.0.0.1:1", redis_url="redis://127.0.0.1:6379/0")
+    data["systems"][2]["connector"]["rules"][0]["patern"] = "x:{email}"  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"systems\[2\]\.connector\.rules\[0\]"):
+        load_systems(write(tmp_path, data))

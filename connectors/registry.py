@@ -11,6 +11,7 @@ from connectors.base import Connector
 from connectors.brevo import BrevoConnector, BrevoSettings
 from connectors.files_store import FilesStoreConnector, FilesStoreSettings
 from connectors.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
+from connectors.manual import ManualConnector, ManualSettings
 from connectors.redis_store import RedisStoreConnector, RedisStoreSettings
 from connectors.sql_store import SqlStoreConnector, SqlStoreSettings
 
@@ -22,6 +23,7 @@ CONNECTOR_TYPES: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {
     "redis": (RedisStoreSettings, RedisStoreConnector),
     "files": (FilesStoreSettings, FilesStoreConnector),
     "kafka_topic": (KafkaTopicSettings, KafkaTopicConnector),
+    "manual": (ManualSettings, ManualConnector),
 }
 
 

@@ -136,6 +136,9 @@ def worker() -> None:
     _configure_logging(settings)
     register = _register(settings)
     _policy(settings, register)
+    if settings.webhook_url and not settings.webhook_secret:
+        raise CliError("ERASURE_WEBHOOK_URL is set but ERASURE_WEBHOOK_SECRET is not: "
+                       "set the secret the receiver checks signatures with")
     app = build_app(settings, register, _keys(settings, need_private=True), Ledger(settings.ledger_url),
                     _bootstrap(settings))
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
@@ -285,6 +288,120 @@ def ledger_verify() -> None:
     click.echo("ledger chain intact")
 
 
+# -- the desk: dashboard and HTTP intake -------------------------------------------------
+def _desk_secret(settings: Settings) -> str:
+    if settings.desk_secret:
+        return settings.desk_secret
+    path = settings.home_dir / "desk.secret"
+    if not path.exists():
+        import secrets
+
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def build_desk(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+
+    from pipeline.access import Access
+    from pipeline.web.app import Publisher, create_app
+
+    ledger = Ledger(settings.ledger_url)
+    register_policy = None
+    if _systems_file(settings).exists():
+        register_policy = _policy(settings, _register(settings))
+    producers: list[Any] = []
+
+    def send(topic: str, key: bytes, value: bytes) -> None:
+        if not producers:
+            producers.append(KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all",
+                                           enable_idempotence=True, client_id="erasure-desk"))
+        producers[0].send(topic, key=key, value=value).get(30)
+
+    return create_app(ledger, Access(ledger), Publisher(send), register_policy, _desk_secret(settings),
+                      topics.task_topic, topics.REQUESTS)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: ERASURE_DESK_HOST (127.0.0.1)")
+@click.option("--port", type=int, default=None, help="Default: ERASURE_DESK_PORT (8640)")
+def desk(host: str | None, port: int | None) -> None:
+    """Serve the officer's desk and the HTTP intake (OpenAPI at /docs)."""
+    import uvicorn
+
+    settings = _settings()
+    _configure_logging(settings)
+    uvicorn.run(build_desk(settings), host=host or settings.desk_host, port=port or settings.desk_port,
+                log_level="warning", access_log=False)
+
+
+@main.group()
+def users() -> None:
+    """Desk accounts: officers act on requests, viewers only look."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["officer", "viewer"]), required=True)
+@click.option("--password-env", default=None, help="Read the password from this variable, not a prompt")
+def users_add(name: str, role: str, password_env: str | None) -> None:
+    """Create or replace a desk account."""
+    from pipeline.access import Access
+
+    settings = _settings()
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise CliError(f"{password_env} is not set: put the new password in it")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        Access(Ledger(settings.ledger_url)).set_user(name, role, password, now_utc())  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"{role} {name} saved")
+
+
+@main.group()
+def clients() -> None:
+    """HTTP intake clients (one bearer token each)."""
+
+
+@clients.command("add")
+@click.argument("name")
+def clients_add(name: str) -> None:
+    """Create a client and print its token (shown once; stored hashed)."""
+    from pipeline.access import Access
+
+    settings = _settings()
+    click.echo(Access(Ledger(settings.ledger_url)).add_client(name, now_utc()))
+
+
+@main.command()
+@click.argument("request_id")
+@click.argument("system")
+@click.option("--by", "author", required=True, help="Who confirms (recorded in the ledger)")
+@click.option("--outcome", type=click.Choice(["erased", "not_found", "held"]), required=True)
+@click.option("--category", help="With --outcome held: the data category kept")
+@click.option("--note", help="A reference: ticket, e-mail, letter")
+def confirm(request_id: str, system: str, author: str, outcome: str, category: str | None,
+            note: str | None) -> None:
+    """Confirm what a system with no API did (attributed and timestamped)."""
+    from pipeline.actions import ActionError, confirm_manual
+
+    settings = _settings()
+    policy = _policy(settings, _register(settings)) if outcome == "held" else None
+    try:
+        status = confirm_manual(Ledger(settings.ledger_url), request_id, system, outcome,  # type: ignore[arg-type]
+                                author, now_utc(), policy, category, note)
+    except ActionError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"{system} confirmed {outcome} by {author}; request {request_id} is {status}")
+
+
 # -- fakes and the embedded stack ------------------------------------------------------
 @main.command()
 @click.argument("processor", type=click.Choice(["brevo"]))
@@ -336,7 +453,8 @@ def up(demo: bool | None) -> None:
     env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     ensure_topics(broker.bootstrap, topics.all_topics(register.ids), settings.topic_partitions,
                   settings.topic_replication_factor, topics.topic_configs(settings.requests_retention_s))
-    commands = {"worker": ["worker"], **{f"connector:{s}": ["connector", s] for s in register.ids}}
+    commands = {"worker": ["worker"], "desk": ["desk"],
+                **{f"connector:{s}": ["connector", s] for s in register.ids}}
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -357,6 +475,10 @@ def up(demo: bool | None) -> None:
     if demo:
         click.echo("demo: try `erasure submit --email alice.martin@example.org` (held, not found and "
                    "erased side by side), then `erasure status ID` and `erasure holds`", err=True)
+        _demo_accounts(settings)
+        click.echo(f"desk: http://{settings.desk_host}:{settings.desk_port}/ (user demo-officer, "
+                   f"password in {settings.home_dir / 'demo-officer.password'}); "
+                   f"intake token in {settings.home_dir / 'demo-intake.token'}", err=True)
     try:
         while not stopping:
             time.sleep(0.5)
@@ -377,6 +499,27 @@ def up(demo: bool | None) -> None:
         settings.broker_file.unlink(missing_ok=True)
         if fake_brevo is not None:
             fake_brevo.stop()
+
+
+def _demo_accounts(settings: Settings) -> None:
+    """A demo officer and intake client, their secrets in owner-only files of the home dir."""
+    import secrets
+
+    from pipeline.access import Access
+
+    access = Access(Ledger(settings.ledger_url))
+    password_file = settings.home_dir / "demo-officer.password"
+    if not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        access.set_user("demo-officer", "officer", password, now_utc())
+        _write_private(password_file, password)
+        _write_private(settings.home_dir / "demo-intake.token", access.add_client("demo", now_utc()))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
 
 
 if __name__ == "__main__":

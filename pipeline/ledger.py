@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.deadlines import deadline_flag
+from pipeline.deadlines import DUE_SOON_WINDOW, deadline_flag
 from schemas import (
     FINAL_SYSTEM_STATUSES,
     ErasureCompleted,
@@ -45,6 +45,11 @@ requests_table = sa.Table(
     sa.Column("completion_published", sa.Boolean, nullable=False, default=False),
     sa.Column("sealed_identities", sa.Text, nullable=False),
     sa.Column("scope", sa.Text),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("verification", sa.String(32)),
+    sa.Column("extension_months", sa.Integer, nullable=False, default=0),
+    sa.Column("reopened", sa.Integer, nullable=False, default=0),
+    sa.Column("extension_reason", sa.Text),
 )
 
 systems_table = sa.Table(
@@ -107,6 +112,30 @@ holds_table = sa.Table(
     sa.Column("released_at", UtcDateTime),
 )
 
+notifications_table = sa.Table(
+    "erasure_notifications", metadata,
+    sa.Column("notification_id", sa.String(100), primary_key=True),
+    sa.Column("request_id", sa.String(36), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("delivered_at", UtcDateTime),
+    sa.Column("last_error", sa.String(200)),
+)
+
+receipts_table = sa.Table(
+    "intake_receipts", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("client", sa.String(64), nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("accepted_at", UtcDateTime, nullable=False),
+)
+
 GENESIS_HASH = "0" * 64
 RELEASE_RETRY_AFTER = timedelta(hours=1)
 NON_REDRIVEN_STATUSES = ("manual",)
@@ -152,6 +181,10 @@ class RequestView:
     on_time: bool | None
     deadline_flag: str | None
     systems: list[SystemView]
+    channel: str | None = None
+    verification: str | None = None
+    extension_months: int = 0
+    extension_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +283,8 @@ class Ledger:
                         systems_table.c.request_id.in_(chunk))):
                     systems.setdefault(row.request_id, {})[row.system] = dict(row._mapping)
             chain = self._chain(conn, [_dedupe_key(e) for e in events]
-                                + [f"{rid}:completed" for rid in ids])
+                                + [completion_key(rid, requests[rid]["reopened"] if rid in requests else 0)
+                                   for rid in ids])
             batch = _Batch(requests, systems, chain, now)
             for event in events:
                 if isinstance(event, ErasurePlanned):
@@ -432,13 +466,20 @@ class Ledger:
         return _request_view(row, systems, now)
 
     def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
-                      limit: int = 200) -> list[RequestView]:
+                      limit: int = 200, due_soon: bool = False, search: str | None = None,
+                      ) -> list[RequestView]:
         query = sa.select(requests_table).order_by(requests_table.c.received_at.desc())
         if status:
             query = query.where(requests_table.c.status == status)
         if overdue:
             query = query.where(requests_table.c.status == "in_progress",
                                 requests_table.c.due_at < now)
+        if due_soon:
+            query = query.where(requests_table.c.status == "in_progress", requests_table.c.due_at >= now,
+                                requests_table.c.due_at <= now + DUE_SOON_WINDOW)
+        if search:
+            query = query.where(sa.or_(requests_table.c.request_id.startswith(search.strip().lower()),
+                                       requests_table.c.subject_ref == search.strip()))
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit)).all()
         return [_request_view(row, [], now) for row in rows]
@@ -450,6 +491,11 @@ class Ledger:
         with self.engine.connect() as conn:
             return list(conn.execute(query).all())
 
+    def chain_head(self) -> tuple[int, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(chain_head_table).where(chain_head_table.c.id == 1)).one()
+        return int(row.last_position), str(row.last_hash)
+
     def verify_chain(self) -> int | None:
         """The position of the first event that does not follow from its predecessor, or None."""
         prev = GENESIS_HASH
@@ -460,6 +506,11 @@ class Ledger:
                 return expected
             prev = data["hash"]
         return None
+
+
+def completion_key(request_id: str, reopened: int) -> str:
+    """A request completes once, and once more after each officer retry reopened it."""
+    return f"{request_id}:completed" if not reopened else f"{request_id}:completed:{reopened}"
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -523,6 +574,7 @@ class _Batch:
         self.dirty_requests: set[str] = set()
         self.touched: set[str] = set()
         self.new_holds: list[dict[str, Any]] = []
+        self.notifications: list[dict[str, Any]] = []
         self.released: list[tuple[str, str]] = []
 
     def plan(self, plan: ErasurePlanned) -> None:
@@ -534,6 +586,8 @@ class _Batch:
             "status": "in_progress", "completed_at": None, "on_time": None,
             "completion_published": False, "sealed_identities": plan.identities.model_dump_json(),
             "scope": plan.scope.model_dump_json() if plan.scope else None,
+            "channel": plan.channel, "verification": plan.verification,
+            "extension_months": 0, "extension_reason": None, "reopened": 0,
         }
         self.new_requests.append(plan.request_id)
         rows = self.systems.setdefault(plan.request_id, {})
@@ -612,8 +666,12 @@ class _Batch:
         on_time = self.now <= due
         request.update(status=status, completed_at=self.now, on_time=on_time)
         self.dirty_requests.add(request_id)
+        key = completion_key(request_id, request["reopened"])
         self.chain.append(request_id, None, "completed", None, status, {"on_time": on_time},
-                          self.now, f"{request_id}:completed")
+                          self.now, key)
+        self.notifications.append({
+            "notification_id": key, "request_id": request_id, "kind": "completed", "status": status,
+            "due_at": due, "created_at": self.now, "next_attempt_at": self.now, "attempts": 0})
         return ErasureCompleted(
             request_id=request_id, status=status,  # type: ignore[arg-type]
             systems=[SystemSummary(system=s["system"], status=s["status"], attempt=s["attempt"])
@@ -644,6 +702,8 @@ class _Batch:
                   "on_time": self.requests[r]["on_time"]} for r in sorted(self.dirty_requests)])
         if self.new_holds:
             conn.execute(holds_table.insert(), self.new_holds)
+        if self.notifications:
+            conn.execute(notifications_table.insert(), self.notifications)
         for request_id, system in self.released:
             # Only the holds this release was asked for: one that ends later stays in force.
             conn.execute(holds_table.update().where(
@@ -661,6 +721,8 @@ def _request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetim
         received_at=utc(row.received_at), due_at=due, status=row.status,  # type: ignore[arg-type]
         completed_at=utc(row.completed_at), on_time=row.on_time,
         deadline_flag=deadline_flag(due, now, row.status != "in_progress"),
+        channel=row.channel, verification=row.verification,
+        extension_months=row.extension_months or 0, extension_reason=row.extension_reason,
         systems=[SystemView(
             system=s.system, status=s.status, attempt=s.attempt,
             evidence=json.loads(s.evidence) if s.evidence else None,

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     requests_retention_s: float = Field(
         default=7 * 86400, gt=0, description="retention.ms of the requests topic (sealed boxes expire)"
     )
+    webhook_url: str | None = Field(default=None, description="POST notifications here, signed")
+    webhook_secret: str | None = Field(default=None, description="HMAC key for the webhook signature")
+    desk_host: str = "127.0.0.1"
+    desk_port: int = Field(default=8640, ge=0, le=65535)
+    desk_secret: str | None = Field(default=None, description="Signs desk sessions; generated when unset")
     log_level: str = "INFO"
 
     @property

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
-from pipeline import topics
+from pipeline import notifications, topics
 from pipeline.broker import MAX_POLL_INTERVAL_S
 from pipeline.config import SystemEntry, SystemsRegister
 from pipeline.crypto import (
@@ -101,6 +101,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     requests_topic = raw_topic(topics.REQUESTS)
     outcomes_topic = raw_topic(topics.OUTCOMES)
     completed_topic = raw_topic(topics.COMPLETED)
+    notifications_topic = raw_topic(topics.NOTIFICATIONS)
     deadletter_topic = raw_topic(topics.DEADLETTER)
     task_topics = {entry.id: raw_topic(topics.task_topic(entry.id)) for entry in register.systems}
 
@@ -165,6 +166,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
         plan = ErasurePlanned(
             request_id=request.request_id, received_at=request.received_at, due_at=due,
             subject_ref=ref, identities=sealed, scope=request.scope, planned_at=now,
+            channel=request.channel, verification=request.verification,
             targets=[PlannedTarget(system=t.id, expected_turnaround_s=t.expected_turnaround_s)
                      for t in targets],
         )
@@ -234,8 +236,23 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                             for t in releases if t.system in task_topics])
             log.info("aggregator: %d hold(s) ended; release tasks published", len(releases))
         await announce(await asyncio.to_thread(ledger.unpublished_completions))
+        await notify(now)
         shredded = await asyncio.to_thread(ledger.destroy_data_keys, now, settings.data_key_grace_s)
         if shredded:
             log.info("aggregator: destroyed the data keys of %d finished request(s)", shredded)
+
+    async def notify(now: Any) -> None:
+        await asyncio.to_thread(notifications.flag_overdue, ledger, now)
+        for notice in await asyncio.to_thread(notifications.pending, ledger, now):
+            await send_all([(notifications_topic, notice.request_id.encode(), encode(notice))])
+            error = None
+            if settings.webhook_url:
+                try:
+                    await asyncio.to_thread(notifications.post_webhook, settings.webhook_url,
+                                            settings.webhook_secret or "", notice)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {str(exc)[:150]}"
+                    log.warning("aggregator: webhook for %s failed (%s)", notice.notification_id, error)
+            await asyncio.to_thread(notifications.mark, ledger, notice.notification_id, now, error)
 
     return app

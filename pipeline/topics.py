@@ -6,6 +6,7 @@ REQUESTS = "erasure.requests.v1"
 OUTCOMES = "erasure.outcomes.v1"
 COMPLETED = "erasure.completed.v1"
 DEADLETTER = "erasure.deadletter.v1"
+NOTIFICATIONS = "erasure.notifications.v1"
 
 
 def task_topic(system: str) -> str:
@@ -13,7 +14,8 @@ def task_topic(system: str) -> str:
 
 
 def all_topics(systems: list[str]) -> list[str]:
-    return [REQUESTS, OUTCOMES, COMPLETED, DEADLETTER, *(task_topic(s) for s in systems)]
+    return [REQUESTS, OUTCOMES, COMPLETED, DEADLETTER, NOTIFICATIONS,
+            *(task_topic(s) for s in systems)]
 
 
 def topic_configs(requests_retention_s: float) -> dict[str, dict[str, str]]:

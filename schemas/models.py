@@ -97,6 +97,8 @@ class ErasurePlanned(Contract):
     subject_ref: ShortText
     identities: SealedIdentities
     scope: Scope | None = None
+    channel: ShortText | None = None
+    verification: ShortText | None = None
     targets: list[PlannedTarget]
     planned_at: AwareDatetime
 
@@ -181,6 +183,19 @@ class ErasureCompleted(Contract):
     on_time: bool
 
 
+class ErasureNotification(Contract):
+    """For the contact-form backend, so it can tell the person: on `erasure.notifications.v1`
+    and, when configured, a signed webhook. Carries no personal data."""
+
+    event_type: Literal["erasure.notification"] = "erasure.notification"
+    notification_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    request_id: RequestId
+    kind: Literal["completed", "overdue"]
+    status: ShortText
+    due_at: AwareDatetime
+    occurred_at: AwareDatetime
+
+
 class DeadLetter(Contract):
     """An event that could not be parsed or validated: where it was, why, never its content."""
 
@@ -204,6 +219,7 @@ CONTRACTS: dict[str, type[Contract]] = {
     "ErasureTask": ErasureTask,
     "ErasureOutcome": ErasureOutcome,
     "ErasureCompleted": ErasureCompleted,
+    "ErasureNotification": ErasureNotification,
     "DeadLetter": DeadLetter,
     "SubjectIdentities": SubjectIdentities,
 }

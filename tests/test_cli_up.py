@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.broker import free_port
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -24,6 +25,7 @@ def erasure(home: Path, *args: str, env: dict[str, str]) -> subprocess.Completed
 def test_up_then_submit_a_seeded_person_completes(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") and not k.startswith("ERASURE_")}
+    env["ERASURE_DESK_PORT"] = str(free_port())
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up"], cwd=tmp_path, env=env,
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -65,6 +67,13 @@ def test_up_then_submit_a_seeded_person_completes(tmp_path: Path) -> None:
         listed = erasure(tmp_path, "list", "--status", "completed_with_holds", env=env)
         assert request_id in listed.stdout
         assert erasure(tmp_path, "ledger", "verify", env=env).stdout.strip() == "ledger chain intact"
+        import httpx
+
+        desk = f"http://127.0.0.1:{env['ERASURE_DESK_PORT']}"
+        password = (tmp_path / ".erasure" / "demo-officer.password").read_text().strip()
+        with httpx.Client(base_url=desk, follow_redirects=True) as browser:
+            page = browser.post("/login", data={"username": "demo-officer", "password": password})
+            assert page.status_code == 200 and alice in page.text
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         try:

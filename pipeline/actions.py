@@ -1,0 +1,133 @@
+"""Officer actions on a request, each recorded in the ledger with who and when.
+
+- retry a failed system (a new attempt is published; the request is reopened);
+- confirm a manual system (erased, not found, or held under a policy rule);
+- extend the deadline (reason required, only within the first month, two months at most).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from connectors.retention import RetentionPolicy
+from pipeline.deadlines import MAX_EXTENSION_MONTHS, add_months, due_at
+from pipeline.ledger import (
+    Ledger,
+    _Batch,
+    completion_key,
+    requests_table,
+    systems_table,
+    utc,
+)
+from schemas import ErasureOutcome, ErasureTask, Evidence, Hold, Scope, SealedIdentities
+
+ConfirmOutcome = Literal["erased", "not_found", "held"]
+
+
+class ActionError(Exception):
+    """The action is not allowed now; the message says why and what to do."""
+
+
+def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    request = conn.execute(sa.select(requests_table).where(
+        requests_table.c.request_id == request_id)).first()
+    if request is None:
+        raise ActionError(f"no request {request_id}")
+    systems = {r.system: dict(r._mapping) for r in conn.execute(sa.select(systems_table).where(
+        systems_table.c.request_id == request_id))}
+    return dict(request._mapping), systems
+
+
+def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now: datetime) -> ErasureTask:
+    """Reopen a failed system with the next attempt; the caller publishes the returned task."""
+    with ledger.engine.begin() as conn:
+        request, systems = _load(conn, request_id)
+        row = systems.get(system)
+        if row is None:
+            raise ActionError(f"{system} is not planned for request {request_id}")
+        if row["status"] != "failed":
+            raise ActionError(f"{system} is {row['status']}: only a failed system can be retried")
+        attempt = row["attempt"] + 1
+        reopened = request["reopened"] + (1 if request["status"] != "in_progress" else 0)
+        chain = ledger._chain(conn, [f"{request_id}:{system}:{attempt}:officer_retry"])
+        conn.execute(systems_table.update().where(
+            systems_table.c.request_id == request_id, systems_table.c.system == system).values(
+            status="retrying", final=False, attempt=attempt, updated_at=now, error=None,
+            expected_by=now + timedelta(seconds=row["expected_turnaround_s"])))
+        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
+            status="in_progress", completed_at=None, on_time=None, completion_published=False,
+            reopened=reopened))
+        chain.append(request_id, system, "officer_retry", attempt, "retrying", {"author": author},
+                     now, f"{request_id}:{system}:{attempt}:officer_retry")
+        chain.write(conn)
+    return ErasureTask(
+        request_id=request_id, system=system, attempt=attempt,
+        received_at=utc(request["received_at"]), due_at=utc(request["due_at"]),  # type: ignore[arg-type]
+        subject_ref=request["subject_ref"],
+        identities=SealedIdentities.model_validate_json(request["sealed_identities"]),
+        scope=Scope.model_validate_json(request["scope"]) if request["scope"] else None)
+
+
+def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: ConfirmOutcome, author: str,
+                   now: datetime, policy: RetentionPolicy | None = None, category: str | None = None,
+                   note: str | None = None) -> str:
+    """Record a person's confirmation for a system with no API; returns the request's status."""
+    holds: list[Hold] = []
+    if outcome == "held" and (policy is None or not category or policy.rule(category) is None):
+        raise ActionError("a hold needs a data category with a retention rule in the policy")
+    with ledger.engine.begin() as conn:
+        request, systems = _load(conn, request_id)
+        row = systems.get(system)
+        if row is None:
+            raise ActionError(f"{system} is not planned for request {request_id}")
+        if row["status"] != "manual":
+            raise ActionError(f"{system} is {row['status']}: only a manual system awaits confirmation")
+        if outcome == "held":
+            assert policy is not None and category is not None
+            holds = [policy.hold(category, policy.retain_until(category, utc(request["received_at"]) or now))]
+        reference = f"confirmed by {author}" + (f": {note}" if note else "")
+        event = ErasureOutcome(request_id=request_id, system=system, attempt=row["attempt"], status=outcome,
+                               holds=holds, evidence=Evidence(reference=reference[:200]), occurred_at=now)
+        key = f"{request_id}:{system}:{row['attempt']}:{outcome}"
+        chain = ledger._chain(conn, [key, completion_key(request_id, request["reopened"]),
+                                     f"{key}:confirmed"])
+        batch = _Batch({request_id: request}, {request_id: systems}, chain, now)
+        batch.outcome(event)
+        chain.append(request_id, system, "manual_confirmed", row["attempt"], outcome,
+                     {"author": author, "note": note}, now, f"{key}:confirmed")
+        batch.complete_if_final(request_id)
+        batch.write(conn)
+        return str(batch.requests[request_id]["status"])
+
+
+def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, author: str,
+                    now: datetime) -> datetime:
+    """Art. 12(3): up to two further months, with the reason, decided within the first month."""
+    if not reason.strip():
+        raise ActionError("an extension needs its reason (the person must be told it)")
+    if not 1 <= months <= MAX_EXTENSION_MONTHS:
+        raise ActionError(f"an extension is 1 or {MAX_EXTENSION_MONTHS} months")
+    with ledger.engine.begin() as conn:
+        request, _ = _load(conn, request_id)
+        received = utc(request["received_at"])
+        assert received is not None
+        if request["status"] != "in_progress":
+            raise ActionError(f"request {request_id} is {request['status']}: nothing to extend")
+        if now > add_months(received, 1):
+            raise ActionError("the first month is over: an extension had to be decided within it")
+        total = request["extension_months"] + months
+        if total > MAX_EXTENSION_MONTHS:
+            raise ActionError(f"already extended by {request['extension_months']} month(s); "
+                              f"{MAX_EXTENSION_MONTHS} at most in all")
+        new_due = due_at(received, total)
+        chain = ledger._chain(conn, [f"{request_id}:extended:{total}"])
+        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
+            due_at=new_due, extension_months=total, extension_reason=reason.strip()))
+        chain.append(request_id, None, "deadline_extended", None, "in_progress",
+                      {"author": author, "months": months, "reason": reason.strip(),
+                       "due_at": new_due.isoformat()}, now, f"{request_id}:extended:{total}")
+        chain.write(conn)
+    return new_due

@@ -1,0 +1,93 @@
+"""Notifications for the contact-form backend: a request completed, or became overdue.
+
+Each is recorded in the ledger (so none is lost), published on
+`erasure.notifications.v1`, and POSTed to `ERASURE_WEBHOOK_URL` when set, signed
+like Stripe's webhooks: `X-Erasure-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
+"<t>.<body>" with ERASURE_WEBHOOK_SECRET>`. Undelivered webhooks are retried with
+backoff. No notification carries personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from datetime import datetime, timedelta
+
+import requests
+import sqlalchemy as sa
+
+from pipeline.ledger import Ledger, notifications_table, requests_table, utc
+from schemas import ErasureNotification
+
+SIGNATURE_HEADER = "X-Erasure-Signature"
+MAX_ATTEMPTS = 12
+TOLERANCE_S = 300
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, body: bytes, header: str, now_s: float | None = None) -> bool:
+    """For receivers: check the signature and that it is recent (replays are refused)."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((now_s if now_s is not None else time.time()) - timestamp) > TOLERANCE_S:
+        return False
+    return hmac.compare_digest(sign(secret, body, timestamp), header)
+
+
+def flag_overdue(ledger: Ledger, now: datetime) -> int:
+    """One `overdue` notification per request past its deadline and still unfinished."""
+    with ledger.engine.begin() as conn:
+        rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.due_at,
+                                      requests_table.c.status)
+                            .where(requests_table.c.status == "in_progress", requests_table.c.due_at < now)
+                            .limit(1000)).all()
+        ids = [f"{r.request_id}:overdue:{utc(r.due_at).isoformat()}" for r in rows]  # type: ignore[union-attr]
+        known = set(conn.execute(sa.select(notifications_table.c.notification_id).where(
+            notifications_table.c.notification_id.in_(ids))).scalars()) if ids else set()
+        fresh = [{"notification_id": nid, "request_id": r.request_id, "kind": "overdue",
+                  "status": r.status, "due_at": r.due_at, "created_at": now, "next_attempt_at": now,
+                  "attempts": 0} for nid, r in zip(ids, rows, strict=True) if nid not in known]
+        if fresh:
+            conn.execute(notifications_table.insert(), fresh)
+    return len(fresh)
+
+
+def pending(ledger: Ledger, now: datetime, limit: int = 200) -> list[ErasureNotification]:
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(sa.select(notifications_table).where(
+            notifications_table.c.delivered_at.is_(None),
+            notifications_table.c.attempts < MAX_ATTEMPTS,
+            notifications_table.c.next_attempt_at <= now).order_by(
+            notifications_table.c.created_at).limit(limit)).all()
+    return [ErasureNotification(notification_id=r.notification_id, request_id=r.request_id, kind=r.kind,
+                                status=r.status, due_at=utc(r.due_at),  # type: ignore[arg-type]
+                                occurred_at=utc(r.created_at)) for r in rows]  # type: ignore[arg-type]
+
+
+def mark(ledger: Ledger, notification_id: str, now: datetime, error: str | None) -> None:
+    with ledger.engine.begin() as conn:
+        attempts = conn.execute(sa.select(notifications_table.c.attempts).where(
+            notifications_table.c.notification_id == notification_id)).scalar_one() + 1
+        values: dict[str, object] = {"attempts": attempts, "last_error": error}
+        if error is None:
+            values["delivered_at"] = now
+        else:
+            values["next_attempt_at"] = now + timedelta(seconds=min(3600, 5 * 2 ** attempts))
+        conn.execute(notifications_table.update().where(
+            notifications_table.c.notification_id == notification_id).values(**values))
+
+
+def post_webhook(url: str, secret: str, notification: ErasureNotification, timeout_s: float = 10) -> None:
+    body = notification.model_dump_json().encode()
+    response = requests.post(url, data=body, timeout=timeout_s, headers={
+        "content-type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time()))})
+    if response.status_code >= 300:
+        raise RuntimeError(f"webhook answered HTTP {response.status_code}")

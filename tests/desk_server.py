@@ -1,0 +1,50 @@
+"""Serve the desk app on a real loopback port for HTTP and browser tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from pipeline.broker import free_port
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the desk did not start")
+        time.sleep(0.02)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def login(url: str, name: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, follow_redirects=False)
+    response = client.post("/login", data={"username": name, "password": password})
+    assert response.status_code == 303, response.text
+    return client
+
+
+def csrf(client: httpx.Client, request_id: str) -> str:
+    import re
+
+    page = client.get(f"/requests/{request_id}").text
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert match, "the page carries the session's form token"
+    return match.group(1)

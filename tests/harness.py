@@ -23,6 +23,7 @@ from pipeline.crypto import init_keys, load_keys
 from pipeline.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
 from pipeline.intake import IntakeClient
 from pipeline.ledger import Ledger, RequestView
+from tests.webhook_receiver import SECRET, Receiver
 
 BREVO_KEY = "xkeysib-e2e-key"
 
@@ -88,6 +89,8 @@ class RunningPipeline:
             "ERASURE_RETRY_IN_PROCESS_MAX_WAIT_S": "1",
             **(extra_env or {}),
         }
+        self.webhook = Receiver()
+        self.env.update({"ERASURE_WEBHOOK_URL": self.webhook.url, "ERASURE_WEBHOOK_SECRET": SECRET})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ledger = Ledger(database_url)
         self.intake = IntakeClient(bootstrap, self.keys.intake_public)
@@ -145,6 +148,7 @@ class RunningPipeline:
                 process.kill()
         self.intake.close()
         self.brevo.stop()
+        self.webhook.stop()
         self.ledger.close()
 
     def submit(self, email: str, request_id: str | None = None,

@@ -54,7 +54,7 @@ def erasure_services() -> dict[str, dict]:  # type: ignore[type-arg]
 
 def test_every_service_runs_a_real_erasure_subcommand() -> None:
     services = erasure_services()
-    assert {"worker", "connector-site-db", "connector-brevo", "topics"} <= set(services)
+    assert {"worker", "connector-site-db", "connector-brevo", "topics", "desk"} <= set(services)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["erasure"]' in dockerfile
     for name, spec in services.items():
@@ -62,7 +62,12 @@ def test_every_service_runs_a_real_erasure_subcommand() -> None:
         assert command is not main and not isinstance(command, click.Group), (
             f"service {name}: {spec['command']} is not an erasure subcommand")
         arguments = [p for p in command.params if isinstance(p, click.Argument)]
-        assert len(rest) == len(arguments), f"service {name}: {rest} for arguments {arguments}"
+        options = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+        words = [w for w in rest if not w.startswith("--")]
+        for flag in (w for w in rest if w.startswith("--")):
+            assert flag in options, f"service {name}: {flag} is not an option of {command.name}"
+            words.remove(rest[rest.index(flag) + 1])
+        assert len(words) == len(arguments), f"service {name}: {words} for arguments {arguments}"
 
 
 def test_connector_services_name_systems_of_the_register() -> None:

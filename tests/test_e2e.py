@@ -68,6 +68,14 @@ def test_request_completes_with_both_systems(pipeline: RunningPipeline) -> None:
     completed = wait_until(lambda: pipeline.completed_events(rid), 10, "the completion event")
     assert completed[0]["status"] == "completed"
     assert {s["system"] for s in completed[0]["systems"]} == {"brevo", "site-db"}
+    # The contact-form backend hears of it: a signed webhook, and an event on the notifications topic.
+    hooks = wait_until(lambda: [n for n, ok in pipeline.webhook.received if n["request_id"] == rid],
+                       15, "the webhook")
+    assert hooks[0]["kind"] == "completed" and hooks[0]["status"] == "completed"
+    assert all(ok for _, ok in pipeline.webhook.received), "every webhook carries a valid signature"
+    notices = [json.loads(r.value) for r in read_topic(pipeline.bootstrap, topics.NOTIFICATIONS)
+               if r.key == rid.encode()]
+    assert [n["kind"] for n in notices] == ["completed"]
 
 
 def test_same_request_twice_completes_once(pipeline: RunningPipeline) -> None:

@@ -1,35 +1,83 @@
-"""Connector types by name, as systems.yaml refers to them."""
+"""Connector types by name, as systems.yaml refers to them.
+
+Small classes for what needs code (branching, job polling, token refresh, stores);
+YAML specs (`connectors/specs/*.yaml`) for processors that fit one lookup and one
+erase call. The runtime does not care which.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
-from connectors.base import Connector
-from connectors.brevo import BrevoConnector, BrevoSettings
-from connectors.files_store import FilesStoreConnector, FilesStoreSettings
-from connectors.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
-from connectors.manual import ManualConnector, ManualSettings
-from connectors.redis_store import RedisStoreConnector, RedisStoreSettings
-from connectors.sql_store import SqlStoreConnector, SqlStoreSettings
+from connectors.base import ConfigError, Connector
+from connectors.declarative import (
+    DeclarativeConnector,
+    DeclarativeSettings,
+    ProcessorSpec,
+    settings_for,
+    shipped_specs,
+)
 
 ConnectorFactory = Callable[[str, Any], Connector]
 
-CONNECTOR_TYPES: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {
-    "brevo": (BrevoSettings, BrevoConnector),
-    "sql": (SqlStoreSettings, SqlStoreConnector),
-    "redis": (RedisStoreSettings, RedisStoreConnector),
-    "files": (FilesStoreSettings, FilesStoreConnector),
-    "kafka_topic": (KafkaTopicSettings, KafkaTopicConnector),
-    "manual": (ManualSettings, ManualConnector),
+# type -> (module, settings class, connector class)
+CLASS_CONNECTORS: dict[str, tuple[str, str, str]] = {
+    "brevo": ("connectors.brevo", "BrevoSettings", "BrevoConnector"),
+    "sql": ("connectors.sql_store", "SqlStoreSettings", "SqlStoreConnector"),
+    "redis": ("connectors.redis_store", "RedisStoreSettings", "RedisStoreConnector"),
+    "files": ("connectors.files_store", "FilesStoreSettings", "FilesStoreConnector"),
+    "kafka_topic": ("connectors.kafka_topic", "KafkaTopicSettings", "KafkaTopicConnector"),
+    "manual": ("connectors.manual", "ManualSettings", "ManualConnector"),
+    "stripe": ("connectors.stripe", "StripeSettings", "StripeConnector"),
+    "mailchimp": ("connectors.mailchimp", "MailchimpSettings", "MailchimpConnector"),
+    "zendesk": ("connectors.zendesk", "ZendeskSettings", "ZendeskConnector"),
+    "sendgrid": ("connectors.sendgrid", "SendgridSettings", "SendgridConnector"),
+    "segment": ("connectors.segment", "SegmentSettings", "SegmentConnector"),
+    "mixpanel": ("connectors.mixpanel", "MixpanelSettings", "MixpanelConnector"),
+    "auth0": ("connectors.auth0", "Auth0Settings", "Auth0Connector"),
+    "opendsr": ("connectors.opendsr", "OpenDsrSettings", "OpenDsrConnector"),
 }
 
 
+def _declared_settings_model(spec: ProcessorSpec) -> type[BaseModel]:
+    class Settings(DeclarativeSettings):
+        @model_validator(mode="after")
+        def _matches_spec(self) -> Settings:
+            settings_for(spec, self.model_dump())
+            return self
+
+    Settings.__name__ = Settings.__qualname__ = f"{spec.name.title()}Settings"
+    return Settings
+
+
+@cache
+def connector_types() -> dict[str, tuple[type[BaseModel], ConnectorFactory]]:
+    types: dict[str, tuple[type[BaseModel], ConnectorFactory]] = {}
+    for name, (module_name, settings_name, class_name) in CLASS_CONNECTORS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue  # not shipped in this build
+        types[name] = (getattr(module, settings_name), getattr(module, class_name))
+    for name, spec in shipped_specs().items():
+        if name in types:
+            raise ConfigError(f"connectors/specs/{name}.yaml: a class connector already has type {name!r}")
+
+        def factory(system: str, settings: Any, spec: ProcessorSpec = spec) -> Connector:
+            return DeclarativeConnector(system, spec, settings)
+
+        types[name] = (_declared_settings_model(spec), factory)
+    return types
+
+
 def settings_model(connector_type: str) -> type[BaseModel]:
-    return CONNECTOR_TYPES[connector_type][0]
+    return connector_types()[connector_type][0]
 
 
 def build_connector(system: str, connector_type: str, settings: BaseModel) -> Connector:
-    return CONNECTOR_TYPES[connector_type][1](system, settings)
+    return connector_types()[connector_type][1](system, settings)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.base import ConfigError
-from connectors.registry import CONNECTOR_TYPES, settings_model
+from connectors.registry import connector_types, settings_model
 from schemas.models import SYSTEM_ID_PATTERN
 
 
@@ -96,8 +96,8 @@ def load_systems(path: Path) -> SystemsRegister:
         if entry.id in seen:
             raise ConfigError(f"{path}: key {where}.id: duplicate system id {entry.id!r}")
         seen.add(entry.id)
-        if entry.connector.type not in CONNECTOR_TYPES:
-            known = ", ".join(sorted(CONNECTOR_TYPES))
+        if entry.connector.type not in connector_types():
+            known = ", ".join(sorted(connector_types()))
             raise ConfigError(
                 f"{path}: key {where}.connector.type: unknown connector type "
                 f"{entry.connector.type!r} (known: {known})"

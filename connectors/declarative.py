@@ -1,0 +1,260 @@
+"""Processor connectors declared as data: one optional lookup, one erase call, header auth.
+
+A spec (`connectors/specs/<type>.yaml`) says how the processor behaves: base URL,
+auth (bearer, basic or an API-key header), the secrets and parameters it needs,
+the lookup that maps an identity to the processor's ids, the erase call, and what
+each status means (`404: not_found`). systems.yaml then names the spec's type and
+gives the environment variables holding the secrets. Everything is validated
+strictly; errors name the file and the key. Anything needing branching, job
+polling or token refresh is a small class instead (see the registry).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.base import (
+    ConfigError,
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+SPEC_DIR = Path(__file__).parent / "specs"
+Outcome = Literal["erased", "not_found", "none"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthSpec(Strict):
+    scheme: Literal["bearer", "basic", "header"]
+    secret: str | None = Field(default=None, description="bearer/header: the secret's name")
+    header: str | None = Field(default=None, description="header: the header's name, e.g. api-key")
+    username_secret: str | None = None
+    password_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSpec:
+        if self.scheme in ("bearer", "header") and not self.secret:
+            raise ValueError(f"auth scheme {self.scheme!r} needs 'secret'")
+        if self.scheme == "header" and not self.header:
+            raise ValueError("auth scheme 'header' needs 'header'")
+        if self.scheme == "basic" and not (self.username_secret or self.password_secret):
+            raise ValueError("auth scheme 'basic' needs 'username_secret' and/or 'password_secret'")
+        return self
+
+
+class CallSpec(Strict):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str = Field(min_length=1)
+    query: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(default=None, alias="json")
+    statuses: dict[int, Outcome] = Field(default_factory=dict)
+
+
+class LookupSpec(CallSpec):
+    ids: str = Field(min_length=1, description="Where the ids are in the JSON answer: data[*].id")
+
+
+class EraseSpec(CallSpec):
+    reference: str | None = Field(default=None, description="Answer field kept as evidence")
+
+
+class ProcessorSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    base_url: str
+    auth: AuthSpec
+    secrets: list[str] = Field(default_factory=list)
+    params: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    identity: Literal["email", "phone", "user_id", "account_id", "customer_id"]
+    lookup: LookupSpec | None = None
+    erase: EraseSpec
+    check: CallSpec | None = None
+
+    @model_validator(mode="after")
+    def _secrets_declared(self) -> ProcessorSpec:
+        used = [s for s in (self.auth.secret, self.auth.username_secret, self.auth.password_secret) if s]
+        missing = sorted(s for s in used if s not in self.secrets)
+        if missing:
+            raise ValueError(f"auth uses secret {missing[0]!r}, which 'secrets' does not declare")
+        return self
+
+
+class DeclarativeSettings(Strict):
+    """What systems.yaml gives a declared connector."""
+
+    base_url: str | None = None
+    secrets: dict[str, str] = Field(default_factory=dict, description="secret name -> environment variable")
+    params: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+def describe(exc: ValidationError, source: Path, prefix: str = "") -> str:
+    lines = [f"{source}: invalid processor spec"]
+    for error in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(p) for p in error["loc"])
+        lines.append(f"  {source}: key {prefix}{key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> ProcessorSpec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        spec = ProcessorSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, path)) from None
+    if spec.name != path.stem:
+        raise ConfigError(f"{path}: key name: {spec.name!r} must match the file name {path.stem!r}")
+    return spec
+
+
+@cache
+def shipped_specs() -> dict[str, ProcessorSpec]:
+    return {path.stem: load_spec(path) for path in sorted(SPEC_DIR.glob("*.yaml"))}
+
+
+def extract(document: Any, path: str) -> list[Any]:
+    """A small JSON path: `data[*].id`, `[*].user_id`, `Data[*].ID`, `results.task_id`."""
+    values = [document]
+    for part in path.split("."):
+        name, each = (part[:-3], True) if part.endswith("[*]") else (part, False)
+        step = []
+        for value in values:
+            if name:
+                value = value.get(name) if isinstance(value, dict) else None
+            if value is None:
+                continue
+            if each:
+                step.extend(value if isinstance(value, list) else [])
+            else:
+                step.append(value)
+        values = step
+    return [v for v in values if v is not None and v != ""]
+
+
+def _fill(template: Any, values: dict[str, str]) -> Any:
+    if isinstance(template, str):
+        return template.format(**values)
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    return template
+
+
+class DeclarativeConnector:
+    def __init__(self, system: str, spec: ProcessorSpec, settings: DeclarativeSettings) -> None:
+        self.system = system
+        self.spec = spec
+        self.settings = settings
+        self.base_url = (settings.base_url or spec.base_url.format(**settings.params)).rstrip("/")
+        secrets = {name: require_secret(env, system) for name, env in settings.secrets.items()}
+        self._secret_env = settings.secrets
+        self._session = requests.Session()
+        self._session.headers.update({"accept": "application/json", **spec.headers})
+        auth = spec.auth
+        if auth.scheme == "bearer":
+            self._session.headers["authorization"] = f"Bearer {secrets[auth.secret or '']}"
+        elif auth.scheme == "header":
+            self._session.headers[auth.header or ""] = secrets[auth.secret or ""]
+        else:
+            self._session.auth = (secrets.get(auth.username_secret or "", ""),
+                                  secrets.get(auth.password_secret or "", ""))
+
+    @property
+    def credential_env(self) -> str:
+        return ", ".join(self._secret_env.values())
+
+    def _call(self, call: CallSpec, values: dict[str, str]) -> requests.Response:
+        route = f"{call.method} {call.path}"
+        url = self.base_url + call.path.format(**{k: quote(v, safe="") for k, v in values.items()})
+        body = _fill(call.json_body, values) if call.json_body is not None else None
+        response = send(self._session, call.method, url, self.system, route, self.settings.timeout_s,
+                        params=_fill(call.query, values) or None,
+                        data=json.dumps(body) if body is not None else None,
+                        headers={"content-type": "application/json"} if body is not None else None)
+        if response.status_code not in call.statuses:
+            classify_response(response, self.system, route, self.credential_env)
+        return response
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        identities = [i.identity_value.strip() for i in subject.identities
+                      if i.identity_type == self.spec.identity]
+        if not identities:
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        erased, last_status = 0, None
+        references: list[str] = []
+        for identity in identities:
+            values = {"identity": identity, **self.settings.params}
+            ids = [identity]
+            if self.spec.lookup is not None:
+                response = self._call(self.spec.lookup, values)
+                outcome = self.spec.lookup.statuses.get(response.status_code)
+                ids = [] if outcome in ("none", "not_found") else [
+                    str(i) for i in extract(_json(response), self.spec.lookup.ids)]
+            for item in ids:
+                response = self._call(self.spec.erase, {**values, "id": item})
+                last_status = response.status_code
+                outcome = self.spec.erase.statuses.get(response.status_code, "erased")
+                if outcome == "erased":
+                    erased += 1
+                    if self.spec.erase.reference:
+                        references.extend(str(r) for r in extract(_json(response), self.spec.erase.reference))
+                    elif self.spec.lookup is not None:
+                        references.append(item)
+        return EraseResult(
+            status="erased" if erased else "not_found",
+            evidence=Evidence(http_status=last_status, records_affected=erased,
+                              reference=", ".join(references)[:200] or None))
+
+    def check(self) -> str:
+        if self.spec.check is None:
+            return "no check declared"
+        response = self._call(self.spec.check, dict(self.settings.params))
+        return f"HTTP {response.status_code}"
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _json(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise PermanentError("processor", f"answer to {response.request.method} is not JSON") from None
+
+
+def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSettings:
+    """Validate systems.yaml's settings against what the spec declares."""
+    settings = DeclarativeSettings.model_validate(raw)
+    unknown = sorted(set(settings.secrets) - set(spec.secrets))
+    if unknown:
+        raise ValueError(f"secrets.{unknown[0]}: {spec.name} has no secret {unknown[0]!r} "
+                         f"(it has: {', '.join(spec.secrets) or 'none'})")
+    missing = sorted(set(spec.secrets) - set(settings.secrets))
+    if missing:
+        raise ValueError(f"secrets.{missing[0]}: name the environment variable holding {spec.name}'s "
+                         f"{missing[0]!r}")
+    for name in sorted(set(settings.params) ^ set(spec.params)):
+        raise ValueError(f"params.{name}: {spec.name} takes params {', '.join(spec.params) or 'none'}")
+    return settings

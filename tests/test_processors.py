@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,10 +18,13 @@ import pytest
 from connectors.base import AuthError, Connector, EraseResult, RetryableError, TaskContext
 from connectors.http import call_with_retries
 from connectors.registry import build_connector, settings_model
+from pipeline.policy import load_policy
 from tests.processors import CASE_MODULES
 from tests.processors.common import ProcessorCase
 
 CASES: list[ProcessorCase] = [importlib.import_module(m).Case() for m in CASE_MODULES]
+POLICY, _ = load_policy(None)
+RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
 MAX_POLLS = 10
 
@@ -53,7 +57,8 @@ def drive(case: ProcessorCase, fake: Any, subject_email: str, waits: list[float]
     job_ref: str | None = None
     try:
         for attempt in range(1, MAX_POLLS + 1):
-            context = TaskContext(request_id=RID, system=instance.system, attempt=attempt, job_ref=job_ref)
+            context = TaskContext(request_id=RID, system=instance.system, attempt=attempt, job_ref=job_ref,
+                                  received_at=RECEIVED, retention=POLICY)
             result = call_with_retries(lambda c=context: instance.erase(case.subject(subject_email), c),  # type: ignore[misc]
                                        attempts=3, max_wait_s=5, backoff_cap_s=0.01,
                                        sleep=(waits.append if waits is not None else lambda _: None))
@@ -69,11 +74,19 @@ def drive(case: ProcessorCase, fake: Any, subject_email: str, waits: list[float]
 
 
 def first_attempt(instance: Connector) -> TaskContext:
-    return TaskContext(request_id=RID, system=instance.system, attempt=1)
+    return TaskContext(request_id=RID, system=instance.system, attempt=1, received_at=RECEIVED,
+                       retention=POLICY)
 
 
 def person() -> str:
     return f"case.{uuid.uuid4().hex[:10]}@example.test"
+
+
+def test_every_processor_connector_has_a_case() -> None:
+    from connectors.registry import connector_types
+
+    stores = {"sql", "redis", "files", "kafka_topic", "manual", "opendsr"}
+    assert set(connector_types()) - stores <= {c.type for c in CASES}
 
 
 def test_erased(case: ProcessorCase, fake: Any) -> None:

@@ -66,5 +66,11 @@ class BrevoConnector:
             evidence=Evidence(http_status=last_status, records_affected=erased),
         )
 
+    def check(self) -> str:
+        url = f"{self.settings.base_url.rstrip('/')}/v3/account"
+        response = send(self._session, "GET", url, self.system, "GET /v3/account", self.settings.timeout_s)
+        classify_response(response, self.system, "GET /v3/account", self.settings.api_key_env)
+        return f"HTTP {response.status_code}"
+
     def close(self) -> None:
         self._session.close()

@@ -107,5 +107,10 @@ class FilesStoreConnector:
             os.replace(temporary, manifest)
         return removed
 
+    def check(self) -> str:
+        if not self.root.is_dir():
+            raise PermanentError(self.system, f"root directory {self.settings.root!r} does not exist")
+        return "root directory present"
+
     def close(self) -> None:
         return None

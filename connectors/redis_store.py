@@ -113,5 +113,12 @@ class RedisStoreConnector:
         return EraseResult(status="erased" if removed else "not_found",
                            evidence=Evidence(records_affected=removed))
 
+    def check(self) -> str:
+        try:
+            self._client.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RetryableError(self.system, f"Redis unavailable ({type(exc).__name__})") from None
+        return "PING answered"
+
     def close(self) -> None:
         self._client.close()

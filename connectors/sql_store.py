@@ -283,6 +283,15 @@ class SqlStoreConnector:
                 marker.is_not(None), marker <= self.clock())).rowcount, 0)
         return affected
 
+    def check(self) -> str:
+        try:
+            with self._engine.connect() as connection:
+                for name in {r.table for r in self.settings.tables}:
+                    self._table(name, connection)
+        except OperationalError as exc:
+            raise RetryableError(self.system, f"database unavailable ({type(exc.orig).__name__})") from None
+        return f"{len(self.settings.tables)} table rule(s), every table found"
+
     def close(self) -> None:
         self._engine.dispose()
 

@@ -144,27 +144,80 @@ def worker() -> None:
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
 
-@main.command()
-@click.argument("system")
-def connector(system: str) -> None:
-    """Run the connector worker of one SYSTEM."""
+def _build_connectors(settings: Settings, register: SystemsRegister, systems: list[str]) -> dict[str, Any]:
     from connectors.registry import build_connector
+
+    built = {}
+    for system in systems:
+        try:
+            entry = register.get(system)
+            built[system] = build_connector(entry.id, entry.connector.type, entry.connector_settings())
+        except ConfigError as exc:
+            raise CliError(f"{_systems_file(settings)}: {exc}") from None
+    return built
+
+
+@main.command()
+@click.argument("systems", nargs=-1, required=True)
+def connector(systems: tuple[str, ...]) -> None:
+    """Run the connector workers of one or more SYSTEMS (a thread each)."""
+    import threading
+
     from pipeline.runtime import ConnectorWorker
 
     settings = _settings()
     _configure_logging(settings)
     register = _register(settings)
     policy = _policy(settings, register)
-    try:
-        entry = register.get(system)
-        instance = build_connector(entry.id, entry.connector.type, entry.connector_settings())
-    except ConfigError as exc:
-        raise CliError(f"{_systems_file(settings)}: {exc}") from None
+    built = _build_connectors(settings, register, list(systems))
     ledger = Ledger(settings.ledger_url)
-    runner = ConnectorWorker(settings, system, instance, _bootstrap(settings), ledger.data_key, policy)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    runner.run()
+    bootstrap = _bootstrap(settings)
+    runners = [ConnectorWorker(settings, system, instance, bootstrap, ledger.data_key, policy)
+               for system, instance in built.items()]
+
+    def stop(*_: object) -> None:
+        for runner in runners:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=r.run, name=f"connector-{r.system}") for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+
+
+@main.group()
+def systems() -> None:
+    """The systems register."""
+
+
+@systems.command("check")
+def systems_check() -> None:
+    """Try each system's credentials and reachability, erasing nothing; print a table."""
+    settings = _settings()
+    register = _register(settings)
+    rows, failures = [], 0
+    for entry in register.systems:
+        try:
+            instance = _build_connectors(settings, register, [entry.id])[entry.id]
+            check = getattr(instance, "check", None)
+            result = ("ok: " + str(check())) if callable(check) else "ok: configured (no check call)"
+            instance.close()
+        except CliError as exc:
+            result, failures = f"FAILED: {str(exc).splitlines()[-1].strip()}", failures + 1
+        except Exception as exc:  # the table reports every system, whatever fails
+            message = getattr(exc, "message", None) or type(exc).__name__
+            result, failures = f"FAILED ({getattr(exc, 'kind', 'error')}): {message}", failures + 1
+        rows.append((entry.id, entry.kind, entry.connector.type, result))
+    width = max(len(r[0]) for r in rows)
+    click.echo(f"{'system':<{width}}  {'kind':<9}  {'type':<11}  result")
+    for system, kind, connector_type, result in rows:
+        click.echo(f"{system:<{width}}  {kind:<9}  {connector_type:<11}  {result}")
+    if failures:
+        raise CliError(f"{failures} system(s) failed the check")
 
 
 # -- everyday commands ---------------------------------------------------------------

@@ -22,7 +22,19 @@ from pipeline.policy import load_policy
 from tests.processors import CASE_MODULES
 from tests.processors.common import ProcessorCase
 
-CASES: list[ProcessorCase] = [importlib.import_module(m).Case() for m in CASE_MODULES]
+
+def _load_cases() -> list[ProcessorCase]:
+    cases = []
+    for name in CASE_MODULES:
+        try:
+            cases.append(importlib.import_module(name).Case())
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return cases
+
+
+CASES = _load_cases()
 POLICY, _ = load_policy(None)
 RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
@@ -85,8 +97,9 @@ def person() -> str:
 def test_every_processor_connector_has_a_case() -> None:
     from connectors.registry import connector_types
 
-    stores = {"sql", "redis", "files", "kafka_topic", "manual", "opendsr"}
+    stores = {"sql", "redis", "files", "kafka_topic", "manual"}
     assert set(connector_types()) - stores <= {c.type for c in CASES}
+    assert len(CASES) == len(CASE_MODULES), "every listed case module exists"
 
 
 def test_erased(case: ProcessorCase, fake: Any) -> None:

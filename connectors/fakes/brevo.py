@@ -84,6 +84,9 @@ class FakeBrevo(FakeProcessor):
         return reply
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
+        if path == "/v3/account" and method == "GET":
+            return Reply(200, {"email": "ops@site.example", "companyName": "Site",
+                               "plan": [{"type": "free"}]})
         if path == "/v3/contacts" and method == "POST":
             email = (body or {}).get("email")
             if not email:

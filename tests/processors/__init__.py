@@ -3,4 +3,15 @@
 CASE_MODULES = [
     "tests.processors.case_brevo",
     "tests.processors.case_intercom",
+    "tests.processors.case_stripe",
+    "tests.processors.case_mailchimp",
+    "tests.processors.case_mailjet",
+    "tests.processors.case_hubspot",
+    "tests.processors.case_zendesk",
+    "tests.processors.case_auth0",
+    "tests.processors.case_sendgrid",
+    "tests.processors.case_segment",
+    "tests.processors.case_mixpanel",
+    "tests.processors.case_ga4",
+    "tests.processors.case_opendsr",
 ]

@@ -363,9 +363,10 @@ def build_desk(settings: Settings) -> Any:
     from pipeline.web.app import Publisher, create_app
 
     ledger = Ledger(settings.ledger_url)
-    register_policy = None
+    register_policy, register = None, None
     if _systems_file(settings).exists():
-        register_policy = _policy(settings, _register(settings))
+        register = _register(settings)
+        register_policy = _policy(settings, register)
     producers: list[Any] = []
 
     def send(topic: str, key: bytes, value: bytes) -> None:
@@ -375,7 +376,7 @@ def build_desk(settings: Settings) -> Any:
         producers[0].send(topic, key=key, value=value).get(30)
 
     return create_app(ledger, Access(ledger), Publisher(send), register_policy, _desk_secret(settings),
-                      topics.task_topic, topics.REQUESTS)
+                      topics.task_topic, topics.REQUESTS, register)
 
 
 @main.command()

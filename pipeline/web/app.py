@@ -35,9 +35,11 @@ from starlette.middleware.sessions import SessionMiddleware
 from connectors.retention import RetentionPolicy
 from pipeline import actions
 from pipeline.access import Access, User
+from pipeline.config import SystemsRegister
 from pipeline.deadlines import due_at
 from pipeline.events import now_utc
 from pipeline.ledger import Ledger, RequestView, receipts_table, utc
+from pipeline.manual_messages import manual_message
 from schemas import ErasureRequested, ErasureTask
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ def _problem(status: int, detail: Any, headers: Mapping[str, str] | None = None)
 
 
 def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: RetentionPolicy | None,
-               session_secret: str, task_topic: Callable[[str], str], requests_topic: str) -> FastAPI:
+               session_secret: str, task_topic: Callable[[str], str], requests_topic: str,
+               register: SystemsRegister | None = None) -> FastAPI:
     app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
                   description="HTTP intake for backends in any language, and the compliance officer's desk.")
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
@@ -221,8 +224,16 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
         view = view_or_404(request_id)
         position, head = ledger.chain_head()
         categories = [r.category for r in policy.rules] if policy else []
+        messages = {}
+        if user.is_officer:  # only officers need, and see, the person's identities
+            for s in view.systems:
+                if s.status == "manual":
+                    message = manual_message(ledger, register, request_id, s.system)
+                    if message is not None:
+                        messages[s.system] = message
         return page(request, "request.html", user, view=view, events=timeline(request_id),
                     chain=(position, head), notice=notice, hold_categories=categories,
+                    manual_messages=messages,
                     can_extend=view.status == "in_progress" and view.extension_months < 2)
 
     def act(request_id: str, run: Callable[[], Any]) -> Response:

@@ -62,7 +62,8 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Any]:
 
 class RunningPipeline:
     def __init__(self, root: Path, bootstrap: str, database_url: str, people: list[Person],
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, extra_systems: list[dict[str, Any]] | None = None,
+                 ) -> None:
         self.root = root
         self.bootstrap = bootstrap
         self.database_url = database_url
@@ -77,7 +78,10 @@ class RunningPipeline:
         self.site_url = f"sqlite:///{root / 'site.db'}"
         seed_site_database(self.site_url, people)
         self.systems_file = root / "systems.yaml"
-        self.systems_file.write_text(yaml.safe_dump(demo_systems(self.site_url, self.brevo.url)))
+        register = demo_systems(self.site_url, self.brevo.url)
+        register["systems"] += extra_systems or []  # type: ignore[operator]
+        self.system_ids = [s["id"] for s in register["systems"]]  # type: ignore[attr-defined]
+        self.systems_file.write_text(yaml.safe_dump(register))
         self.env = {
             **os.environ,
             "ERASURE_HOME_DIR": str(self.home),
@@ -94,7 +98,7 @@ class RunningPipeline:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.ledger = Ledger(database_url)
         self.intake = IntakeClient(bootstrap, self.keys.intake_public)
-        ensure_topics(bootstrap, topics.all_topics(["site-db", "brevo"]), 4)
+        ensure_topics(bootstrap, topics.all_topics(self.system_ids), 4)
 
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name.replace(':', '-')}.log"
@@ -128,9 +132,14 @@ class RunningPipeline:
         self.spawn("worker", "worker")
         for system in ("site-db", "brevo"):
             self.spawn(f"connector-{system}", "connector", system)
+        others = [s for s in self.system_ids if s not in ("site-db", "brevo")]
+        if others:  # the rest share one process, a thread each
+            self.spawn("connector-others", "connector", *others)
         self.wait_log("worker", "Worker]: Ready")
         for system in ("site-db", "brevo"):
             self.wait_log(f"connector-{system}", "assigned")
+        if others:
+            self.wait_log("connector-others", "assigned")
         return self
 
     def kill(self, name: str) -> None:

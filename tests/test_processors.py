@@ -7,7 +7,6 @@ job polling through `job_ref`).
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,22 +18,10 @@ from connectors.base import AuthError, Connector, EraseResult, RetryableError, T
 from connectors.http import call_with_retries
 from connectors.registry import build_connector, settings_model
 from pipeline.policy import load_policy
-from tests.processors import CASE_MODULES
+from tests.processors import CASE_MODULES, load_cases
 from tests.processors.common import ProcessorCase
 
-
-def _load_cases() -> list[ProcessorCase]:
-    cases = []
-    for name in CASE_MODULES:
-        try:
-            cases.append(importlib.import_module(name).Case())
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return cases
-
-
-CASES = _load_cases()
+CASES: list[ProcessorCase] = load_cases()
 POLICY, _ = load_policy(None)
 RECEIVED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"

@@ -30,6 +30,9 @@ RESET_HEADERS = (
     "x-rate-limit-reset",
 )
 RATE_LIMIT_403_REASONS = ("userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded")
+# A daily quota is spent: the processor will not answer before its day ends (Google's
+# dailyLimitExceeded, HubSpot's policyName DAILY). Waited out until the next UTC midnight.
+DAILY_QUOTA_MARKERS = ("dailyLimitExceeded", '"policyName":"DAILY"', '"policyName": "DAILY"')
 EPOCH_THRESHOLD_S = 1_000_000_000
 
 
@@ -67,6 +70,20 @@ def wait_from_headers(headers: requests.structures.CaseInsensitiveDict[str] | di
     return None
 
 
+def until_next_utc_midnight_s(now_epoch_s: float) -> float:
+    day = 86400.0
+    return day - (now_epoch_s % day)
+
+
+def announced_wait_s(response: requests.Response, now_epoch_s: float | None = None) -> float | None:
+    """The wait a failed response announces: its headers, else a spent daily quota in its body."""
+    now = time.time() if now_epoch_s is None else now_epoch_s
+    wait = wait_from_headers(response.headers, now)
+    if wait is None and any(marker in response.text[:2000] for marker in DAILY_QUOTA_MARKERS):
+        wait = until_next_utc_midnight_s(now)
+    return wait
+
+
 def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))]."""
     return random.uniform(0, min(cap_s, base_s * (2 ** max(0, attempt - 1))))
@@ -93,8 +110,7 @@ def classify_response(
     if response.headers.get("Stripe-Should-Retry", "").lower() == "false":
         raise PermanentError(system, f"{what}; the processor says not to retry")
     if status in (429, 420) or status == 408 or status >= 500 or _is_rate_limit_403(response):
-        raise RetryableError(system, what, retry_after_s=wait_from_headers(response.headers),
-                             http_status=status)
+        raise RetryableError(system, what, retry_after_s=announced_wait_s(response), http_status=status)
     if status in (401, 403):
         hint = f"; check the credential in {secret_env}" if secret_env else ""
         raise AuthError(system, f"{what}: the processor rejected our credentials{hint}")

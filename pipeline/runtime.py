@@ -282,10 +282,10 @@ class ConnectorWorker:
             return ErasureOutcome(**base, status="failed", occurred_at=now, error=OutcomeError(
                 kind="retryable", message=f"{exc} (retry budget of "
                 f"{self.settings.retry_max_attempts} attempts spent)"[:500])), None
-        wait_s = exc.retry_after_s
-        if wait_s is None:
+        if exc.retry_after_s is not None:  # the processor said how long: honour it
+            wait_s = min(exc.retry_after_s, self.settings.retry_announced_wait_cap_s)
+        else:
             wait_s = backoff_s(task.attempt + 3, self.settings.retry_backoff_cap_s)
-        wait_s = min(wait_s, self.settings.retry_backoff_cap_s)
         next_at = now + timedelta(seconds=wait_s)
         outcome = ErasureOutcome(**base, status="retrying", occurred_at=now, next_attempt_at=next_at,
                                  error=OutcomeError(kind="retryable", message=str(exc)[:500],

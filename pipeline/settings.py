@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     retry_in_process_attempts: int = Field(default=3, ge=1)
     retry_in_process_max_wait_s: float = Field(default=5.0, ge=0)
     retry_max_attempts: int = Field(default=8, ge=1, description="Attempts before `failed`")
-    retry_backoff_cap_s: float = Field(default=300.0, gt=0)
+    retry_backoff_cap_s: float = Field(default=300.0, gt=0, description="Cap of our own backoff")
+    retry_announced_wait_cap_s: float = Field(
+        default=26 * 3600, gt=0, description="Cap of a wait the processor announced (daily quotas)")
     redrive_check_interval_s: float = Field(default=5.0, gt=0)
     default_turnaround_s: float = Field(default=60.0, gt=0)
     batch_max: int = Field(default=500, ge=1)

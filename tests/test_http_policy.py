@@ -93,3 +93,23 @@ def test_permanent_errors_are_not_retried() -> None:
     with pytest.raises(PermanentError):
         call_with_retries(operation, attempts=5, max_wait_s=5, backoff_cap_s=4, sleep=lambda _: None)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("body", [
+    '{"error":{"errors":[{"domain":"usageLimits","reason":"dailyLimitExceeded"}],"code":403}}',
+    '{"status":"error","errorType":"RATE_LIMIT","policyName":"DAILY"}',
+])
+def test_a_spent_daily_quota_waits_until_the_day_ends(body: str) -> None:
+    status = 403 if "usageLimits" in body else 429
+    with pytest.raises(RetryableError) as info:
+        classify_response(response(status, {}, body), "acme", "POST /x")
+    wait = info.value.retry_after_s
+    assert wait is not None and 0 < wait <= 86400
+    seconds_today = datetime.now(UTC).hour * 3600 + datetime.now(UTC).minute * 60
+    assert abs(wait - (86400 - seconds_today)) < 120
+
+
+def test_a_secondly_limit_is_not_a_daily_one() -> None:
+    with pytest.raises(RetryableError) as info:
+        classify_response(response(429, {}, '{"errorType":"RATE_LIMIT","policyName":"SECONDLY"}'), "a", "P")
+    assert info.value.retry_after_s is None

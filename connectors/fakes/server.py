@@ -124,7 +124,7 @@ class FakeProcessor:
                 self.send_response(reply.status)
                 for key, value in {**fake.extra_headers(), **(reply.headers or {})}.items():
                     self.send_header(key, value)
-                if payload:
+                if payload and "content-type" not in {k.lower() for k in (reply.headers or {})}:
                     self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()

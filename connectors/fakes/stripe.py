@@ -1,0 +1,204 @@
+"""A fake Stripe (customers, invoices, charges) that behaves as the documented API does.
+
+Secret key as `Authorization: Bearer sk_...` or HTTP Basic (key as the user name);
+401 with Stripe's error envelope otherwise. `GET /v1/customers?email=` lists the
+live customers sharing that exact e-mail (several are possible; the filter is
+case-sensitive, as Stripe documents it), newest first, paginated with
+`limit`/`starting_after`/`has_more`. `DELETE /v1/customers/{id}` answers 200
+`{"id","object":"customer","deleted":true}` and keeps a tombstone: the deleted
+customer stays retrievable with `deleted: true`, its invoices and charges stay.
+An unknown id gives 404 `resource_missing`. Every answer carries `Request-Id`.
+A 429 carries `Stripe-Should-Retry: true`.
+
+UNCONFIRMED in the reference, so constructor switches:
+- `retry_after_on_429`: whether a 429 also carries `Retry-After` (seconds);
+- `repeat_delete`: what a second DELETE of a deleted customer gives, "404"
+  (`resource_missing`) or "tombstone" (200 with the retained `deleted: true` object).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+import time
+import uuid
+from typing import Any, Literal
+
+from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+
+
+def stripe_error(kind: str, message: str, code: str | None = None, param: str | None = None,
+                 ) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if code:
+        error["code"] = code
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param:
+        error["param"] = param
+    return {"error": error}
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:14]}"
+
+
+class FakeStripe(FakeProcessor):
+    name = "stripe"
+
+    def __init__(self, secret_keys: set[str], retry_after_on_429: bool = True,
+                 repeat_delete: Literal["404", "tombstone"] = "404",
+                 limit_per_s: int = 25) -> None:
+        super().__init__()
+        self.secret_keys = set(secret_keys)
+        self.retry_after_on_429 = retry_after_on_429
+        self.repeat_delete = repeat_delete
+        self.bucket = TokenBucket(limit_per_s, 1.0)
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.delete_calls = 0
+        self._lock = threading.Lock()
+
+    # -- seeding and observing ----------------------------------------------
+    def add_customer(self, email: str, name: str = "Test Customer", created: int | None = None) -> str:
+        customer_id = _new_id("cus")
+        with self._lock:
+            self.customers[customer_id] = {
+                "id": customer_id, "object": "customer", "email": email, "name": name,
+                "created": created if created is not None else int(time.time()), "livemode": False,
+                "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+        return customer_id
+
+    def add_invoice(self, customer_id: str, created: int, status: str = "paid", total: int = 1200) -> str:
+        invoice_id = _new_id("in")
+        with self._lock:
+            email = self.customers[customer_id]["email"]
+            self.invoices[invoice_id] = {"id": invoice_id, "object": "invoice", "customer": customer_id,
+                                         "customer_email": email, "created": created, "status": status,
+                                         "total": total, "currency": "eur"}
+        return invoice_id
+
+    def add_charge(self, customer_id: str, created: int, amount: int = 1200) -> str:
+        charge_id = _new_id("ch")
+        with self._lock:
+            self.charges[charge_id] = {"id": charge_id, "object": "charge", "customer": customer_id,
+                                       "created": created, "amount": amount, "currency": "eur",
+                                       "paid": True, "status": "succeeded",
+                                       "payment_method_details": {"card": {"last4": "4242"}}}
+        return charge_id
+
+    def live_customers(self, email: str) -> list[str]:
+        with self._lock:
+            return [c["id"] for c in self.customers.values()
+                    if not c.get("deleted") and str(c.get("email", "")).lower() == email.lower()]
+
+    def has_customer(self, email: str) -> bool:
+        return bool(self.live_customers(email))
+
+    # -- protocol --------------------------------------------------------------
+    def _rate_limited(self, reset_s: float, should_retry: bool = True) -> Fault:
+        headers = {"Stripe-Should-Retry": "true" if should_retry else "false",
+                   "Request-Id": f"req_{uuid.uuid4().hex[:14]}"}
+        if self.retry_after_on_429:
+            headers["Retry-After"] = str(max(1, math.ceil(reset_s)))
+        return Fault(429, stripe_error("invalid_request_error",
+                                       "Request rate limit exceeded. Learn more about rate limits here "
+                                       "https://stripe.com/docs/rate-limits.", code="rate_limit"), headers)
+
+    def fault_reply(self, status: int, reset_s: float) -> Fault:
+        if status == 429:
+            return self._rate_limited(reset_s)
+        return Fault(status, stripe_error("api_error", "An unknown error occurred"),
+                     {"Stripe-Should-Retry": "true", "Request-Id": f"req_{uuid.uuid4().hex[:14]}"})
+
+    def control(self, action: str, body: Any) -> Reply:
+        if action == "faults" and "should_retry" in body:
+            # A refusal Stripe marks as not to be retried, whatever its status.
+            status = int(body["status"])
+            fault = Fault(status, stripe_error("invalid_request_error", "Request refused"),
+                          {"Stripe-Should-Retry": "true" if body["should_retry"] else "false"})
+            with self.state.lock:
+                for _ in range(int(body.get("count", 1))):
+                    self.state.faults.append(fault)
+            return Reply(204)
+        return super().control(action, body)
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"Request-Id": f"req_{uuid.uuid4().hex[:14]}", "Stripe-Version": "2024-06-20"}
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        value = headers.get("authorization", "")
+        if value.startswith("Bearer "):
+            return value.removeprefix("Bearer ") in self.secret_keys
+        if value.startswith("Basic "):
+            try:
+                decoded = base64.b64decode(value.removeprefix("Basic ")).decode()
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return decoded.split(":", 1)[0] in self.secret_keys
+        return False
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
+               body: Any) -> Reply:
+        if not self._authorised(headers):
+            return Reply(401, stripe_error(
+                "invalid_request_error", "Invalid API Key provided: sk_test_********************"))
+        allowed, _, reset_s = self.bucket.take()
+        if not allowed:
+            fault = self._rate_limited(reset_s)
+            return Reply(fault.status, fault.body, fault.headers)
+        with self._lock:
+            return self._route(method, path, query)
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], query: dict[str, list[str]], url: str) -> Reply:
+        try:
+            limit = int(query.get("limit", ["10"])[0])
+        except ValueError:
+            return Reply(400, stripe_error("invalid_request_error", "Invalid integer", param="limit"))
+        if not 1 <= limit <= 100:
+            return Reply(400, stripe_error("invalid_request_error",
+                                           "This value must be between 1 and 100", param="limit"))
+        items = sorted(items, key=lambda i: (-int(i["created"]), i["id"]))
+        after = query.get("starting_after", [None])[0]
+        if after is not None:
+            ids = [i["id"] for i in items]
+            if after not in ids:
+                return Reply(400, stripe_error("invalid_request_error", "No such object",
+                                               code="resource_missing", param="starting_after"))
+            items = items[ids.index(after) + 1:]
+        return Reply(200, {"object": "list", "url": url, "has_more": len(items) > limit,
+                           "data": items[:limit]})
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
+        if method == "GET" and path == "/v1/customers":
+            email = query.get("email", [None])[0]
+            found = [c for c in self.customers.values() if not c.get("deleted")
+                     and (email is None or c.get("email") == email)]  # case-sensitive, as documented
+            return self._page(found, query, "/v1/customers")
+        if method == "GET" and path in ("/v1/invoices", "/v1/charges"):
+            store = self.invoices if path == "/v1/invoices" else self.charges
+            owner = query.get("customer", [None])[0]
+            if owner is not None and owner not in self.customers:
+                return Reply(404, stripe_error("invalid_request_error", "No such customer",
+                                               code="resource_missing", param="customer"))
+            found = [i for i in store.values() if owner is None or i["customer"] == owner]
+            return self._page(found, query, path)
+        if path.startswith("/v1/customers/") and method in ("GET", "DELETE"):
+            customer_id = path.removeprefix("/v1/customers/")
+            customer = self.customers.get(customer_id)
+            missing = Reply(404, stripe_error("invalid_request_error", f"No such customer: '{customer_id}'",
+                                              code="resource_missing", param="id"))
+            if customer is None:
+                return missing
+            if method == "GET":
+                return Reply(200, dict(customer))
+            self.delete_calls += 1
+            if customer.get("deleted"):
+                return missing if self.repeat_delete == "404" else Reply(200, dict(customer))
+            # Deleting removes the customer's details and card data; a tombstone remains.
+            self.customers[customer_id] = {"id": customer_id, "object": "customer", "deleted": True}
+            return Reply(200, {"id": customer_id, "object": "customer", "deleted": True})
+        return Reply(404, stripe_error("invalid_request_error",
+                                       f"Unrecognized request URL ({method}: {path}).",))

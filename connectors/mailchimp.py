@@ -1,0 +1,108 @@
+"""Mailchimp Marketing API 3.0: find the lists holding the address, delete the member permanently in each.
+
+`GET /3.0/search-members?query=<email>` gives `exact_matches.members[]` with their
+`list_id`; then `POST /3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent`
+(subscriber_hash = md5 of the lower-cased address) answers 204. Only a permanent
+delete erases: `DELETE .../members/{hash}` merely archives. 404 (unknown member)
+counts as already gone. HTTP Basic with any user name and the API key; the data
+centre is the key's suffix (`...-us14`) unless `base_url` is set. A 429 is the
+concurrency cap (10 connections) and carries no wait hint: the runtime backs off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    ConfigError,
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+SEARCH = "GET /3.0/search-members"
+DELETE_PERMANENT = "POST /3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
+
+
+def subscriber_hash(email: str) -> str:
+    return hashlib.md5(email.lower().encode()).hexdigest()  # Mailchimp's id, not a security use
+
+
+class MailchimpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = Field(default=None, description="e.g. https://us14.api.mailchimp.com; "
+                                                           "derived from the key's data centre when unset")
+    api_key_env: str = "MAILCHIMP_API_KEY"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class MailchimpConnector:
+    def __init__(self, system: str, settings: MailchimpSettings) -> None:
+        self.system = system
+        self.settings = settings
+        key = require_secret(settings.api_key_env, system)
+        if settings.base_url:
+            self._base_url = settings.base_url.rstrip("/")
+        else:
+            _, _, dc = key.rpartition("-")
+            if not key.count("-") or not dc.isalnum():
+                raise ConfigError(f"system {system!r}: the key in {settings.api_key_env} has no data-centre "
+                                  "suffix (like -us14): set base_url")
+            self._base_url = f"https://{dc}.api.mailchimp.com"
+        self._session = requests.Session()
+        self._session.auth = ("erasure", key)
+        self._session.headers["accept"] = "application/json"
+
+    def _lists_holding(self, email: str) -> list[str]:
+        response = send(self._session, "GET", f"{self._base_url}/3.0/search-members", self.system, SEARCH,
+                        self.settings.timeout_s, params={"query": email})
+        classify_response(response, self.system, SEARCH, self.settings.api_key_env)
+        try:
+            document: Any = response.json()
+        except ValueError:
+            raise PermanentError(self.system, f"answer to {SEARCH} is not JSON") from None
+        members = ((document or {}).get("exact_matches") or {}).get("members") or []
+        lists: list[str] = []
+        for member in members:
+            if not isinstance(member, dict):
+                continue
+            address = str(member.get("email_address", ""))
+            list_id = member.get("list_id")
+            # exact_matches only, and only this address: never someone whose address merely contains it
+            if address.lower() == email.lower() and isinstance(list_id, str) and list_id not in lists:
+                lists.append(list_id)
+        return lists
+
+    def _delete_permanent(self, list_id: str, email: str) -> int:
+        url = (f"{self._base_url}/3.0/lists/{quote(list_id, safe='')}/members/"
+               f"{subscriber_hash(email)}/actions/delete-permanent")
+        response = send(self._session, "POST", url, self.system, DELETE_PERMANENT, self.settings.timeout_s)
+        if response.status_code != 404:
+            classify_response(response, self.system, DELETE_PERMANENT, self.settings.api_key_env)
+        return response.status_code
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        emails = list(dict.fromkeys(e.strip() for e in identities_of(subject, "email") if e.strip()))
+        erased: list[str] = []
+        last_status: int | None = None
+        for email in emails:
+            for list_id in self._lists_holding(email):
+                last_status = self._delete_permanent(list_id, email)
+                if last_status != 404:
+                    erased.append(list_id)
+        evidence = Evidence(http_status=last_status, records_affected=len(erased),
+                            reference=("lists " + ", ".join(dict.fromkeys(erased)))[:200] if erased else None)
+        return EraseResult(status="erased" if erased else "not_found", evidence=evidence)
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,187 @@
+"""Stripe: find the customers by e-mail, note what Stripe keeps, then DELETE /v1/customers/{id}.
+
+`GET /v1/customers?email=` (a case-sensitive filter: the address as given and its
+lower-case form are both asked) may list several customers. For each, the invoices
+and charges are read first: Stripe keeps them after the customer is deleted, so
+when there are any the outcome is "held", with one hold for `retained_category`
+whose end runs from the latest invoice or charge date. Deleting answers 200
+`{"deleted": true}`; 404 `resource_missing` means already gone. A 429 with
+`Stripe-Should-Retry: false` is never retried (`classify_response` sees to it).
+
+Every read happens before any delete, and what a deleted customer left behind is
+remembered per request: a retry after a partial failure no longer finds the
+customers already deleted (Stripe lists live customers only), but still reports
+their hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, Hold, SubjectIdentities
+
+if TYPE_CHECKING:
+    from connectors.retention import RetentionPolicy
+
+LIST_CUSTOMERS = "GET /v1/customers"
+LIST_INVOICES = "GET /v1/invoices"
+LIST_CHARGES = "GET /v1/charges"
+DELETE_CUSTOMER = "DELETE /v1/customers/{id}"
+PAGE_SIZE = 100
+MAX_PAGES = 50
+MAX_REMEMBERED = 1000
+
+
+class StripeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = "https://api.stripe.com"
+    secret_key_env: str = "STRIPE_SECRET_KEY"
+    timeout_s: float = Field(default=10.0, gt=0)
+    retained_category: str = Field(default="invoices", min_length=1,
+                                   description="The retention category of the invoices and charges "
+                                               "Stripe keeps after the customer is deleted")
+
+
+@dataclass
+class _Progress:
+    """What one request has deleted so far, kept across its retries."""
+
+    deleted: list[str] = field(default_factory=list)
+    latest_record: int | None = None
+
+
+class StripeConnector:
+    def __init__(self, system: str, settings: StripeSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self._base_url = settings.base_url.rstrip("/")
+        secret = require_secret(settings.secret_key_env, system)
+        self._session = requests.Session()
+        self._session.headers.update({"authorization": f"Bearer {secret}", "accept": "application/json"})
+        self._progress: dict[str, _Progress] = {}
+        self._lock = threading.Lock()
+
+    # -- HTTP ------------------------------------------------------------------
+    def _get_json(self, path: str, route: str, params: dict[str, str]) -> Any:
+        response = send(self._session, "GET", self._base_url + path, self.system, route,
+                        self.settings.timeout_s, params=params)
+        classify_response(response, self.system, route, self.settings.secret_key_env)
+        try:
+            return response.json()
+        except ValueError:
+            raise PermanentError(self.system, f"answer to {route} is not JSON") from None
+
+    def _list(self, path: str, route: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Every object of a Stripe list, following `has_more` / `starting_after`."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page_params = {**params, "limit": str(PAGE_SIZE)}
+            if cursor is not None:
+                page_params["starting_after"] = cursor
+            page = self._get_json(path, route, page_params)
+            data = page.get("data") if isinstance(page, dict) else None
+            if not isinstance(data, list):
+                raise PermanentError(self.system, f"answer to {route} has no 'data' list")
+            items.extend(d for d in data if isinstance(d, dict))
+            if not page.get("has_more") or not data:
+                return items
+            cursor = str(data[-1].get("id"))
+        raise PermanentError(self.system, f"{route} returned more than {MAX_PAGES} pages")
+
+    def _latest_record(self, customer_id: str) -> int | None:
+        """The newest `created` (unix time) among the customer's invoices and charges."""
+        latest: int | None = None
+        for path, route in (("/v1/invoices", LIST_INVOICES), ("/v1/charges", LIST_CHARGES)):
+            for item in self._list(path, route, {"customer": customer_id}):
+                created = item.get("created")
+                if isinstance(created, int) and (latest is None or created > latest):
+                    latest = created
+        return latest
+
+    def _delete(self, customer_id: str) -> tuple[bool, int]:
+        response = send(self._session, "DELETE", f"{self._base_url}/v1/customers/{customer_id}",
+                        self.system, DELETE_CUSTOMER, self.settings.timeout_s)
+        if response.status_code == 404:
+            return False, 404
+        classify_response(response, self.system, DELETE_CUSTOMER, self.settings.secret_key_env)
+        return True, response.status_code
+
+    # -- erasure ---------------------------------------------------------------
+    def _policy(self, context: TaskContext) -> RetentionPolicy:
+        policy = context.retention
+        category = self.settings.retained_category
+        if policy is None or policy.rule(category) is None:
+            raise PermanentError(self.system, f"Stripe keeps invoices and charges but there is no retention "
+                                              f"rule for category {category!r}: add one to the policy")
+        return policy
+
+    def _hold(self, context: TaskContext, latest_record: int) -> Hold:
+        category = self.settings.retained_category
+        policy = self._policy(context)
+        received_at = context.received_at or datetime.now(UTC)
+        record_date = datetime.fromtimestamp(latest_record, UTC)
+        return policy.hold(category, policy.retain_until(category, received_at, record_date))
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.release_categories is not None:
+            # The held invoices and charges live at Stripe: only its redaction tooling removes them.
+            return EraseResult(status="manual", evidence=Evidence(records_affected=0))
+        emails: list[str] = []
+        for value in identities_of(subject, "email"):
+            for variant in (value.strip(), value.strip().lower()):
+                if variant and variant not in emails:
+                    emails.append(variant)
+        with self._lock:
+            while len(self._progress) >= MAX_REMEMBERED and context.request_id not in self._progress:
+                self._progress.pop(next(iter(self._progress)))  # the oldest: a request failed for good
+            progress = self._progress.setdefault(context.request_id, _Progress())
+        # Reads first: a failure here leaves nothing half done.
+        customers: dict[str, int | None] = {}
+        for email in emails:
+            for customer in self._list("/v1/customers", LIST_CUSTOMERS, {"email": email}):
+                customer_id = customer.get("id")
+                if isinstance(customer_id, str) and not customer.get("deleted"):
+                    customers.setdefault(customer_id, None)
+        for customer_id in customers:
+            customers[customer_id] = self._latest_record(customer_id)
+        if any(latest is not None for latest in customers.values()):
+            self._policy(context)  # nothing is deleted when what Stripe keeps could not be held
+        last_status: int | None = None
+        for customer_id, latest in customers.items():
+            deleted, last_status = self._delete(customer_id)
+            if deleted:
+                with self._lock:
+                    progress.deleted.append(customer_id)
+                    if latest is not None and (progress.latest_record is None
+                                               or latest > progress.latest_record):
+                        progress.latest_record = latest
+        with self._lock:
+            self._progress.pop(context.request_id, None)
+        erased = progress.deleted
+        evidence = Evidence(http_status=last_status, records_affected=len(erased),
+                            reference=", ".join(erased)[:200] or None)
+        if not erased:
+            return EraseResult(status="not_found", evidence=evidence)
+        if progress.latest_record is not None:
+            return EraseResult(status="held", evidence=evidence,
+                               holds=[self._hold(context, progress.latest_record)])
+        return EraseResult(status="erased", evidence=evidence)
+
+    def close(self) -> None:
+        self._session.close()

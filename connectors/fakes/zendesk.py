@@ -1,0 +1,206 @@
+"""A fake Zendesk Support users API that behaves as the documented one does.
+
+Basic auth `{agent_email}/token:{api_token}` (401 `{"error": "Couldn't authenticate you"}`
+otherwise). `GET /api/v2/users/search.json?query=` answers `users[]` (active users only);
+`DELETE /api/v2/users/{id}` soft-deletes; `DELETE /api/v2/deleted_users/{id}` then deletes
+for good, answering 200 `{"deleted_user": {..., "email": null, "phone": null}}` and keeping
+a "Permanently Deleted User" row. Tickets are separate objects: they survive both deletions.
+
+Rate limits: `X-Rate-Limit` and `X-Rate-Limit-Remaining` on every response, `ratelimit-limit`,
+`-remaining` and `-reset` on list endpoints; 429 with a text/plain body and `Retry-After`
+(seconds). Permanent deletion has its own limiter (700 users every 10 minutes) that answers
+429 with `Retry-After` as well.
+
+UNCONFIRMED, so a switch of the constructor: the 404 body (`not_found_body`), by default
+`{"error": "RecordNotFound", "description": "Not found"}`; None answers 404 with no body.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+from typing import Any
+
+from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+
+RECORD_NOT_FOUND: dict[str, Any] = {"error": "RecordNotFound", "description": "Not found"}
+UNAUTHORIZED = {"error": "Couldn't authenticate you"}
+TEXT_KEY = "__text__"  # a reply body {TEXT_KEY: "..."} is sent as text/plain
+
+
+def text_body(text: str) -> dict[str, Any]:
+    return {TEXT_KEY: text}
+
+
+class FakeZendesk(FakeProcessor):
+    name = "zendesk"
+
+    def __init__(self, agent_email: str, api_tokens: set[str], limit_per_window: int = 700,
+                 window_s: float = 60.0, permanent_limit: int = 700, permanent_window_s: float = 600.0,
+                 not_found_body: dict[str, Any] | None = RECORD_NOT_FOUND) -> None:
+        super().__init__()
+        self.credentials = {f"{agent_email}/token:{token}" for token in api_tokens}
+        self.agent_email = agent_email
+        self.bucket = TokenBucket(limit_per_window, window_s)
+        self.permanent_bucket = TokenBucket(permanent_limit, permanent_window_s)
+        self.not_found_body = not_found_body
+        self.users: dict[int, dict[str, Any]] = {}
+        self.tickets: dict[int, dict[str, Any]] = {}
+        self.permanently_deleted: dict[int, dict[str, Any]] = {}  # nulled PII, as /deleted_users lists it
+        self._next_id = 360_000_001
+        self._lock = threading.Lock()
+
+    # -- serving text/plain bodies (429s are text in Zendesk) ---------------
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        url = super().start(host, port)
+        assert self._server is not None
+        json_handler: Any = self._server.RequestHandlerClass
+        fake = self
+
+        class Handler(json_handler):  # type: ignore[misc]
+            def _reply(self, reply: Reply) -> None:
+                if not (isinstance(reply.body, dict) and TEXT_KEY in reply.body):
+                    super()._reply(reply)
+                    return
+                with fake.state.lock:
+                    fake.state.responses[reply.status] += 1
+                payload = str(reply.body[TEXT_KEY]).encode()
+                self.send_response(reply.status)
+                for key, value in {**fake.extra_headers(), **(reply.headers or {})}.items():
+                    self.send_header(key, value)
+                self.send_header("content-type", "text/plain; charset=utf-8")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server.RequestHandlerClass = Handler
+        return url
+
+    # -- the store, for seeding and observing -----------------------------
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def add_user(self, email: str, name: str = "Seeded User", tickets: int = 0) -> int:
+        with self._lock:
+            user_id = self._new_id()
+            self.users[user_id] = {"id": user_id, "name": name, "email": email.lower(), "phone": None,
+                                   "role": "end-user", "active": True, "state": "active"}
+            for n in range(tickets):
+                ticket_id = self._new_id()
+                self.tickets[ticket_id] = {"id": ticket_id, "requester_id": user_id,
+                                           "subject": f"Question {n + 1}", "status": "open"}
+        return user_id
+
+    def state_of(self, email: str) -> str | None:
+        """active, soft_deleted, or None (unknown or permanently deleted: no e-mail left)."""
+        with self._lock:
+            for user in self.users.values():
+                if user["email"] == email.lower():
+                    return str(user["state"])
+        return None
+
+    def has_user(self, email: str) -> bool:
+        return self.state_of(email) is not None
+
+    def tickets_of(self, user_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [t for t in self.tickets.values() if t["requester_id"] == user_id]
+
+    def user(self, user_id: int) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.users[user_id])
+
+    # -- replies -------------------------------------------------------------
+    def rate_headers(self, remaining: int) -> dict[str, str]:
+        return {"X-Rate-Limit": str(self.bucket.limit), "X-Rate-Limit-Remaining": str(remaining)}
+
+    @staticmethod
+    def too_many(reset_s: float, headers: dict[str, str]) -> Reply:
+        return Reply(429, text_body("Too Many Requests"),
+                     {**headers, "Retry-After": str(max(1, math.ceil(reset_s)))})
+
+    def not_found(self) -> Reply:
+        return Reply(404, dict(self.not_found_body) if self.not_found_body is not None else None)
+
+    def fault_reply(self, status: int, reset_s: float) -> Fault:
+        if status == 429:
+            reply = self.too_many(reset_s, self.rate_headers(0))
+            return Fault(429, text_body("Too Many Requests"), reply.headers or {})
+        return Fault(status, {"error": "InternalServerError", "description": "Something went wrong"}, {})
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
+               body: Any) -> Reply:
+        if not self._authenticated(headers.get("authorization", "")):
+            return Reply(401, UNAUTHORIZED)
+        allowed, remaining, reset_s = self.bucket.take()
+        rate = self.rate_headers(remaining)
+        if not allowed:
+            return self.too_many(reset_s, rate)
+        path = path.removesuffix(".json")
+        if method == "DELETE" and path.startswith("/api/v2/deleted_users/"):
+            allowed, _, permanent_reset_s = self.permanent_bucket.take()
+            if not allowed:
+                return self.too_many(permanent_reset_s, rate)
+        with self._lock:
+            reply = self._route(method, path, query)
+        extra = {}
+        if reply.status == 200 and path in ("/api/v2/users/search", "/api/v2/deleted_users"):
+            extra = {"ratelimit-limit": str(self.bucket.limit), "ratelimit-remaining": str(remaining),
+                     "ratelimit-reset": str(max(1, math.ceil(reset_s)))}
+        reply.headers = {**rate, **extra, **(reply.headers or {})}
+        return reply
+
+    def _authenticated(self, authorization: str) -> bool:
+        if not authorization.startswith("Basic "):
+            return False
+        try:
+            decoded = base64.b64decode(authorization.removeprefix("Basic ")).decode()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        username, _, password = decoded.partition(":")
+        return f"{username}:{password}" in self.credentials
+
+    def _public(self, user: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in user.items() if key != "state"}
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
+        parts = path.strip("/").split("/")
+        if method == "GET" and path == "/api/v2/users/me":
+            return Reply(200, {"user": {"id": 1, "email": self.agent_email, "role": "admin"}})
+        if method == "GET" and path == "/api/v2/users/search":
+            wanted = query.get("query", [""])[0].strip().lower().removeprefix("email:").strip('"')
+            found = [self._public(u) for u in self.users.values()
+                     if u["state"] == "active" and u["email"] == wanted]
+            return Reply(200, {"users": found, "next_page": None, "previous_page": None,
+                               "count": len(found)})
+        if method == "GET" and path == "/api/v2/deleted_users":
+            found = [self._public(u) for u in self.users.values() if u["state"] != "active"]
+            found += [self._public(u) for u in self.permanently_deleted.values()]
+            return Reply(200, {"deleted_users": found, "next_page": None, "previous_page": None,
+                               "count": len(found)})
+        if len(parts) >= 4 and parts[:3] == ["api", "v2", "users"] and parts[3].isdigit():
+            user = self.users.get(int(parts[3]))
+            if user is None or user["state"] != "active":
+                return self.not_found()
+            if len(parts) == 4 and method == "GET":
+                return Reply(200, {"user": self._public(user)})
+            if len(parts) == 4 and method == "DELETE":
+                user.update(active=False, state="soft_deleted")
+                return Reply(200, {"user": self._public(user)})
+            if parts[4:] == ["tickets", "requested"] and method == "GET":
+                found = [t for t in self.tickets.values() if t["requester_id"] == user["id"]]
+                return Reply(200, {"tickets": found, "next_page": None, "previous_page": None,
+                                   "count": len(found)})
+        if (len(parts) == 4 and parts[:3] == ["api", "v2", "deleted_users"] and parts[3].isdigit()
+                and method == "DELETE"):
+            user = self.users.get(int(parts[3]))
+            if user is None or user["state"] != "soft_deleted":
+                return self.not_found()
+            del self.users[user["id"]]
+            gone = {"id": user["id"], "name": "Permanently Deleted User", "email": None, "phone": None,
+                    "active": False, "url": f"{self.url}/api/v2/deleted_users/{user['id']}.json"}
+            self.permanently_deleted[user["id"]] = gone
+            return Reply(200, {"deleted_user": gone})
+        return self.not_found()

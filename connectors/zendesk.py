@@ -1,0 +1,196 @@
+"""Zendesk Support users: look up by e-mail, soft delete, then delete permanently.
+
+`GET /api/v2/users/search.json?query=` finds the user (active users only), then
+`DELETE /api/v2/users/{id}` (soft) and `DELETE /api/v2/deleted_users/{id}` (permanent, 200
+with e-mail and phone nulled). Basic auth `{agent_email}/token:{api_token}`. 404 on either
+delete means that step is already done. 429 comes with `Retry-After`; permanent deletion has
+its own limit (700 users every 10 minutes).
+
+Each step is idempotent across attempts:
+- the ids sent a soft delete are remembered per request, so a retry whose lookup no longer
+  finds the (now soft-deleted) user still goes on with the permanent delete;
+- once every soft delete is done, a retryable failure of the permanent step returns
+  `pending` with a `job_ref` naming the ids left, so the next attempt (even after a
+  restart) resumes with the permanent deletes alone, after the wait Zendesk announced.
+
+Tickets are separate objects that survive the user's deletion; their count is reported in
+the evidence (nothing is held: there is no legal basis to keep them here).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    AuthError,
+    EraseResult,
+    PermanentError,
+    RetryableError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+SEARCH = "GET /api/v2/users/search.json"
+TICKETS = "GET /api/v2/users/{id}/tickets/requested.json"
+SOFT_DELETE = "DELETE /api/v2/users/{id}.json"
+PERMANENT_DELETE = "DELETE /api/v2/deleted_users/{id}.json"
+ME = "GET /api/v2/users/me.json"
+JOB_PREFIX = "zendesk-permanent:"
+DEFAULT_POLL_S = 30.0
+
+
+class ZendeskSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(pattern=r"^https?://", description="https://{subdomain}.zendesk.com")
+    email_env: str = "ZENDESK_EMAIL"
+    api_token_env: str = "ZENDESK_API_TOKEN"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+@dataclass
+class Progress:
+    """What one request's erasure has done so far: user id -> tickets they requested."""
+
+    tickets: dict[int, int] = field(default_factory=dict)  # ids sent a soft delete
+
+
+@dataclass(frozen=True)
+class Job:
+    ids: tuple[int, ...]
+    erased: int
+    tickets: int
+
+    def ref(self) -> str:
+        return f"{JOB_PREFIX}ids={','.join(map(str, self.ids))};erased={self.erased};tickets={self.tickets}"
+
+    @staticmethod
+    def parse(ref: str, system: str) -> Job:
+        try:
+            fields = dict(part.split("=", 1) for part in ref.removeprefix(JOB_PREFIX).split(";"))
+            return Job(ids=tuple(int(i) for i in fields["ids"].split(",") if i),
+                       erased=int(fields["erased"]), tickets=int(fields["tickets"]))
+        except (KeyError, ValueError):
+            raise PermanentError(system, "unreadable job_ref for the permanent deletion step") from None
+
+
+class ZendeskConnector:
+    def __init__(self, system: str, settings: ZendeskSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        agent_email = require_secret(settings.email_env, system)
+        api_token = require_secret(settings.api_token_env, system)
+        self._credential_env = f"{settings.email_env}, {settings.api_token_env}"
+        self._session = requests.Session()
+        self._session.auth = (f"{agent_email}/token", api_token)
+        self._session.headers.update({"accept": "application/json"})
+        self._progress: dict[str, Progress] = {}
+        self._lock = threading.Lock()
+
+    # -- HTTP ------------------------------------------------------------------
+    def _call(self, method: str, path: str, route: str, **kwargs: Any) -> requests.Response:
+        response = send(self._session, method, self.base_url + path, self.system, route,
+                        self.settings.timeout_s, **kwargs)
+        if response.status_code != 404:
+            classify_response(response, self.system, route, self._credential_env)
+        return response
+
+    def _json(self, response: requests.Response, route: str) -> dict[str, Any]:
+        try:
+            document = response.json()
+        except ValueError:
+            raise PermanentError(self.system, f"answer from {route} is not JSON") from None
+        if not isinstance(document, dict):
+            raise PermanentError(self.system, f"answer from {route} is not a JSON object")
+        return document
+
+    def _find(self, email: str) -> list[int]:
+        response = self._call("GET", "/api/v2/users/search.json", SEARCH, params={"query": email})
+        if response.status_code == 404:
+            return []
+        users = self._json(response, SEARCH).get("users") or []
+        # the search matches partial values of several fields: keep exact e-mail matches only
+        return [int(u["id"]) for u in users
+                if isinstance(u, dict) and str(u.get("email") or "").lower() == email.lower() and u.get("id")]
+
+    def _requested_tickets(self, user_id: int) -> int:
+        response = self._call("GET", f"/api/v2/users/{user_id}/tickets/requested.json", TICKETS)
+        if response.status_code == 404:
+            return 0
+        document = self._json(response, TICKETS)
+        count = document.get("count")
+        return int(count) if isinstance(count, int) else len(document.get("tickets") or [])
+
+    def _expect(self, response: requests.Response, route: str) -> None:
+        if response.status_code not in (200, 204, 404):
+            raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {route}")
+
+    # -- erasure -------------------------------------------------------------
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref and context.job_ref.startswith(JOB_PREFIX):
+            job = Job.parse(context.job_ref, self.system)
+            return self._permanent(list(job.ids), job.erased, job.tickets)
+        emails = list(dict.fromkeys(e.strip().lower() for e in identities_of(subject, "email") if e.strip()))
+        with self._lock:
+            progress = self._progress.setdefault(context.request_id, Progress())
+        found: dict[int, int] = {}
+        for email in emails:
+            for user_id in self._find(email):
+                if user_id not in found and user_id not in progress.tickets:
+                    found[user_id] = self._requested_tickets(user_id)
+        if not found and not progress.tickets:
+            self._forget(context.request_id)
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        progress.tickets.update(found)  # remembered before the calls: an answer may be lost
+        for user_id in progress.tickets:  # again for ids of an earlier attempt: 404 once done
+            response = self._call("DELETE", f"/api/v2/users/{user_id}.json", SOFT_DELETE)
+            self._expect(response, SOFT_DELETE)
+        # every user is soft-deleted now (404: an earlier attempt did it): the permanent step
+        self._forget(context.request_id)
+        return self._permanent(list(progress.tickets), 0, sum(progress.tickets.values()))
+
+    def _permanent(self, ids: list[int], erased: int, tickets: int) -> EraseResult:
+        last_status: int | None = None
+        for index, user_id in enumerate(ids):
+            try:
+                response = self._call("DELETE", f"/api/v2/deleted_users/{user_id}.json", PERMANENT_DELETE)
+            except RetryableError as exc:
+                job = Job(ids=tuple(ids[index:]), erased=erased, tickets=tickets)
+                return EraseResult(
+                    status="pending", job_ref=job.ref(),
+                    poll_after_s=exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_POLL_S,
+                    evidence=Evidence(http_status=exc.http_status, records_affected=erased,
+                                      reference=f"soft-deleted; permanent deletion of {len(ids) - index} "
+                                                "user(s) waits on Zendesk"))
+            self._expect(response, PERMANENT_DELETE)
+            last_status = response.status_code
+            erased += 1  # 404: already deleted for good by an earlier attempt of this request
+        reference = f"deleted_users {', '.join(map(str, ids))}" if ids else "deleted_users"
+        if tickets:
+            reference += f"; {tickets} requested ticket(s) remain (separate objects, not deleted)"
+        return EraseResult(status="erased" if erased else "not_found",
+                           evidence=Evidence(http_status=last_status, records_affected=erased,
+                                             reference=reference[:200]))
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            self._progress.pop(request_id, None)
+
+    def check(self) -> str:
+        response = self._call("GET", "/api/v2/users/me.json", ME)
+        user = self._json(response, ME).get("user") or {}
+        if not user.get("id"):  # Zendesk answers an anonymous user to unauthenticated calls
+            raise AuthError(self.system, f"{ME} answered an anonymous user; check {self._credential_env}")
+        return f"HTTP {response.status_code}"
+
+    def close(self) -> None:
+        self._session.close()

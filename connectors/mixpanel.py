@@ -1,0 +1,142 @@
+"""Mixpanel GDPR API v3 data deletions: a task that runs for weeks, polled rarely.
+
+The person's `user_id` identities are sent as Mixpanel `distinct_ids` (a person without
+one is `not_found`: there is nothing this connector can name).
+`POST /api/app/data-deletions/v3.0/?token=<project token>` {"distinct_ids",
+"compliance_type"} with `Authorization: Bearer <GDPR OAuth token>` answers 201
+{"status":"ok","results":{"task_id"}}: the result is `pending` with the task id as
+`job_ref` and a long `poll_after_s` (six hours by default: "requests can take
+multiple weeks to process"). Polling `GET .../v3.0/{task_id}?token=` reads
+`results.status`:
+
+- PENDING, STAGING, STARTED, UNKNOWN: still `pending` (UNKNOWN is Mixpanel's own
+  "cannot say yet"; the request's deadline tracking, not this connector, bounds it);
+- SUCCESS: `erased`, with the task id as evidence;
+- NOT_FOUND: `not_found` (Mixpanel held nothing for these ids). What Mixpanel means by
+  this status is UNCONFIRMED; it could also mean the task is unknown. The fake
+  documents the first reading behind a switch;
+- FAILURE, REVOKED: a permanent error naming the task (never the person).
+
+`cancel(task_id)` sends `DELETE .../v3.0/{task_id}?token=` (204) for an operator who
+must withdraw a request. Mixpanel allows 1 request a second on these APIs and answers
+429 beyond, with no documented header: `connectors.http` then backs off with jitter
+(or honours Retry-After if Mixpanel sends one). The project token travels in the
+query string, so errors name route templates only, never URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+PATH = "/api/app/data-deletions/v3.0/"
+CREATE_ROUTE = "POST /api/app/data-deletions/v3.0/"
+POLL_ROUTE = "GET /api/app/data-deletions/v3.0/{task_id}"
+CANCEL_ROUTE = "DELETE /api/app/data-deletions/v3.0/{task_id}"
+RUNNING = frozenset({"PENDING", "STAGING", "STARTED", "UNKNOWN"})
+FAILED = frozenset({"FAILURE", "REVOKED"})
+MAX_DISTINCT_IDS = 2000
+
+
+class MixpanelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(default="https://mixpanel.com",
+                          description="https://eu.mixpanel.com or https://in.mixpanel.com for data residency")
+    project_token_env: str = "MIXPANEL_PROJECT_TOKEN"
+    oauth_token_env: str = Field(default="MIXPANEL_GDPR_OAUTH_TOKEN",
+                                 description="The GDPR OAuth token (expires after a year)")
+    compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
+    timeout_s: float = Field(default=10.0, gt=0)
+    poll_after_s: float = Field(default=6 * 3600.0, gt=0, description="Wait before polling a task again")
+
+
+def _json(response: requests.Response, system: str, route: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
+
+
+class MixpanelConnector:
+    def __init__(self, system: str, settings: MixpanelSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self._project_token = require_secret(settings.project_token_env, system)
+        self._oauth_token = require_secret(settings.oauth_token_env, system)
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": f"Bearer {self._oauth_token}",
+                                      "accept": "application/json"})
+        self._url = settings.base_url.rstrip("/") + PATH
+        self._credentials = (f"{settings.oauth_token_env} "
+                             f"(and the project token in {settings.project_token_env})")
+
+    def _task_url(self, task_id: str) -> str:
+        return self._url + quote(task_id, safe="")
+
+    def _call(self, method: str, url: str, route: str, **kwargs: object) -> requests.Response:
+        response = send(self._session, method, url, self.system, route, self.settings.timeout_s,
+                        params={"token": self._project_token}, **kwargs)
+        classify_response(response, self.system, route, self._credentials)
+        return response
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref:
+            return self._poll(context.job_ref)
+        distinct_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
+        if not distinct_ids:
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        if len(distinct_ids) > MAX_DISTINCT_IDS:
+            raise PermanentError(self.system, f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
+        response = self._call("POST", self._url, CREATE_ROUTE,
+                              json={"distinct_ids": distinct_ids,
+                                    "compliance_type": self.settings.compliance_type})
+        body = _json(response, self.system, CREATE_ROUTE)
+        results = body.get("results") if isinstance(body, dict) else None
+        task_id = results.get("task_id") if isinstance(results, dict) else None
+        if not task_id:
+            raise PermanentError(self.system, f"no results.task_id in the answer from {CREATE_ROUTE}")
+        return EraseResult(status="pending", job_ref=str(task_id), poll_after_s=self.settings.poll_after_s,
+                           evidence=Evidence(reference=str(task_id)[:200], http_status=response.status_code,
+                                             records_affected=len(distinct_ids)))
+
+    def _poll(self, task_id: str) -> EraseResult:
+        response = self._call("GET", self._task_url(task_id), POLL_ROUTE)
+        body = _json(response, self.system, POLL_ROUTE)
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, dict):
+            raise PermanentError(self.system, f"no results object in the answer from {POLL_ROUTE}")
+        status = str(results.get("status", ""))
+        evidence = Evidence(reference=task_id[:200], http_status=response.status_code)
+        if status in RUNNING:
+            return EraseResult(status="pending", job_ref=task_id, poll_after_s=self.settings.poll_after_s,
+                               evidence=evidence)
+        if status == "SUCCESS":
+            return EraseResult(status="erased", evidence=evidence)
+        if status == "NOT_FOUND":
+            return EraseResult(status="not_found", evidence=evidence)
+        if status in FAILED:
+            raise PermanentError(self.system, f"deletion task {task_id} ended {status}")
+        raise PermanentError(self.system, f"deletion task {task_id} has unknown status {status!r:.30}")
+
+    def cancel(self, task_id: str) -> None:
+        """Withdraw a deletion task that has not run yet (Mixpanel then reports it REVOKED)."""
+        response = self._call("DELETE", self._task_url(task_id), CANCEL_ROUTE)
+        if response.status_code not in (200, 204):
+            raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {CANCEL_ROUTE}")
+
+    def close(self) -> None:
+        self._session.close()

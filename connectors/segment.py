@@ -1,0 +1,159 @@
+"""Segment Public API regulations: one asynchronous SUPPRESS_WITH_DELETE job per person.
+
+Segment deletes by `userId`, so the person's `user_id` identities are the subject
+ids (a person without one is `not_found`: there is nothing this connector can name).
+`POST /regulations` {"regulationType", "subjectType": "USER_ID", "subjectIds"}
+answers 200 {"data": {"regulateId"}}: the result is `pending` with the regulate id
+as `job_ref`. Polling `GET /regulations/{id}` reads `overallStatus`:
+
+- INITIALIZED, RUNNING: still `pending`;
+- FINISHED: `erased`, with the regulate id as evidence;
+- PARTIAL_SUCCESS: a **permanent failure** whose message names the destinations that
+  did not finish (name, id and status; never the person, nor Segment's `errString`,
+  which may echo the subject). Some of the person's data is still held downstream, so
+  reporting `erased` would be false; the compliance officer must act on those
+  destinations (by hand in each, or by a new request once they are fixed), and the
+  failed outcome puts the request in "needs attention" with that list;
+- FAILED, INVALID, NOT_SUPPORTED: a permanent failure naming the regulation and status.
+
+Not found: Segment cannot tell. A regulation for an unknown userId runs and finishes
+like any other, so an unknown person ends `erased` (the suppression applies to future
+data anyway). Device-mode destinations are outside Segment's reach.
+
+Bearer token. 429 carries Retry-After (whole seconds); 200s carry X-RateLimit-Reset
+as an RFC 5322 date: both read by `connectors.http`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+CREATE_ROUTE = "POST /regulations"
+POLL_ROUTE = "GET /regulations/{id}"
+RUNNING = frozenset({"INITIALIZED", "RUNNING"})
+FAILED = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED"})
+MAX_SUBJECT_IDS = 5000
+LISTED_DESTINATIONS_BUDGET = 320  # outcome messages hold 500 characters
+
+RegulationType = Literal["SUPPRESS_WITH_DELETE", "SUPPRESS_WITH_DELETE_INTERNAL", "DELETE_ONLY",
+                         "DELETE_INTERNAL"]
+
+
+class SegmentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = "https://api.segmentapis.com"
+    token_env: str = "SEGMENT_API_TOKEN"
+    regulation_type: RegulationType = "SUPPRESS_WITH_DELETE"
+    timeout_s: float = Field(default=10.0, gt=0)
+    poll_after_s: float = Field(default=3600.0, gt=0, description="Wait before polling a regulation again")
+
+
+def _json(response: requests.Response, system: str, route: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
+
+
+def unfinished_destinations(regulation: dict[str, Any]) -> list[str]:
+    """`name (id): STATUS` of every destination that did not finish; no errString."""
+    named: list[str] = []
+    for stream in regulation.get("streamStatus") or []:
+        if not isinstance(stream, dict):
+            continue
+        for destination in stream.get("destinationStatus") or []:
+            if not isinstance(destination, dict) or destination.get("status") == "FINISHED":
+                continue
+            label = (f"{destination.get('name', '?')!s:.40} ({destination.get('id', '?')!s:.32}): "
+                     f"{destination.get('status', '?')!s:.16}")
+            if label not in named:
+                named.append(label)
+    return named
+
+
+def _listed(unfinished: list[str]) -> str:
+    if not unfinished:
+        return "that Segment did not list"
+    listed: list[str] = []
+    for label in unfinished:
+        if listed and len("; ".join([*listed, label])) > LISTED_DESTINATIONS_BUDGET:
+            break
+        listed.append(label)
+    more = len(unfinished) - len(listed)
+    return "; ".join(listed) + (f" and {more} more" if more else "")
+
+
+class SegmentConnector:
+    def __init__(self, system: str, settings: SegmentSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self._token = require_secret(settings.token_env, system)
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": f"Bearer {self._token}",
+                                      "accept": "application/vnd.segment.v1+json"})
+        self._base = settings.base_url.rstrip("/")
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref:
+            return self._poll(context.job_ref)
+        user_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
+        if not user_ids:
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        if len(user_ids) > MAX_SUBJECT_IDS:
+            raise PermanentError(self.system, f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
+        response = send(self._session, "POST", f"{self._base}/regulations", self.system, CREATE_ROUTE,
+                        self.settings.timeout_s,
+                        json={"regulationType": self.settings.regulation_type, "subjectType": "USER_ID",
+                              "subjectIds": user_ids})
+        classify_response(response, self.system, CREATE_ROUTE, self.settings.token_env)
+        body = _json(response, self.system, CREATE_ROUTE)
+        data = body.get("data") if isinstance(body, dict) else None
+        regulate_id = data.get("regulateId") if isinstance(data, dict) else None
+        if not regulate_id:
+            raise PermanentError(self.system, f"no data.regulateId in the answer from {CREATE_ROUTE}")
+        return EraseResult(
+            status="pending", job_ref=str(regulate_id), poll_after_s=self.settings.poll_after_s,
+            evidence=Evidence(reference=str(regulate_id)[:200], http_status=response.status_code,
+                              records_affected=len(user_ids)))
+
+    def _poll(self, regulate_id: str) -> EraseResult:
+        response = send(self._session, "GET", f"{self._base}/regulations/{quote(regulate_id, safe='')}",
+                        self.system, POLL_ROUTE, self.settings.timeout_s)
+        classify_response(response, self.system, POLL_ROUTE, self.settings.token_env)
+        body = _json(response, self.system, POLL_ROUTE)
+        data = body.get("data") if isinstance(body, dict) else None
+        regulation = data.get("regulation") if isinstance(data, dict) else None
+        if not isinstance(regulation, dict):
+            raise PermanentError(self.system, f"no data.regulation in the answer from {POLL_ROUTE}")
+        status = str(regulation.get("overallStatus", ""))
+        evidence = Evidence(reference=regulate_id[:200], http_status=response.status_code)
+        if status in RUNNING:
+            return EraseResult(status="pending", job_ref=regulate_id, poll_after_s=self.settings.poll_after_s,
+                               evidence=evidence)
+        if status == "FINISHED":
+            return EraseResult(status="erased", evidence=evidence)
+        if status == "PARTIAL_SUCCESS":
+            held_by = _listed(unfinished_destinations(regulation))
+            raise PermanentError(self.system, f"regulation {regulate_id} ended PARTIAL_SUCCESS: data is "
+                                              f"still held by destinations {held_by}")
+        if status in FAILED:
+            raise PermanentError(self.system, f"regulation {regulate_id} ended {status}")
+        raise PermanentError(self.system, f"regulation {regulate_id} has unknown status {status!r:.30}")
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,139 @@
+"""SendGrid Marketing Campaigns contacts: lookup, asynchronous delete job, polling.
+
+1. `POST /v3/marketing/contacts/search/emails` {"emails": [...]} maps the person's
+   e-mails to contact ids (`result.<email>.contact.id`); 404 when none matches, which
+   is `not_found` (nothing to delete; also what a repeat gives once the job ended).
+2. `DELETE /v3/marketing/contacts?ids=<id,id>` answers 202 {"job_id"}: the result is
+   `pending` with the job id as `job_ref`, polled again after `poll_after_s`.
+3. When the runtime re-delivers the task with `job_ref`, `GET
+   /v3/marketing/contacts/imports/{job_id}` tells `pending` (still pending),
+   `completed` (erased, the job id kept as evidence) or `errored`/`failed` (a
+   permanent error naming the job id, never the person: its `errors_url` is not
+   copied because the error file it points to may list the contacts).
+
+Bearer API key. Every response carries X-RateLimit-Limit/Remaining/Reset (epoch
+seconds); a 429 has no Retry-After, so `connectors.http` waits until the reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import (
+    EraseResult,
+    PermanentError,
+    TaskContext,
+    identities_of,
+    require_secret,
+)
+from connectors.http import classify_response, send
+from schemas import Evidence, SubjectIdentities
+
+SEARCH_ROUTE = "POST /v3/marketing/contacts/search/emails"
+DELETE_ROUTE = "DELETE /v3/marketing/contacts?ids={ids}"
+JOB_ROUTE = "GET /v3/marketing/contacts/imports/{job_id}"
+PENDING_STATUSES = frozenset({"pending"})
+FAILED_STATUSES = frozenset({"errored", "failed"})
+
+
+class SendgridSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = "https://api.sendgrid.com"
+    api_key_env: str = "SENDGRID_API_KEY"
+    timeout_s: float = Field(default=10.0, gt=0)
+    poll_after_s: float = Field(default=60.0, gt=0, description="Wait before polling a delete job again")
+
+
+def _json(response: requests.Response, system: str, route: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
+
+
+class SendgridConnector:
+    def __init__(self, system: str, settings: SendgridSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self._api_key = require_secret(settings.api_key_env, system)
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": f"Bearer {self._api_key}",
+                                      "accept": "application/json"})
+        self._base = settings.base_url.rstrip("/")
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref:
+            return self._poll(context.job_ref)
+        emails = identities_of(subject, "email")
+        if not emails:
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        ids = self._lookup(emails)
+        if not ids:
+            return EraseResult(status="not_found", evidence=Evidence(http_status=404, records_affected=0))
+        return self._delete(ids)
+
+    def _lookup(self, emails: list[str]) -> list[str]:
+        response = send(self._session, "POST", f"{self._base}/v3/marketing/contacts/search/emails",
+                        self.system, SEARCH_ROUTE, self.settings.timeout_s, json={"emails": emails})
+        if response.status_code == 404:
+            return []
+        classify_response(response, self.system, SEARCH_ROUTE, self.settings.api_key_env)
+        body = _json(response, self.system, SEARCH_ROUTE)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict):
+            raise PermanentError(self.system, f"no `result` object in the answer from {SEARCH_ROUTE}")
+        ids: list[str] = []
+        for entry in result.values():
+            contact = entry.get("contact") if isinstance(entry, dict) else None
+            contact_id = contact.get("id") if isinstance(contact, dict) else None
+            if contact_id and str(contact_id) not in ids:
+                ids.append(str(contact_id))
+        return ids
+
+    def _delete(self, ids: list[str]) -> EraseResult:
+        response = send(self._session, "DELETE", f"{self._base}/v3/marketing/contacts", self.system,
+                        DELETE_ROUTE, self.settings.timeout_s, params={"ids": ",".join(ids)})
+        classify_response(response, self.system, DELETE_ROUTE, self.settings.api_key_env)
+        body = _json(response, self.system, DELETE_ROUTE)
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        if response.status_code != 202 or not job_id:
+            raise PermanentError(self.system,
+                                 f"HTTP {response.status_code} without a job_id from {DELETE_ROUTE}")
+        return EraseResult(status="pending", job_ref=str(job_id), poll_after_s=self.settings.poll_after_s,
+                           evidence=Evidence(reference=str(job_id)[:200], http_status=202,
+                                             records_affected=len(ids)))
+
+    def _poll(self, job_id: str) -> EraseResult:
+        response = send(self._session, "GET",
+                        f"{self._base}/v3/marketing/contacts/imports/{quote(job_id, safe='')}",
+                        self.system, JOB_ROUTE, self.settings.timeout_s)
+        classify_response(response, self.system, JOB_ROUTE, self.settings.api_key_env)
+        body = _json(response, self.system, JOB_ROUTE)
+        if not isinstance(body, dict):
+            raise PermanentError(self.system, f"no job object in the answer from {JOB_ROUTE}")
+        job_type = body.get("job_type")
+        if job_type is not None and job_type != "delete":
+            raise PermanentError(self.system, f"job {job_id} is a {job_type!s:.20} job, not a delete job")
+        status = str(body.get("status", ""))
+        reference = str(job_id)[:200]
+        if status in PENDING_STATUSES:
+            return EraseResult(status="pending", job_ref=job_id, poll_after_s=self.settings.poll_after_s,
+                               evidence=Evidence(reference=reference, http_status=response.status_code))
+        if status in FAILED_STATUSES:
+            raise PermanentError(self.system, f"delete job {job_id} ended {status}; its errors_url "
+                                              f"({JOB_ROUTE}) lists what was not deleted")
+        if status != "completed":
+            raise PermanentError(self.system, f"delete job {job_id} has unknown status {status!r:.30}")
+        results = body.get("results") if isinstance(body.get("results"), dict) else {}
+        deleted = results.get("deleted_count") if isinstance(results, dict) else None
+        return EraseResult(status="erased", evidence=Evidence(
+            reference=reference, http_status=response.status_code,
+            records_affected=deleted if isinstance(deleted, int) and deleted >= 0 else None))
+
+    def close(self) -> None:
+        self._session.close()

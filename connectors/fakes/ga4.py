@@ -1,0 +1,142 @@
+"""A fake Google Analytics User Deletion API v3 (upsert of userDeletionRequest).
+
+OAuth2 bearer tokens, each granted a set of properties: an unknown token is 401 (`authError`),
+a property the token may not touch is 403 `insufficientPermissions`. The upsert validates the
+resource (`kind`, `id.type` CLIENT_ID|USER_ID|APP_INSTANCE_ID, one of propertyId/webPropertyId/
+firebaseProjectId) and answers 200 with the resource plus `deletionRequestTime`; a repeat
+replaces the stored request (one per property and id). The collected data of that user in that
+property is dropped. Quotas: per-property QPS (1.5 by default) gives 403 `userRateLimitExceeded`
+(or 429 RESOURCE_EXHAUSTED: `rate_limit_status`, the documentation names both); the daily
+counters (500 a day per project and per property) give 403 `dailyLimitExceeded`. Every error
+uses Google's envelope.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+
+UPSERT = "/analytics/v3/userDeletion/userDeletionRequests:upsert"
+ID_TYPES = ("CLIENT_ID", "USER_ID", "APP_INSTANCE_ID")
+TARGETS = ("propertyId", "webPropertyId", "firebaseProjectId")
+
+
+def google_error(code: int, reason: str, message: str, domain: str = "global",
+                 status: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": {"errors": [{"domain": domain, "reason": reason, "message": message}],
+                                      "code": code, "message": message}}
+    if status:
+        body["error"]["status"] = status
+    return body
+
+
+RATE_403 = google_error(403, "userRateLimitExceeded", "User Rate Limit Exceeded", "usageLimits")
+RATE_429 = google_error(429, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries'",
+                        "usageLimits", "RESOURCE_EXHAUSTED")
+DAILY_403 = google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded", "usageLimits")
+
+
+class FakeGa4(FakeProcessor):
+    name = "ga4"
+
+    def __init__(self, tokens: dict[str, set[str]], *, qps_per_property: float = 1.5,
+                 daily_per_property: int = 500, daily_per_project: int = 500,
+                 rate_limit_status: Literal[403, 429] = 403) -> None:
+        super().__init__()
+        self.tokens = {token: set(properties) for token, properties in tokens.items()}
+        self.qps_per_property = qps_per_property
+        self.daily_per_property = daily_per_property
+        self.daily_per_project = daily_per_project
+        self.rate_limit_status = rate_limit_status
+        self.collected: dict[str, set[tuple[str, str]]] = {}  # property -> {(id type, id)}
+        self.deletion_requests: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.used_today: dict[str, int] = {}  # property -> queries today
+        self.project_used_today = 0
+        self.bodies: list[Any] = []
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    # -- test helpers --------------------------------------------------------------------------
+    def collect(self, property_id: str, user_id: str, id_type: str = "USER_ID") -> None:
+        with self._lock:
+            self.collected.setdefault(property_id, set()).add((id_type, user_id))
+
+    def holds(self, property_id: str, user_id: str, id_type: str = "USER_ID") -> bool:
+        with self._lock:
+            return (id_type, user_id) in self.collected.get(property_id, set())
+
+    def request_count(self, property_id: str) -> int:
+        with self._lock:
+            return len(self.deletion_requests.get(property_id, {}))
+
+    def new_day(self) -> None:
+        with self._lock:
+            self.used_today.clear()
+            self.project_used_today = 0
+
+    def fault_reply(self, status: int, reset_s: float) -> Fault:
+        if status == 403:
+            return Fault(403, RATE_403, {})
+        if status == 429:
+            return Fault(429, RATE_429, {})
+        if status == 503:
+            return Fault(503, google_error(503, "backendError", "Backend Error"), {})
+        return Fault(status, google_error(status, "internalError", "Internal Error"), {})
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
+               body: Any) -> Reply:
+        auth = headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token is None or token not in self.tokens:
+            return Reply(401, google_error(401, "authError", "Invalid Credentials", "global"),
+                         {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+        if method != "POST" or path != UPSERT:
+            return Reply(404, google_error(404, "notFound", "Not Found"))
+        with self._lock:
+            self.bodies.append(body)
+            return self._upsert(token, body)
+
+    def _upsert(self, token: str, body: Any) -> Reply:
+        problem = _invalid(body)
+        if problem:
+            return Reply(400, google_error(400, "invalid", problem))
+        target = next(name for name in TARGETS if body.get(name))
+        scope = str(body[target])
+        if scope not in self.tokens[token]:
+            return Reply(403, google_error(403, "insufficientPermissions",
+                                           "User does not have sufficient permissions for this property."))
+        if self.project_used_today >= self.daily_per_project or \
+                self.used_today.get(scope, 0) >= self.daily_per_property:
+            return Reply(403, DAILY_403)
+        bucket = self._buckets.setdefault(scope, TokenBucket(max(1, int(self.qps_per_property * 10)), 10.0))
+        allowed, _, _ = bucket.take()
+        if not allowed:
+            return Reply(self.rate_limit_status, RATE_403 if self.rate_limit_status == 403 else RATE_429)
+        self.project_used_today += 1
+        self.used_today[scope] = self.used_today.get(scope, 0) + 1
+        key = (body["id"]["type"], body["id"]["userId"])
+        resource = {"kind": "analytics#userDeletionRequest", "id": dict(body["id"]), target: scope,
+                    "deletionRequestTime": datetime.now(UTC).isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z")}
+        self.deletion_requests.setdefault(scope, {})[key] = resource
+        self.collected.get(scope, set()).discard(key)
+        return Reply(200, resource)
+
+
+def _invalid(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received."
+    if body.get("kind", "analytics#userDeletionRequest") != "analytics#userDeletionRequest":
+        return "Invalid value for kind."
+    identifier = body.get("id")
+    if not isinstance(identifier, dict) or identifier.get("type") not in ID_TYPES:
+        return "Invalid value for id.type."
+    if not isinstance(identifier.get("userId"), str) or not identifier["userId"]:
+        return "Required parameter: id.userId"
+    if sum(1 for name in TARGETS if body.get(name)) != 1:
+        return "Exactly one of propertyId, webPropertyId or firebaseProjectId is required."
+    return None

@@ -1,0 +1,192 @@
+"""Any processor speaking OpenDSR 2.0 (mParticle, AppsFlyer, Singular, ...).
+
+Create `POST /v2/requests` with our request id as `subject_request_id` (the idempotency key: a
+repeat never makes a second request) -> 201, then `pending` with `job_ref` = that id; polls
+`GET /v2/requests/{subject_request_id}`: pending/in_progress stay pending, completed is erased,
+cancelled is a permanent error. Callbacks, when `callback_url` is set, are verified by
+`connectors.opendsr_callbacks`; polling stays the fallback. `encoded_request` is never kept.
+With `trust_anchors_file`, every response's signature and certificate are verified too.
+API auth is outside the spec: Basic (key:secret, mParticle) or a bearer token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
+from connectors.http import classify_response, send
+from connectors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
+from schemas import Evidence, SubjectIdentities
+
+CREATE = "POST /v2/requests"
+POLL = "GET /v2/requests/{subject_request_id}"
+OpenDsrIdentity = Literal["email", "controller_customer_id", "android_advertising_id", "ios_advertising_id",
+                          "android_id", "ios_vendor_id", "fire_advertising_id", "microsoft_advertising_id",
+                          "microsoft_publisher_id", "roku_publisher_id", "roku_advertising_id"]
+OurIdentity = Literal["email", "phone", "user_id", "account_id", "customer_id"]
+STILL_RUNNING = ("pending", "in_progress")
+
+
+def _default_identities() -> dict[OurIdentity, OpenDsrIdentity]:
+    return {"email": "email"}
+
+
+class OpenDsrSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(description="Before the version: https://opendsr.mparticle.com")
+    processor_domain: str = Field(description="Its X-OpenDSR-Processor-Domain, e.g. opendsr.mparticle.com")
+    auth: Literal["basic", "bearer"] = "basic"
+    api_key_env: str = Field(default="OPENDSR_API_KEY", description="basic: the user; bearer: the token")
+    api_secret_env: str | None = Field(default="OPENDSR_API_SECRET", description="basic: the password")
+    identities: dict[OurIdentity, OpenDsrIdentity] = Field(
+        default_factory=_default_identities, min_length=1,
+        description="Which of our identity types to send, as which OpenDSR identity_type")
+    identity_format: Literal["raw", "sha256", "sha1", "md5"] = "raw"
+    regulation: Literal["gdpr", "ccpa"] = "gdpr"
+    callback_url: str | None = None
+    version_path: str = "/v2"
+    poll_interval_s: float = Field(default=3600.0, gt=0)
+    trust_anchors_file: str | None = Field(default=None, description="PEM CA certificates: verify responses")
+    discovery_url: str | None = Field(default=None, description="Default: base_url + version_path/discovery")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+def rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class OpenDsrConnector:
+    def __init__(self, system: str, settings: OpenDsrSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/") + "/" + settings.version_path.strip("/")
+        key = require_secret(settings.api_key_env, system)
+        self._session = requests.Session()
+        self._session.headers.update({"accept": "application/json"})
+        if settings.auth == "basic":
+            secret = require_secret(settings.api_secret_env, system) if settings.api_secret_env else ""
+            self._session.auth = (key, secret)
+            self._secret_env = ", ".join(e for e in (settings.api_key_env, settings.api_secret_env) if e)
+        else:
+            self._session.headers["authorization"] = f"Bearer {key}"
+            self._secret_env = settings.api_key_env
+        self._trust: CallbackTrust | None = None
+        if settings.trust_anchors_file:
+            try:
+                pem = Path(settings.trust_anchors_file).read_bytes()
+                self._trust = CallbackTrust.from_pem(pem, discovery_urls={
+                    settings.processor_domain: settings.discovery_url or f"{self.base_url}/discovery"})
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"system {system!r}: trust_anchors_file {settings.trust_anchors_file} "
+                                  f"is not readable PEM: {type(exc).__name__}") from None
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref:
+            return self._poll(context.job_ref)
+        identities = self._identities(subject)
+        if not identities:
+            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        request_id = context.request_id.lower()
+        body: dict[str, Any] = {
+            "regulation": self.settings.regulation,
+            "subject_request_id": request_id,
+            "subject_request_type": "erasure",
+            "submitted_time": rfc3339(context.received_at or datetime.now(UTC)),
+            "subject_identities": identities,
+            "api_version": "2.0",
+        }
+        if self.settings.callback_url:
+            body["status_callback_urls"] = [self.settings.callback_url]
+        response = self._send("POST", f"{self.base_url}/requests", CREATE, json=body)
+        if response.status_code == 409:  # a repeat of a request the processor already has
+            return self._pending(request_id, 409)
+        if response.status_code == 400:
+            raise PermanentError(self.system, f"HTTP 400 from {CREATE}: {_reason(response)}")
+        classify_response(response, self.system, CREATE, self._secret_env)
+        answered = _json(response, self.system, CREATE).get("subject_request_id")
+        if answered is not None and str(answered).lower() != request_id:
+            raise PermanentError(self.system, f"{CREATE} answered for another subject_request_id")
+        return self._pending(request_id, response.status_code)
+
+    def _poll(self, request_id: str) -> EraseResult:
+        url = f"{self.base_url}/requests/{quote(request_id, safe='')}"
+        response = self._send("GET", url, POLL)
+        if response.status_code == 404:
+            raise PermanentError(self.system, f"HTTP 404 from {POLL}: the processor has no such request")
+        classify_response(response, self.system, POLL, self._secret_env)
+        status = _json(response, self.system, POLL).get("request_status")
+        if status in STILL_RUNNING:
+            return self._pending(request_id, response.status_code)
+        if status == "completed":
+            return EraseResult(status="erased", evidence=Evidence(reference=request_id, http_status=200))
+        if status == "cancelled":
+            raise PermanentError(self.system, f"{POLL}: the processor cancelled the request")
+        raise PermanentError(self.system, f"{POLL}: unknown request_status")
+
+    def _pending(self, request_id: str, http_status: int) -> EraseResult:
+        return EraseResult(status="pending", job_ref=request_id, poll_after_s=self.settings.poll_interval_s,
+                           evidence=Evidence(reference=request_id, http_status=http_status))
+
+    def _identities(self, subject: SubjectIdentities) -> list[dict[str, str]]:
+        identities = []
+        for identity in subject.identities:
+            kind = self.settings.identities.get(identity.identity_type)
+            if kind is None:
+                continue
+            value = identity.identity_value.strip()
+            if self.settings.identity_format != "raw":
+                normalized = value.lower() if kind == "email" else value
+                value = hashlib.new(self.settings.identity_format, normalized.encode()).hexdigest()
+            identities.append({"identity_type": kind, "identity_value": value,
+                               "identity_format": self.settings.identity_format})
+        return identities
+
+    def _send(self, method: str, url: str, route: str, **kwargs: object) -> requests.Response:
+        response = send(self._session, method, url, self.system, route, self.settings.timeout_s, **kwargs)
+        if self._trust is not None and response.status_code < 500:
+            try:
+                verify_signed(response.headers, response.content, [self.settings.processor_domain],
+                              self._trust)
+            except CallbackRejected as exc:
+                raise PermanentError(self.system, f"{route}: response refused: {exc.message}") from None
+        return response
+
+    def check(self) -> str:
+        url = self.settings.discovery_url or f"{self.base_url}/discovery"
+        response = self._send("GET", url, "GET /discovery")
+        classify_response(response, self.system, "GET /discovery", self._secret_env)
+        version = _json(response, self.system, "GET /discovery").get("api_version")
+        return f"HTTP {response.status_code}, api_version {version}"
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _json(response: requests.Response, system: str, route: str) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError:
+        raise PermanentError(system, f"answer to {route} is not JSON") from None
+    if not isinstance(document, dict):
+        raise PermanentError(system, f"answer to {route} is not an object")
+    return document
+
+
+def _reason(response: requests.Response) -> str:
+    """The processor's error reason token only: its message might echo what we sent."""
+    try:
+        errors = response.json()["error"].get("errors") or []
+        reason = str(errors[0].get("reason", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "request refused"
+    return reason if reason.replace("_", "").isalnum() and len(reason) <= 60 else "request refused"

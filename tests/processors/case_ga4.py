@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from connectors.fakes.ga4 import FakeGa4
+from connectors.fakes.server import FakeProcessor
+from schemas import Identity, SubjectIdentities
+from tests.processors.common import inject
+
+TOKEN = "ya29.case-ga4-access-token"
+PROPERTY = "123456789"
+
+
+def user_id_of(email: str) -> str:
+    """The site's own user id for a person: GA4 never sees the e-mail."""
+    return "u-" + hashlib.sha256(email.encode()).hexdigest()[:16]
+
+
+def ga4_subject(email: str) -> SubjectIdentities:
+    return SubjectIdentities(identities=[Identity(identity_type="email", identity_value=email),
+                                         Identity(identity_type="user_id", identity_value=user_id_of(email))])
+
+
+class Case:
+    type = "ga4"
+    secret_env = {"CASE_GA4_TOKEN": TOKEN}
+    auth_env = "CASE_GA4_TOKEN"
+    supports_not_found = False  # an upsert cannot tell an unknown user
+    asynchronous = False
+    final_status = "erased"
+    subject = staticmethod(ga4_subject)
+
+    def start_fake(self) -> FakeProcessor:
+        fake = FakeGa4({TOKEN: {PROPERTY}})
+        fake.start()
+        return fake
+
+    def settings(self, fake: FakeProcessor) -> dict[str, Any]:
+        return {"base_url": fake.url, "secrets": {"token": "CASE_GA4_TOKEN"},
+                "params": {"property_id": PROPERTY}}
+
+    def seed(self, fake: FakeProcessor, email: str) -> None:
+        assert isinstance(fake, FakeGa4)
+        fake.collect(PROPERTY, user_id_of(email))
+
+    def holds_data(self, fake: FakeProcessor, email: str) -> bool:
+        assert isinstance(fake, FakeGa4)
+        return fake.holds(PROPERTY, user_id_of(email))
+
+    def rate_limit_next(self, fake: FakeProcessor) -> float | None:
+        inject(fake, 403)  # 403 userRateLimitExceeded, no Retry-After: exponential backoff
+        return None
+
+    def fail_next(self, fake: FakeProcessor, status: int) -> None:
+        inject(fake, status)
+
+    def finish_jobs(self, fake: FakeProcessor) -> None:
+        return None

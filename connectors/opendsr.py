@@ -53,7 +53,7 @@ class OpenDsrSettings(BaseModel):
     regulation: Literal["gdpr", "ccpa"] = "gdpr"
     callback_url: str | None = None
     version_path: str = "/v2"
-    poll_interval_s: float = Field(default=3600.0, gt=0)
+    poll_after_s: float = Field(default=3600.0, gt=0)
     trust_anchors_file: str | None = Field(default=None, description="PEM CA certificates: verify responses")
     discovery_url: str | None = Field(default=None, description="Default: base_url + version_path/discovery")
     timeout_s: float = Field(default=10.0, gt=0)
@@ -134,7 +134,7 @@ class OpenDsrConnector:
         raise PermanentError(self.system, f"{POLL}: unknown request_status")
 
     def _pending(self, request_id: str, http_status: int) -> EraseResult:
-        return EraseResult(status="pending", job_ref=request_id, poll_after_s=self.settings.poll_interval_s,
+        return EraseResult(status="pending", job_ref=request_id, poll_after_s=self.settings.poll_after_s,
                            evidence=Evidence(reference=request_id, http_status=http_status))
 
     def _identities(self, subject: SubjectIdentities) -> list[dict[str, str]]:

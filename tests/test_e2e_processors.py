@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from connectors.registry import settings_model
 from pipeline.demo import Person
 from schemas import Identity
 from tests.harness import RunningPipeline
@@ -36,9 +37,11 @@ def everything(kafka, postgres_url_module: str, tmp_path_factory: pytest.TempPat
     for sid, case in cases.items():
         env.update(case.secret_env)
         case.seed(fakes[sid], EMAIL)
+        connector = {"type": case.type, **case.settings(fakes[sid])}
+        if "poll_after_s" in settings_model(case.type).model_fields:
+            connector["poll_after_s"] = 1  # the fakes' jobs end within seconds, not weeks
         systems.append({"id": sid, "kind": "processor", "location": "EU (fake)", "expected_turnaround_s": 120,
-                        "data_categories": ["email_marketing"],
-                        "connector": {"type": case.type, **case.settings(fakes[sid])}})
+                        "data_categories": ["email_marketing"], "connector": connector})
     pipeline = RunningPipeline(tmp_path_factory.mktemp("every"), kafka.bootstrap, postgres_url_module,
                                [Person("Every Processor", EMAIL, "+33612345678")], extra_env=env,
                                extra_systems=systems).start()

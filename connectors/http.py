@@ -12,9 +12,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -30,9 +32,14 @@ RESET_HEADERS = (
     "x-rate-limit-reset",
 )
 RATE_LIMIT_403_REASONS = ("userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded")
-# A daily quota is spent: the processor will not answer before its day ends (Google's
-# dailyLimitExceeded, HubSpot's policyName DAILY). Waited out until the next UTC midnight.
-DAILY_QUOTA_MARKERS = ("dailyLimitExceeded", '"policyName":"DAILY"', '"policyName": "DAILY"')
+# A daily quota is spent: the processor will not answer before its day ends, at midnight in
+# its own time zone (Google's quotas reset at midnight Pacific Time; HubSpot's day is the
+# account's, unknown here, so UTC).
+DAILY_QUOTA_MARKERS: dict[str, str] = {
+    "dailyLimitExceeded": "America/Los_Angeles",
+    '"policyName":"DAILY"': "UTC",
+    '"policyName": "DAILY"': "UTC",
+}
 EPOCH_THRESHOLD_S = 1_000_000_000
 
 
@@ -70,17 +77,21 @@ def wait_from_headers(headers: requests.structures.CaseInsensitiveDict[str] | di
     return None
 
 
-def until_next_utc_midnight_s(now_epoch_s: float) -> float:
-    day = 86400.0
-    return day - (now_epoch_s % day)
+def until_next_midnight_s(now_epoch_s: float, zone: str) -> float:
+    now = datetime.fromtimestamp(now_epoch_s, ZoneInfo(zone))
+    midnight = datetime.combine(now.date() + timedelta(days=1), dt_time(0), now.tzinfo)
+    return (midnight - now).total_seconds()
 
 
 def announced_wait_s(response: requests.Response, now_epoch_s: float | None = None) -> float | None:
     """The wait a failed response announces: its headers, else a spent daily quota in its body."""
     now = time.time() if now_epoch_s is None else now_epoch_s
     wait = wait_from_headers(response.headers, now)
-    if wait is None and any(marker in response.text[:2000] for marker in DAILY_QUOTA_MARKERS):
-        wait = until_next_utc_midnight_s(now)
+    if wait is None:
+        body = response.text[:2000]
+        zone = next((z for marker, z in DAILY_QUOTA_MARKERS.items() if marker in body), None)
+        if zone is not None:
+            wait = until_next_midnight_s(now, zone)
     return wait
 
 

@@ -177,8 +177,6 @@ def test_daily_limit_exceeded_is_not_retried_today() -> None:
     assert slept == [] and fake.bodies == [fake.bodies[0]], "one call, then left to the runtime's not_before"
 
 
-@pytest.mark.xfail(strict=True, reason="http.py waits until UTC midnight; Google's daily quotas reset at "
-                                       "midnight Pacific Time (see the report)")
 def test_daily_limit_exceeded_waits_until_midnight_pacific() -> None:
     now = datetime.now(ZoneInfo("America/Los_Angeles"))
     midnight = datetime.combine(now.date() + timedelta(days=1), time(0), now.tzinfo)

@@ -12,7 +12,7 @@ import requests
 
 from connectors.base import Connector, RetryableError, TaskContext
 from connectors.fakes.hubspot import FakeHubSpot
-from connectors.http import call_with_retries, until_next_utc_midnight_s
+from connectors.http import call_with_retries, until_next_midnight_s
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
 
@@ -173,7 +173,7 @@ def test_daily_limit_waits_until_the_day_ends(
         # connectors.http reads policyName DAILY in the body: wait until the next UTC midnight
         wait = info.value.retry_after_s
         assert info.value.http_status == 429 and wait is not None
-        assert abs(wait - until_next_utc_midnight_s(time.time())) <= 5
+        assert abs(wait - until_next_midnight_s(time.time(), "UTC")) <= 5
         assert EMAIL not in str(info.value)
         fake.reset_daily()
         assert connector.erase(person(), CONTEXT).status == "erased"

@@ -376,7 +376,27 @@ def build_desk(settings: Settings) -> Any:
         producers[0].send(topic, key=key, value=value).get(30)
 
     return create_app(ledger, Access(ledger), Publisher(send), register_policy, _desk_secret(settings),
-                      topics.task_topic, topics.REQUESTS, register)
+                      topics.task_topic, topics.REQUESTS, register, _opendsr_callbacks(settings, register))
+
+
+def _opendsr_callbacks(settings: Settings, register: SystemsRegister | None) -> Any:
+    from connectors.opendsr import OpenDsrSettings
+    from connectors.opendsr_callbacks import CallbackTrust
+    from pipeline.web.app import OpenDsrCallbacks
+
+    domains = {}
+    for entry in register.systems if register else []:
+        connector_settings = entry.connector_settings()
+        if isinstance(connector_settings, OpenDsrSettings):
+            domains[connector_settings.processor_domain] = entry.id
+    if not domains:
+        return None
+    anchors = settings.opendsr_trust_anchors_file
+    if anchors is None or not anchors.exists():
+        raise CliError("OpenDSR systems are configured: set ERASURE_OPENDSR_TRUST_ANCHORS_FILE to the PEM "
+                       "CA certificates that may issue their signing certificates")
+    return OpenDsrCallbacks(domains, CallbackTrust.from_pem(anchors.read_bytes()),
+                            settings.opendsr_callback_url, topics.OUTCOMES)
 
 
 @main.command()

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(default=None, description="HMAC key for the webhook signature")
     desk_host: str = "127.0.0.1"
     desk_port: int = Field(default=8640, ge=0, le=65535)
+    opendsr_trust_anchors_file: Path | None = Field(
+        default=None, description="PEM CA certificates trusted to issue OpenDSR processors' certificates")
+    opendsr_callback_url: str | None = Field(default=None, description="Our public callback URL")
     desk_secret: str | None = Field(default=None, description="Signs desk sessions; generated when unset")
     log_level: str = "INFO"
 

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.middleware.sessions import SessionMiddleware
 
+from connectors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_callback
 from connectors.retention import RetentionPolicy
 from pipeline import actions
 from pipeline.access import Access, User
@@ -40,12 +42,22 @@ from pipeline.deadlines import due_at
 from pipeline.events import now_utc
 from pipeline.ledger import Ledger, RequestView, receipts_table, utc
 from pipeline.manual_messages import manual_message
-from schemas import ErasureRequested, ErasureTask
+from schemas import ErasureOutcome, ErasureRequested, ErasureTask, Evidence, OutcomeError
 
 log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 INTAKE_PATH = "/v1/erasure-requests"
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention"]
+
+
+@dataclass
+class OpenDsrCallbacks:
+    """Who may call back: processor domain -> our system id; the trust anchors; our URL."""
+
+    systems_by_domain: dict[str, str]
+    trust: CallbackTrust
+    callback_url: str | None
+    outcomes_topic: str
 
 
 class Publisher:
@@ -61,7 +73,7 @@ def _problem(status: int, detail: Any, headers: Mapping[str, str] | None = None)
 
 def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: RetentionPolicy | None,
                session_secret: str, task_topic: Callable[[str], str], requests_topic: str,
-               register: SystemsRegister | None = None) -> FastAPI:
+               register: SystemsRegister | None = None, opendsr: OpenDsrCallbacks | None = None) -> FastAPI:
     app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
                   description="HTTP intake for backends in any language, and the compliance officer's desk.")
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
@@ -119,6 +131,36 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
                 raise HTTPException(503, "the broker did not take the request; retry later") from None
         log.info("intake: request %s accepted from client %s", event.request_id, client)
         return JSONResponse(answer, status_code=202)
+
+    @app.post("/opendsr/callbacks", status_code=202, include_in_schema=False)
+    async def opendsr_callback(request: Request) -> Response:
+        """A processor's signed status callback: verified (domain, certificate, signature over the
+        raw body) before the body is parsed; a final status becomes that system's outcome."""
+        if opendsr is None:
+            raise HTTPException(404, "no OpenDSR processor is configured")
+        raw = await request.body()
+        try:
+            body = verify_callback(request.headers, raw, opendsr.systems_by_domain, opendsr.trust,
+                                   expected_callback_url=opendsr.callback_url)
+        except CallbackRejected as exc:
+            log.warning("opendsr: callback refused (%s)", type(exc).__name__)
+            return _problem(exc.http_status, "callback refused")
+        domain = (request.headers.get("x-opendsr-processor-domain")
+                  or request.headers.get("x-opengdpr-processor-domain") or "")
+        system, request_id = opendsr.systems_by_domain[domain], str(body.get("subject_request_id", ""))
+        status = {"completed": "erased", "cancelled": "failed"}.get(str(body.get("request_status")))
+        view = ledger.request(request_id, now_utc())
+        row = next((s for s in view.systems if s.system == system), None) if view else None
+        if status is None or row is None:
+            return Response(status_code=202)  # not final, or not ours: nothing to record
+        outcome = ErasureOutcome(
+            request_id=request_id, system=system, attempt=row.attempt, status=status,  # type: ignore[arg-type]
+            evidence=Evidence(reference=f"OpenDSR callback: {body.get('request_status')}"),
+            error=OutcomeError(kind="permanent", message=f"{system}: the processor cancelled the request")
+            if status == "failed" else None, occurred_at=now_utc())
+        publisher.send(opendsr.outcomes_topic, request_id.encode(),
+                       outcome.model_dump_json(exclude_none=True).encode())
+        return Response(status_code=202)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -190,6 +190,8 @@ class SqlStoreConnector:
             # The statement's parameters are the person's identities: never quote the error text.
             raise RetryableError(
                 self.system, f"database unavailable ({type(exc.orig).__name__})") from None
+        except sa.exc.TimeoutError:
+            raise RetryableError(self.system, "no database connection free in time") from None
         except DBAPIError as exc:
             raise PermanentError(
                 self.system, f"database rejected the erasure ({type(exc.orig).__name__})") from None

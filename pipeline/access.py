@@ -69,12 +69,13 @@ class User:
 class Access:
     def __init__(self, ledger: Ledger) -> None:
         self.engine = ledger.engine
+        self.writer = ledger.writer
         metadata.create_all(self.engine, tables=[users_table, clients_table])
 
     def set_user(self, name: str, role: Role, password: str, now: datetime) -> None:
         if len(password) < 10:
             raise ValueError("a desk password has at least 10 characters")
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(users_table.delete().where(users_table.c.name == name))
             conn.execute(users_table.insert().values(name=name, role=role, created_at=now,
                                                      password_hash=hash_password(password)))
@@ -94,7 +95,7 @@ class Access:
     def add_client(self, name: str, now: datetime) -> str:
         """A new token for an intake client (replacing any previous one); shown once."""
         token = "erk_" + secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(clients_table.delete().where(clients_table.c.name == name))
             conn.execute(clients_table.insert().values(name=name, token_sha256=token_digest(token),
                                                        created_at=now))

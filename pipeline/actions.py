@@ -43,7 +43,7 @@ def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], dict[st
 
 def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now: datetime) -> ErasureTask:
     """Reopen a failed system with the next attempt; the caller publishes the returned task."""
-    with ledger.engine.begin() as conn:
+    with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
         row = systems.get(system)
         if row is None:
@@ -78,7 +78,7 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
     holds: list[Hold] = []
     if outcome == "held" and (policy is None or not category or policy.rule(category) is None):
         raise ActionError("a hold needs a data category with a retention rule in the policy")
-    with ledger.engine.begin() as conn:
+    with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
         row = systems.get(system)
         if row is None:
@@ -110,7 +110,7 @@ def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, a
         raise ActionError("an extension needs its reason (the person must be told it)")
     if not 1 <= months <= MAX_EXTENSION_MONTHS:
         raise ActionError(f"an extension is 1 or {MAX_EXTENSION_MONTHS} months")
-    with ledger.engine.begin() as conn:
+    with ledger.writer.begin() as conn:
         request, _ = _load(conn, request_id)
         received = utc(request["received_at"])
         assert received is not None

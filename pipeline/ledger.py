@@ -202,9 +202,13 @@ class Ledger:
         self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        # Writers of the hash chain take the write lock when they begin (SQLite: BEGIN IMMEDIATE;
+        # PostgreSQL and MariaDB lock the chain head row), so no two read the same head.
+        self.writer = self.engine.execution_options(immediate=True)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             if conn.execute(sa.select(chain_head_table.c.id)).first() is None:
                 try:
                     with conn.begin_nested():
@@ -221,7 +225,7 @@ class Ledger:
         """Store each request's data key unless one exists; return the key in force."""
         if not proposals:
             return {}
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             existing = {
                 row.request_id: row
                 for row in conn.execute(sa.select(data_keys_table).where(
@@ -243,7 +247,7 @@ class Ledger:
     def mark_tasks_published(self, request_ids: Iterable[str], now: datetime) -> None:
         ids = list(request_ids)
         if ids:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 conn.execute(data_keys_table.update()
                              .where(data_keys_table.c.request_id.in_(ids))
                              .values(tasks_published_at=now))
@@ -272,7 +276,7 @@ class Ledger:
                ) -> list[ErasureCompleted]:
         """Apply a batch in one transaction (a few statements per batch); return its completions."""
         ids = sorted({e.request_id for e in events})
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             requests: dict[str, dict[str, Any]] = {}
             systems: dict[str, dict[str, dict[str, Any]]] = {}
             for chunk in _chunks(ids, 500):
@@ -297,7 +301,7 @@ class Ledger:
 
     def request_releases(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
         """A release task per (request, system) whose holds have ended, naming those categories."""
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             due = conn.execute(
                 sa.select(holds_table, requests_table.c.received_at, requests_table.c.due_at,
                           requests_table.c.subject_ref, requests_table.c.sealed_identities,
@@ -366,7 +370,7 @@ class Ledger:
         last_release = (sa.select(sa.func.max(holds_table.c.released_at))
                         .where(holds_table.c.request_id == requests_table.c.request_id)
                         .scalar_subquery())
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             due = list(conn.execute(
                 sa.select(data_keys_table.c.request_id)
                 .join(requests_table, requests_table.c.request_id == data_keys_table.c.request_id)
@@ -391,7 +395,7 @@ class Ledger:
     def mark_completion_published(self, request_ids: Iterable[str]) -> None:
         ids = list(request_ids)
         if ids:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 conn.execute(requests_table.update().where(requests_table.c.request_id.in_(ids))
                              .values(completion_published=True))
 
@@ -418,7 +422,7 @@ class Ledger:
     def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
         """Tasks for planned systems silent past their expected turnaround, next attempt each."""
         tasks: list[ErasureTask] = []
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             silent = conn.execute(
                 sa.select(systems_table, requests_table.c.received_at, requests_table.c.due_at,
                           requests_table.c.subject_ref, requests_table.c.sealed_identities,
@@ -733,7 +737,13 @@ def _request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetim
     )
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite would only BEGIN at the first write, after our reads: we begin ourselves.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -44,7 +44,7 @@ def verify(secret: str, body: bytes, header: str, now_s: float | None = None) ->
 
 def flag_overdue(ledger: Ledger, now: datetime) -> int:
     """One `overdue` notification per request past its deadline and still unfinished."""
-    with ledger.engine.begin() as conn:
+    with ledger.writer.begin() as conn:
         rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.due_at,
                                       requests_table.c.status)
                             .where(requests_table.c.status == "in_progress", requests_table.c.due_at < now)
@@ -60,7 +60,7 @@ def flag_overdue(ledger: Ledger, now: datetime) -> int:
     return len(fresh)
 
 
-def pending(ledger: Ledger, now: datetime, limit: int = 200) -> list[ErasureNotification]:
+def pending(ledger: Ledger, now: datetime, limit: int = 2000) -> list[ErasureNotification]:
     with ledger.engine.connect() as conn:
         rows = conn.execute(sa.select(notifications_table).where(
             notifications_table.c.delivered_at.is_(None),
@@ -72,8 +72,17 @@ def pending(ledger: Ledger, now: datetime, limit: int = 200) -> list[ErasureNoti
                                 occurred_at=utc(r.created_at)) for r in rows]  # type: ignore[arg-type]
 
 
+def mark_delivered(ledger: Ledger, notification_ids: list[str], now: datetime) -> None:
+    """Many delivered at once (no webhook, or each POST answered): one statement."""
+    if notification_ids:
+        with ledger.writer.begin() as conn:
+            conn.execute(notifications_table.update().where(
+                notifications_table.c.notification_id.in_(notification_ids)).values(
+                delivered_at=now, attempts=notifications_table.c.attempts + 1, last_error=None))
+
+
 def mark(ledger: Ledger, notification_id: str, now: datetime, error: str | None) -> None:
-    with ledger.engine.begin() as conn:
+    with ledger.writer.begin() as conn:
         attempts = conn.execute(sa.select(notifications_table.c.attempts).where(
             notifications_table.c.notification_id == notification_id)).scalar_one() + 1
         values: dict[str, object] = {"attempts": attempts, "last_error": error}

@@ -243,16 +243,22 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
 
     async def notify(now: Any) -> None:
         await asyncio.to_thread(notifications.flag_overdue, ledger, now)
-        for notice in await asyncio.to_thread(notifications.pending, ledger, now):
-            await send_all([(notifications_topic, notice.request_id.encode(), encode(notice))])
-            error = None
-            if settings.webhook_url:
+        notices = await asyncio.to_thread(notifications.pending, ledger, now)
+        if not notices:
+            return
+        await send_all([(notifications_topic, n.request_id.encode(), encode(n)) for n in notices])
+        delivered = [n.notification_id for n in notices]
+        if settings.webhook_url:
+            delivered = []
+            for notice in notices:
                 try:
                     await asyncio.to_thread(notifications.post_webhook, settings.webhook_url,
                                             settings.webhook_secret or "", notice)
-                except Exception as exc:
+                    delivered.append(notice.notification_id)
+                except Exception as exc:  # retried later, with backoff
                     error = f"{type(exc).__name__}: {str(exc)[:150]}"
                     log.warning("aggregator: webhook for %s failed (%s)", notice.notification_id, error)
-            await asyncio.to_thread(notifications.mark, ledger, notice.notification_id, now, error)
+                    await asyncio.to_thread(notifications.mark, ledger, notice.notification_id, now, error)
+        await asyncio.to_thread(notifications.mark_delivered, ledger, delivered, now)
 
     return app

@@ -184,3 +184,32 @@ def test_key_of_a_request_with_holds_outlives_them(ledger: Ledger) -> None:
     ledger.record([release("site-db", 2)], until)
     assert ledger.destroy_data_keys(until + timedelta(seconds=30), grace_s=60) == 0, "within grace"
     assert ledger.destroy_data_keys(until + timedelta(seconds=61), grace_s=60) == 1
+
+
+def test_concurrent_writers_keep_one_chain(ledger: Ledger) -> None:
+    """The aggregator's batches, its timer and the desk write at once: the chain never forks."""
+    import threading
+    import uuid as uuid_module
+
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(8):
+                rid = str(uuid_module.uuid4())
+                planned = plan().model_copy(update={"request_id": rid})
+                erased = outcome("brevo", "erased").model_copy(update={"request_id": rid})
+                ledger.record([planned, erased], T0)
+                ledger.redrive_silent(T0 + timedelta(hours=1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert ledger.verify_chain() is None
+    positions = [e.position for e in ledger.events()]
+    assert positions == list(range(1, len(positions) + 1))

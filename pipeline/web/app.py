@@ -113,7 +113,7 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
         deadline = due_at(event.received_at)
         answer = {"request_id": event.request_id, "status": "accepted",
                   "received_at": event.received_at.isoformat(), "due_at": deadline.isoformat()}
-        with ledger.engine.begin() as conn:
+        with ledger.writer.begin() as conn:
             known = conn.execute(sa.select(receipts_table).where(
                 receipts_table.c.request_id == event.request_id)).first()
             if known is not None:

@@ -28,7 +28,7 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_answer, send
 from schemas import Evidence, SubjectIdentities
 
 TOKEN = "POST /oauth/token"
@@ -76,7 +76,7 @@ class Auth0Connector:
                             json={"grant_type": "client_credentials", "client_id": self._client_id,
                                   "client_secret": self._client_secret, "audience": self.audience})
             classify_response(response, self.system, TOKEN, self._credential_env)
-            document = _json(response, self.system, TOKEN)
+            document = json_answer(response, self.system, TOKEN)
             token = document.get("access_token") if isinstance(document, dict) else None
             if not isinstance(token, str) or not token:
                 raise PermanentError(self.system, f"no access_token in the answer from {TOKEN}")
@@ -103,8 +103,8 @@ class Auth0Connector:
     def _find(self, email: str) -> list[str]:
         ids: list[str] = []
         for asked in dict.fromkeys((email, email.lower())):
-            document = _json(self._api("GET", "/api/v2/users-by-email", LOOKUP, params={"email": asked}),
-                             self.system, LOOKUP)
+            response = self._api("GET", "/api/v2/users-by-email", LOOKUP, params={"email": asked})
+            document = json_answer(response, self.system, LOOKUP)
             if not isinstance(document, list):
                 raise PermanentError(self.system, f"answer from {LOOKUP} is not a JSON array")
             ids.extend(str(u["user_id"]) for u in document if isinstance(u, dict) and u.get("user_id"))
@@ -140,10 +140,3 @@ class Auth0Connector:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _json(response: requests.Response, system: str, route: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise PermanentError(system, f"answer from {route} is not JSON") from None

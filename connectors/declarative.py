@@ -24,11 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from connectors.base import (
     ConfigError,
     EraseResult,
-    PermanentError,
     TaskContext,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_answer, send
 from schemas import Evidence, SubjectIdentities
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -195,6 +194,9 @@ class DeclarativeConnector:
             classify_response(response, self.system, route, self.credential_env)
         return response
 
+    def _answer(self, response: requests.Response, call: CallSpec) -> Any:
+        return json_answer(response, self.system, f"{call.method} {call.path}") if response.content else None
+
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         identities = [i.identity_value.strip() for i in subject.identities
                       if i.identity_type == self.spec.identity]
@@ -209,7 +211,7 @@ class DeclarativeConnector:
                 response = self._call(self.spec.lookup, values)
                 outcome = self.spec.lookup.statuses.get(response.status_code)
                 ids = [] if outcome in ("none", "not_found") else [
-                    str(i) for i in extract(_json(response), self.spec.lookup.ids)]
+                    str(i) for i in extract(self._answer(response, self.spec.lookup), self.spec.lookup.ids)]
             for item in ids:
                 response = self._call(self.spec.erase, {**values, "id": item})
                 last_status = response.status_code
@@ -217,7 +219,8 @@ class DeclarativeConnector:
                 if outcome == "erased":
                     erased += 1
                     if self.spec.erase.reference:
-                        references.extend(str(r) for r in extract(_json(response), self.spec.erase.reference))
+                        answer = self._answer(response, self.spec.erase)
+                        references.extend(str(r) for r in extract(answer, self.spec.erase.reference))
                     elif self.spec.lookup is not None:
                         references.append(item)
         return EraseResult(
@@ -233,15 +236,6 @@ class DeclarativeConnector:
 
     def close(self) -> None:
         self._session.close()
-
-
-def _json(response: requests.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        raise PermanentError("processor", f"answer to {response.request.method} is not JSON") from None
 
 
 def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSettings:

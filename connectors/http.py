@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import requests
@@ -126,6 +126,21 @@ def classify_response(
         hint = f"; check the credential in {secret_env}" if secret_env else ""
         raise AuthError(system, f"{what}: the processor rejected our credentials{hint}")
     raise PermanentError(system, what)
+
+
+def json_answer(response: requests.Response, system: str, route: str) -> Any:
+    """The JSON of an answer; one that is not JSON is a permanent error naming the route."""
+    try:
+        return response.json()
+    except ValueError:
+        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from None
+
+
+def json_object(response: requests.Response, system: str, route: str) -> dict[str, Any]:
+    document = json_answer(response, system, route)
+    if not isinstance(document, dict):
+        raise PermanentError(system, f"answer from {route} is not a JSON object")
+    return document
 
 
 def send(

@@ -26,7 +26,7 @@ query string, so errors name route templates only, never URLs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote
 
 import requests
@@ -39,7 +39,7 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_answer, send
 from schemas import Evidence, SubjectIdentities
 
 PATH = "/api/app/data-deletions/v3.0/"
@@ -62,13 +62,6 @@ class MixpanelSettings(BaseModel):
     compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
     timeout_s: float = Field(default=10.0, gt=0)
     poll_after_s: float = Field(default=6 * 3600.0, gt=0, description="Wait before polling a task again")
-
-
-def _json(response: requests.Response, system: str, route: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
 
 
 class MixpanelConnector:
@@ -104,7 +97,7 @@ class MixpanelConnector:
         response = self._call("POST", self._url, CREATE_ROUTE,
                               json={"distinct_ids": distinct_ids,
                                     "compliance_type": self.settings.compliance_type})
-        body = _json(response, self.system, CREATE_ROUTE)
+        body = json_answer(response, self.system, CREATE_ROUTE)
         results = body.get("results") if isinstance(body, dict) else None
         task_id = results.get("task_id") if isinstance(results, dict) else None
         if not task_id:
@@ -115,7 +108,7 @@ class MixpanelConnector:
 
     def _poll(self, task_id: str) -> EraseResult:
         response = self._call("GET", self._task_url(task_id), POLL_ROUTE)
-        body = _json(response, self.system, POLL_ROUTE)
+        body = json_answer(response, self.system, POLL_ROUTE)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, dict):
             raise PermanentError(self.system, f"no results object in the answer from {POLL_ROUTE}")

@@ -21,7 +21,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_object, send
 from connectors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
 from schemas import Evidence, SubjectIdentities
 
@@ -113,7 +113,7 @@ class OpenDsrConnector:
         if response.status_code == 400:
             raise PermanentError(self.system, f"HTTP 400 from {CREATE}: {_reason(response)}")
         classify_response(response, self.system, CREATE, self._secret_env)
-        answered = _json(response, self.system, CREATE).get("subject_request_id")
+        answered = json_object(response, self.system, CREATE).get("subject_request_id")
         if answered is not None and str(answered).lower() != request_id:
             raise PermanentError(self.system, f"{CREATE} answered for another subject_request_id")
         return self._pending(request_id, response.status_code)
@@ -124,7 +124,7 @@ class OpenDsrConnector:
         if response.status_code == 404:
             raise PermanentError(self.system, f"HTTP 404 from {POLL}: the processor has no such request")
         classify_response(response, self.system, POLL, self._secret_env)
-        status = _json(response, self.system, POLL).get("request_status")
+        status = json_object(response, self.system, POLL).get("request_status")
         if status in STILL_RUNNING:
             return self._pending(request_id, response.status_code)
         if status == "completed":
@@ -165,21 +165,11 @@ class OpenDsrConnector:
         url = self.settings.discovery_url or f"{self.base_url}/discovery"
         response = self._send("GET", url, "GET /discovery")
         classify_response(response, self.system, "GET /discovery", self._secret_env)
-        version = _json(response, self.system, "GET /discovery").get("api_version")
+        version = json_object(response, self.system, "GET /discovery").get("api_version")
         return f"HTTP {response.status_code}, api_version {version}"
 
     def close(self) -> None:
         self._session.close()
-
-
-def _json(response: requests.Response, system: str, route: str) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        raise PermanentError(system, f"answer to {route} is not JSON") from None
-    if not isinstance(document, dict):
-        raise PermanentError(system, f"answer to {route} is not an object")
-    return document
 
 
 def _reason(response: requests.Response) -> str:

@@ -39,7 +39,7 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_answer, send
 from schemas import Evidence, SubjectIdentities
 
 CREATE_ROUTE = "POST /regulations"
@@ -61,13 +61,6 @@ class SegmentSettings(BaseModel):
     regulation_type: RegulationType = "SUPPRESS_WITH_DELETE"
     timeout_s: float = Field(default=10.0, gt=0)
     poll_after_s: float = Field(default=3600.0, gt=0, description="Wait before polling a regulation again")
-
-
-def _json(response: requests.Response, system: str, route: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
 
 
 def unfinished_destinations(regulation: dict[str, Any]) -> list[str]:
@@ -121,7 +114,7 @@ class SegmentConnector:
                         json={"regulationType": self.settings.regulation_type, "subjectType": "USER_ID",
                               "subjectIds": user_ids})
         classify_response(response, self.system, CREATE_ROUTE, self.settings.token_env)
-        body = _json(response, self.system, CREATE_ROUTE)
+        body = json_answer(response, self.system, CREATE_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulate_id = data.get("regulateId") if isinstance(data, dict) else None
         if not regulate_id:
@@ -135,7 +128,7 @@ class SegmentConnector:
         response = send(self._session, "GET", f"{self._base}/regulations/{quote(regulate_id, safe='')}",
                         self.system, POLL_ROUTE, self.settings.timeout_s)
         classify_response(response, self.system, POLL_ROUTE, self.settings.token_env)
-        body = _json(response, self.system, POLL_ROUTE)
+        body = json_answer(response, self.system, POLL_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulation = data.get("regulation") if isinstance(data, dict) else None
         if not isinstance(regulation, dict):

@@ -17,7 +17,6 @@ seconds); a 429 has no Retry-After, so `connectors.http` waits until the reset.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -30,7 +29,7 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_answer, send
 from schemas import Evidence, SubjectIdentities
 
 SEARCH_ROUTE = "POST /v3/marketing/contacts/search/emails"
@@ -47,13 +46,6 @@ class SendgridSettings(BaseModel):
     api_key_env: str = "SENDGRID_API_KEY"
     timeout_s: float = Field(default=10.0, gt=0)
     poll_after_s: float = Field(default=60.0, gt=0, description="Wait before polling a delete job again")
-
-
-def _json(response: requests.Response, system: str, route: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise PermanentError(system, f"unreadable JSON (HTTP {response.status_code}) from {route}") from exc
 
 
 class SendgridConnector:
@@ -83,7 +75,7 @@ class SendgridConnector:
         if response.status_code == 404:
             return []
         classify_response(response, self.system, SEARCH_ROUTE, self.settings.api_key_env)
-        body = _json(response, self.system, SEARCH_ROUTE)
+        body = json_answer(response, self.system, SEARCH_ROUTE)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, dict):
             raise PermanentError(self.system, f"no `result` object in the answer from {SEARCH_ROUTE}")
@@ -99,7 +91,7 @@ class SendgridConnector:
         response = send(self._session, "DELETE", f"{self._base}/v3/marketing/contacts", self.system,
                         DELETE_ROUTE, self.settings.timeout_s, params={"ids": ",".join(ids)})
         classify_response(response, self.system, DELETE_ROUTE, self.settings.api_key_env)
-        body = _json(response, self.system, DELETE_ROUTE)
+        body = json_answer(response, self.system, DELETE_ROUTE)
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if response.status_code != 202 or not job_id:
             raise PermanentError(self.system,
@@ -113,7 +105,7 @@ class SendgridConnector:
                         f"{self._base}/v3/marketing/contacts/imports/{quote(job_id, safe='')}",
                         self.system, JOB_ROUTE, self.settings.timeout_s)
         classify_response(response, self.system, JOB_ROUTE, self.settings.api_key_env)
-        body = _json(response, self.system, JOB_ROUTE)
+        body = json_answer(response, self.system, JOB_ROUTE)
         if not isinstance(body, dict):
             raise PermanentError(self.system, f"no job object in the answer from {JOB_ROUTE}")
         job_type = body.get("job_type")

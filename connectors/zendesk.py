@@ -35,7 +35,7 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.http import classify_response, json_object, send
 from schemas import Evidence, SubjectIdentities
 
 SEARCH = "GET /api/v2/users/search.json"
@@ -104,20 +104,11 @@ class ZendeskConnector:
             classify_response(response, self.system, route, self._credential_env)
         return response
 
-    def _json(self, response: requests.Response, route: str) -> dict[str, Any]:
-        try:
-            document = response.json()
-        except ValueError:
-            raise PermanentError(self.system, f"answer from {route} is not JSON") from None
-        if not isinstance(document, dict):
-            raise PermanentError(self.system, f"answer from {route} is not a JSON object")
-        return document
-
     def _find(self, email: str) -> list[int]:
         response = self._call("GET", "/api/v2/users/search.json", SEARCH, params={"query": email})
         if response.status_code == 404:
             return []
-        users = self._json(response, SEARCH).get("users") or []
+        users = json_object(response, self.system, SEARCH).get("users") or []
         # the search matches partial values of several fields: keep exact e-mail matches only
         return [int(u["id"]) for u in users
                 if isinstance(u, dict) and str(u.get("email") or "").lower() == email.lower() and u.get("id")]
@@ -126,7 +117,7 @@ class ZendeskConnector:
         response = self._call("GET", f"/api/v2/users/{user_id}/tickets/requested.json", TICKETS)
         if response.status_code == 404:
             return 0
-        document = self._json(response, TICKETS)
+        document = json_object(response, self.system, TICKETS)
         count = document.get("count")
         return int(count) if isinstance(count, int) else len(document.get("tickets") or [])
 
@@ -187,7 +178,7 @@ class ZendeskConnector:
 
     def check(self) -> str:
         response = self._call("GET", "/api/v2/users/me.json", ME)
-        user = self._json(response, ME).get("user") or {}
+        user = json_object(response, self.system, ME).get("user") or {}
         if not user.get("id"):  # Zendesk answers an anonymous user to unauthenticated calls
             raise AuthError(self.system, f"{ME} answered an anonymous user; check {self._credential_env}")
         return f"HTTP {response.status_code}"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import ValidationError
 
 from schemas import Evidence, Hold, Scope, SubjectIdentities
 
@@ -98,3 +101,21 @@ def require_secret(env_var: str, system: str, environ: dict[str, str] | None = N
             "(its secret is referenced by name in systems.yaml, never inlined): set it"
         )
     return value
+
+
+def _key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError, source: Path, prefix: str = "") -> str:
+    """One line per problem, naming the file and the key; never echoes the values."""
+    lines = [f"{source}: invalid configuration"]
+    for error in exc.errors(include_input=False, include_url=False):
+        lines.append(f"  {source}: key {_key_path(error['loc'], prefix)}: {error['msg']}")
+    return "\n".join(lines)

@@ -25,6 +25,7 @@ from connectors.base import (
     ConfigError,
     EraseResult,
     TaskContext,
+    describe_validation_error,
     require_secret,
 )
 from connectors.http import classify_response, json_answer, send
@@ -103,14 +104,6 @@ class DeclarativeSettings(Strict):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
-def describe(exc: ValidationError, source: Path, prefix: str = "") -> str:
-    lines = [f"{source}: invalid processor spec"]
-    for error in exc.errors(include_input=False, include_url=False):
-        key = ".".join(str(p) for p in error["loc"])
-        lines.append(f"  {source}: key {prefix}{key}: {error['msg']}")
-    return "\n".join(lines)
-
-
 def load_spec(path: Path) -> ProcessorSpec:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -119,7 +112,7 @@ def load_spec(path: Path) -> ProcessorSpec:
     try:
         spec = ProcessorSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, path)) from None
+        raise ConfigError(describe_validation_error(exc, path)) from None
     if spec.name != path.stem:
         raise ConfigError(f"{path}: key name: {spec.name!r} must match the file name {path.stem!r}")
     return spec

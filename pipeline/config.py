@@ -7,12 +7,12 @@ connector type fails with the file and the key path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.base import ConfigError
+from connectors.base import ConfigError, describe_validation_error
 from connectors.registry import connector_types, settings_model
 from schemas.models import SYSTEM_ID_PATTERN
 
@@ -59,24 +59,6 @@ class SystemsRegister(BaseModel):
     @property
     def ids(self) -> list[str]:
         return [e.id for e in self.systems]
-
-
-def _key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
-def describe_validation_error(exc: ValidationError, source: Path, prefix: str = "") -> str:
-    """One line per problem, naming the file and the key; never echoes the values."""
-    lines = [f"{source}: invalid configuration"]
-    for error in exc.errors(include_input=False, include_url=False):
-        lines.append(f"  {source}: key {_key_path(error['loc'], prefix)}: {error['msg']}")
-    return "\n".join(lines)
 
 
 def load_systems(path: Path) -> SystemsRegister:

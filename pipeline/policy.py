@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from connectors.base import ConfigError
+from connectors.base import ConfigError, describe_validation_error
 from connectors.retention import RetentionPolicy
-from pipeline.config import SystemsRegister, describe_validation_error
+from pipeline.config import SystemsRegister
 
 DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
 

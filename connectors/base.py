@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas import Evidence, Hold, Scope, SubjectIdentities
 
 if TYPE_CHECKING:
     from connectors.retention import RetentionPolicy
+
+M = TypeVar("M", bound=BaseModel)
 
 ResultStatus = Literal["erased", "not_found", "held", "pending", "manual"]
 
@@ -119,3 +121,17 @@ def describe_validation_error(exc: ValidationError, source: Path, prefix: str = 
     for error in exc.errors(include_input=False, include_url=False):
         lines.append(f"  {source}: key {_key_path(error['loc'], prefix)}: {error['msg']}")
     return "\n".join(lines)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """A YAML file validated by a strict model; errors name the file and the key, never values."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from None

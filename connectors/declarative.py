@@ -18,14 +18,13 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import requests
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import (
     ConfigError,
     EraseResult,
     TaskContext,
-    describe_validation_error,
+    load_yaml_model,
     require_secret,
 )
 from connectors.http import classify_response, json_answer, send
@@ -105,14 +104,7 @@ class DeclarativeSettings(Strict):
 
 
 def load_spec(path: Path) -> ProcessorSpec:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        spec = ProcessorSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, path)) from None
+    spec = load_yaml_model(path, ProcessorSpec)
     if spec.name != path.stem:
         raise ConfigError(f"{path}: key name: {spec.name!r} must match the file name {path.stem!r}")
     return spec

@@ -20,9 +20,10 @@ from pipeline.ledger import (
     completion_key,
     requests_table,
     systems_table,
+    task_for,
     utc,
 )
-from schemas import ErasureOutcome, ErasureTask, Evidence, Hold, Scope, SealedIdentities
+from schemas import ErasureOutcome, ErasureTask, Evidence, Hold
 
 ConfirmOutcome = Literal["erased", "not_found", "held"]
 
@@ -41,15 +42,21 @@ def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], dict[st
     return dict(request._mapping), systems
 
 
+def _system_row(systems: dict[str, dict[str, Any]], request_id: str, system: str, status: str,
+                awaited: str) -> dict[str, Any]:
+    row = systems.get(system)
+    if row is None:
+        raise ActionError(f"{system} is not planned for request {request_id}")
+    if row["status"] != status:
+        raise ActionError(f"{system} is {row['status']}: {awaited}")
+    return row
+
+
 def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now: datetime) -> ErasureTask:
     """Reopen a failed system with the next attempt; the caller publishes the returned task."""
     with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
-        row = systems.get(system)
-        if row is None:
-            raise ActionError(f"{system} is not planned for request {request_id}")
-        if row["status"] != "failed":
-            raise ActionError(f"{system} is {row['status']}: only a failed system can be retried")
+        row = _system_row(systems, request_id, system, "failed", "only a failed system can be retried")
         attempt = row["attempt"] + 1
         reopened = request["reopened"] + (1 if request["status"] != "in_progress" else 0)
         chain = ledger._chain(conn, [f"{request_id}:{system}:{attempt}:officer_retry"])
@@ -63,12 +70,7 @@ def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now:
         chain.append(request_id, system, "officer_retry", attempt, "retrying", {"author": author},
                      now, f"{request_id}:{system}:{attempt}:officer_retry")
         chain.write(conn)
-    return ErasureTask(
-        request_id=request_id, system=system, attempt=attempt,
-        received_at=utc(request["received_at"]), due_at=utc(request["due_at"]),  # type: ignore[arg-type]
-        subject_ref=request["subject_ref"],
-        identities=SealedIdentities.model_validate_json(request["sealed_identities"]),
-        scope=Scope.model_validate_json(request["scope"]) if request["scope"] else None)
+    return task_for(request, system, attempt)
 
 
 def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: ConfirmOutcome, author: str,
@@ -80,11 +82,7 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
         raise ActionError("a hold needs a data category with a retention rule in the policy")
     with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
-        row = systems.get(system)
-        if row is None:
-            raise ActionError(f"{system} is not planned for request {request_id}")
-        if row["status"] != "manual":
-            raise ActionError(f"{system} is {row['status']}: only a manual system awaits confirmation")
+        row = _system_row(systems, request_id, system, "manual", "only a manual system awaits confirmation")
         if outcome == "held":
             assert policy is not None and category is not None
             holds = [policy.hold(category, policy.retain_until(category, utc(request["received_at"]) or now))]

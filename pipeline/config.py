@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.base import ConfigError, describe_validation_error
+from connectors.base import ConfigError, describe_validation_error, load_yaml_model
 from connectors.registry import connector_types, settings_model
 from schemas.models import SYSTEM_ID_PATTERN
 
@@ -64,14 +63,7 @@ class SystemsRegister(BaseModel):
 def load_systems(path: Path) -> SystemsRegister:
     if not path.exists():
         raise ConfigError(f"{path}: file not found (set ERASURE_SYSTEMS_FILE or run `erasure up`)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        register = SystemsRegister.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, path)) from None
+    register = load_yaml_model(path, SystemsRegister)
     seen: set[str] = set()
     for index, entry in enumerate(register.systems):
         where = f"systems[{index}]"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -334,12 +334,8 @@ class Ledger:
                              {"categories": categories,
                               "retain_until": str(max(r.retain_until for r in rows))},
                              now, f"{request_id}:{system}:{attempt}:release_requested")
-                tasks.append(ErasureTask(
-                    request_id=request_id, system=system, attempt=attempt, purpose="release",
-                    release_categories=categories, received_at=utc(first.received_at),  # type: ignore[arg-type]
-                    due_at=utc(first.due_at), subject_ref=first.subject_ref,  # type: ignore[arg-type]
-                    identities=SealedIdentities.model_validate_json(first.sealed_identities),
-                    scope=Scope.model_validate_json(first.scope) if first.scope else None))
+                tasks.append(task_for(first._mapping, system, attempt, purpose="release",
+                                      release_categories=categories))
             chain.write(conn)
         return tasks
 
@@ -408,15 +404,8 @@ class Ledger:
             result = []
             for request in rows:
                 systems = conn.execute(sa.select(systems_table).where(
-                    systems_table.c.request_id == request.request_id)
-                    .order_by(systems_table.c.system)).all()
-                result.append(ErasureCompleted(
-                    request_id=request.request_id, status=request.status,
-                    systems=[SystemSummary(system=s.system, status=s.status, attempt=s.attempt)
-                             for s in systems],
-                    received_at=utc(request.received_at), due_at=utc(request.due_at),  # type: ignore[arg-type]
-                    completed_at=utc(request.completed_at), on_time=bool(request.on_time),  # type: ignore[arg-type]
-                ))
+                    systems_table.c.request_id == request.request_id)).all()
+                result.append(completion_event(request._mapping, [s._mapping for s in systems]))
         return result
 
     def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
@@ -445,13 +434,7 @@ class Ledger:
                 chain.append(row.request_id, row.system, "redriven", attempt, row.status,
                              {"silent_since": utc(row.updated_at).isoformat()},  # type: ignore[union-attr]
                              now, f"{row.request_id}:{row.system}:{attempt}:redriven")
-                tasks.append(ErasureTask(
-                    request_id=row.request_id, system=row.system, attempt=attempt,
-                    received_at=utc(row.received_at), due_at=utc(row.due_at),  # type: ignore[arg-type]
-                    subject_ref=row.subject_ref,
-                    identities=SealedIdentities.model_validate_json(row.sealed_identities),
-                    scope=Scope.model_validate_json(row.scope) if row.scope else None,
-                ))
+                tasks.append(task_for(row._mapping, row.system, attempt))
             conn.execute(_SYSTEM_UPDATE.values(attempt=sa.bindparam("attempt"),
                                                updated_at=sa.bindparam("updated_at"),
                                                expected_by=sa.bindparam("expected_by")), updates)
@@ -510,6 +493,27 @@ class Ledger:
                 return expected
             prev = data["hash"]
         return None
+
+
+def task_for(request: Mapping[Any, Any], system: str, attempt: int, **extra: Any) -> ErasureTask:
+    """A system's task rebuilt from the request's ledger row (re-drive, release, officer retry)."""
+    return ErasureTask(
+        request_id=request["request_id"], system=system, attempt=attempt,
+        received_at=utc(request["received_at"]), due_at=utc(request["due_at"]),  # type: ignore[arg-type]
+        subject_ref=request["subject_ref"],
+        identities=SealedIdentities.model_validate_json(request["sealed_identities"]),
+        scope=Scope.model_validate_json(request["scope"]) if request["scope"] else None, **extra)
+
+
+def completion_event(request: Mapping[Any, Any], systems: Sequence[Mapping[Any, Any]]) -> ErasureCompleted:
+    """The `ErasureCompleted` of a finished request, from its ledger rows."""
+    return ErasureCompleted(
+        request_id=request["request_id"], status=request["status"],
+        systems=[SystemSummary(system=s["system"], status=s["status"], attempt=s["attempt"])
+                 for s in sorted(systems, key=lambda s: s["system"])],
+        received_at=utc(request["received_at"]), due_at=utc(request["due_at"]),  # type: ignore[arg-type]
+        completed_at=utc(request["completed_at"]), on_time=bool(request["on_time"]),  # type: ignore[arg-type]
+    )
 
 
 def completion_key(request_id: str, reopened: int) -> str:
@@ -676,13 +680,7 @@ class _Batch:
         self.notifications.append({
             "notification_id": key, "request_id": request_id, "kind": "completed", "status": status,
             "due_at": due, "created_at": self.now, "next_attempt_at": self.now, "attempts": 0})
-        return ErasureCompleted(
-            request_id=request_id, status=status,  # type: ignore[arg-type]
-            systems=[SystemSummary(system=s["system"], status=s["status"], attempt=s["attempt"])
-                     for s in systems],
-            received_at=utc(request["received_at"]), due_at=due,  # type: ignore[arg-type]
-            completed_at=self.now, on_time=on_time,
-        )
+        return completion_event(request, systems)
 
     def write(self, conn: sa.Connection) -> None:
         if self.new_requests:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from connectors.base import ConfigError, describe_validation_error
+from connectors.base import ConfigError, load_yaml_model
 from connectors.retention import RetentionPolicy
 from pipeline.config import SystemsRegister
 
@@ -18,14 +15,7 @@ def load_policy(path: Path | None) -> tuple[RetentionPolicy, Path]:
     source = path or DEFAULT_POLICY
     if not source.exists():
         raise ConfigError(f"{source}: file not found (set ERASURE_POLICY_FILE)")
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    try:
-        return RetentionPolicy.model_validate(raw), source
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+    return load_yaml_model(source, RetentionPolicy), source
 
 
 def check_register_against_policy(register: SystemsRegister, policy: RetentionPolicy,

@@ -29,8 +29,8 @@ from kafka import KafkaConsumer, KafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.broker import find_or_start  # noqa: E402
-from pipeline.demo import Person  # noqa: E402
+from pipeline.devstack.broker import find_or_start  # noqa: E402
+from pipeline.devstack.demo import Person  # noqa: E402
 from pipeline.ledger import requests_table, utc  # noqa: E402
 from tests.harness import RunningPipeline  # noqa: E402
 

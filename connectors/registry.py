@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, model_validator
 
 from connectors.base import ConfigError, Connector
-from connectors.declarative import (
+from connectors.processors.declarative import (
     DeclarativeConnector,
     DeclarativeSettings,
     ProcessorSpec,
@@ -27,20 +27,20 @@ ConnectorFactory = Callable[[str, Any], Connector]
 
 # type -> (module, settings class, connector class)
 CLASS_CONNECTORS: dict[str, tuple[str, str, str]] = {
-    "brevo": ("connectors.brevo", "BrevoSettings", "BrevoConnector"),
-    "sql": ("connectors.sql_store", "SqlStoreSettings", "SqlStoreConnector"),
-    "redis": ("connectors.redis_store", "RedisStoreSettings", "RedisStoreConnector"),
-    "files": ("connectors.files_store", "FilesStoreSettings", "FilesStoreConnector"),
-    "kafka_topic": ("connectors.kafka_topic", "KafkaTopicSettings", "KafkaTopicConnector"),
+    "brevo": ("connectors.processors.brevo", "BrevoSettings", "BrevoConnector"),
+    "sql": ("connectors.stores.sql_store", "SqlStoreSettings", "SqlStoreConnector"),
+    "redis": ("connectors.stores.redis_store", "RedisStoreSettings", "RedisStoreConnector"),
+    "files": ("connectors.stores.files_store", "FilesStoreSettings", "FilesStoreConnector"),
+    "kafka_topic": ("connectors.stores.kafka_topic", "KafkaTopicSettings", "KafkaTopicConnector"),
     "manual": ("connectors.manual", "ManualSettings", "ManualConnector"),
-    "stripe": ("connectors.stripe", "StripeSettings", "StripeConnector"),
-    "mailchimp": ("connectors.mailchimp", "MailchimpSettings", "MailchimpConnector"),
-    "zendesk": ("connectors.zendesk", "ZendeskSettings", "ZendeskConnector"),
-    "sendgrid": ("connectors.sendgrid", "SendgridSettings", "SendgridConnector"),
-    "segment": ("connectors.segment", "SegmentSettings", "SegmentConnector"),
-    "mixpanel": ("connectors.mixpanel", "MixpanelSettings", "MixpanelConnector"),
-    "auth0": ("connectors.auth0", "Auth0Settings", "Auth0Connector"),
-    "opendsr": ("connectors.opendsr", "OpenDsrSettings", "OpenDsrConnector"),
+    "stripe": ("connectors.processors.stripe", "StripeSettings", "StripeConnector"),
+    "mailchimp": ("connectors.processors.mailchimp", "MailchimpSettings", "MailchimpConnector"),
+    "zendesk": ("connectors.processors.zendesk", "ZendeskSettings", "ZendeskConnector"),
+    "sendgrid": ("connectors.processors.sendgrid", "SendgridSettings", "SendgridConnector"),
+    "segment": ("connectors.processors.segment", "SegmentSettings", "SegmentConnector"),
+    "mixpanel": ("connectors.processors.mixpanel", "MixpanelSettings", "MixpanelConnector"),
+    "auth0": ("connectors.processors.auth0", "Auth0Settings", "Auth0Connector"),
+    "opendsr": ("connectors.processors.opendsr", "OpenDsrSettings", "OpenDsrConnector"),
 }
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from pipeline import topics
+from pipeline.codec import encode
 from pipeline.crypto import seal_for_intake
-from pipeline.events import encode
+from pipeline.streaming import topics
 from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
 
 IdentitiesInput = Mapping[str, str] | Sequence[Identity]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from connectors.manual import ManualSettings
-from pipeline.config import SystemsRegister
 from pipeline.crypto import SealError, open_with_data_key
 from pipeline.ledger import Ledger, requests_table, utc
+from pipeline.register import SystemsRegister
 from schemas import SealedIdentities
 
 

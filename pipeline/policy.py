@@ -6,7 +6,7 @@ from pathlib import Path
 
 from connectors.base import ConfigError, load_yaml_model
 from connectors.retention import RetentionPolicy
-from pipeline.config import SystemsRegister
+from pipeline.register import SystemsRegister
 
 DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import Broker, find_or_start
+from pipeline.devstack.broker import Broker, find_or_start
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 MARIADB_HOST = os.environ.get("TEST_MARIADB_HOST", "127.0.0.1")

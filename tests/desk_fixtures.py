@@ -10,13 +10,13 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from pipeline import topics
-from pipeline.access import Access
-from pipeline.broker import Broker, ensure_topics
 from pipeline.deadlines import due_at
+from pipeline.desk.app import Publisher, create_app
+from pipeline.devstack.broker import Broker, ensure_topics
 from pipeline.ledger import Ledger
+from pipeline.ledger.accounts import Access
 from pipeline.policy import load_policy
-from pipeline.web.app import Publisher, create_app
+from pipeline.streaming import topics
 from schemas import (
     ErasureOutcome,
     ErasurePlanned,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from pipeline.broker import free_port
+from pipeline.devstack.broker import free_port
 
 
 @contextmanager

@@ -16,13 +16,13 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.fakes.brevo import FakeBrevo
-from pipeline import topics
-from pipeline.broker import ensure_topics
 from pipeline.crypto import init_keys, load_keys
-from pipeline.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
+from pipeline.devstack.broker import ensure_topics
+from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
+from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.intake import IntakeClient
 from pipeline.ledger import Ledger, RequestView
+from pipeline.streaming import topics
 from tests.webhook_receiver import SECRET, Receiver
 
 BREVO_KEY = "xkeysib-e2e-key"

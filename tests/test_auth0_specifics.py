@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.auth0 import Auth0Connector, Auth0Settings
 from connectors.base import AuthError, RetryableError, TaskContext
-from connectors.fakes.auth0 import FakeAuth0
-from connectors.fakes.server import Reply
 from connectors.http import call_with_retries
+from connectors.processors.auth0 import Auth0Connector, Auth0Settings
+from pipeline.devstack.fake_server import Reply
 from schemas import Identity, SubjectIdentities
+from tests.fakes.auth0 import FakeAuth0
 
 CLIENT_ID = "specificsClientId"
 SECRET = "specifics-client-secret"

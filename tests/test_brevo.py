@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from connectors.base import AuthError, ConfigError, RetryableError, TaskContext
-from connectors.brevo import BrevoConnector, BrevoSettings
-from connectors.fakes.brevo import FakeBrevo
 from connectors.http import call_with_retries
+from connectors.processors.brevo import BrevoConnector, BrevoSettings
+from pipeline.devstack.fake_brevo import FakeBrevo
 from schemas import Identity, SubjectIdentities
 
 KEY = "xkeysib-test-123"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import Broker
+from pipeline.devstack.broker import Broker
 from tests.desk_fixtures import OFFICER, Desk, seeded_desk
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

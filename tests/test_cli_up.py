@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import free_port
+from pipeline.devstack.broker import free_port
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e

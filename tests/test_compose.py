@@ -8,7 +8,7 @@ import click
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_systems
+from pipeline.register import load_systems
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

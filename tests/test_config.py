@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from connectors.base import ConfigError
-from pipeline.config import load_systems
-from pipeline.demo import demo_systems
+from pipeline.devstack.demo import demo_systems
+from pipeline.register import load_systems
 
 
 def write(tmp_path: Path, data: object) -> Path:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from connectors.base import ConfigError
-from connectors.declarative import SPEC_DIR, extract, load_spec
-from pipeline.config import load_systems
+from connectors.processors.declarative import SPEC_DIR, extract, load_spec
+from pipeline.register import load_systems
 
 
 def spec_copy(tmp_path: Path, name: str = "intercom") -> tuple[dict, Path]:  # type: ignore[type-arg]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import topics
-from pipeline.broker import Broker
+from pipeline.devstack.broker import Broker
+from pipeline.streaming import topics
 from tests.desk_fixtures import OFFICER, VIEWER, Desk, seeded_desk
 from tests.desk_server import csrf, login
 from tests.harness import read_topic

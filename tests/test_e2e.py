@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
 from kafka import KafkaProducer
 
-from pipeline import topics
-from pipeline.demo import Person
+from pipeline.devstack.demo import Person
+from pipeline.streaming import topics
 from tests.harness import RunningPipeline, read_topic, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connectors.registry import settings_model
-from pipeline.demo import Person
+from pipeline.devstack.demo import Person
 from schemas import Identity
 from tests.harness import RunningPipeline
 from tests.processors import load_cases

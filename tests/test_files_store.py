@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connectors.base import PermanentError, TaskContext
-from connectors.files_store import FilesStoreConnector, FilesStoreSettings
+from connectors.stores.files_store import FilesStoreConnector, FilesStoreSettings
 from schemas import Identity, SubjectIdentities
 
 CONTEXT = TaskContext(request_id="7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f", system="uploads", attempt=1)

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from connectors.base import AuthError, Connector, PermanentError, RetryableError, TaskContext
-from connectors.fakes.ga4 import UPSERT, FakeGa4
 from connectors.http import call_with_retries
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
+from tests.fakes.ga4 import UPSERT, FakeGa4
 
 TOKEN = "ya29.specifics-token"
 PROPERTY = "987654321"

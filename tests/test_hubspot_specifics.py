@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from connectors.base import Connector, RetryableError, TaskContext
-from connectors.fakes.hubspot import FakeHubSpot
 from connectors.http import call_with_retries, until_next_midnight_s
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
+from tests.fakes.hubspot import FakeHubSpot
 
 TOKEN = "pat-eu1-specifics-token"
 EMAIL = "jana.novak@example.net"

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from kafka import KafkaProducer
 
-from pipeline import topics
-from pipeline.access import Access
-from pipeline.broker import Broker, ensure_topics
 from pipeline.crypto import init_keys, load_keys, seal_for_intake
+from pipeline.desk.app import Publisher, create_app
+from pipeline.devstack.broker import Broker, ensure_topics
 from pipeline.ledger import Ledger
-from pipeline.web.app import Publisher, create_app
+from pipeline.ledger.accounts import Access
+from pipeline.streaming import topics
 from schemas import Identity, SubjectIdentities
 from tests.desk_server import serve
 from tests.harness import read_topic

@@ -8,8 +8,8 @@ import pytest
 from kafka import KafkaProducer
 
 from connectors.base import TaskContext
-from connectors.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
-from pipeline.broker import Broker, ensure_topics
+from connectors.stores.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
+from pipeline.devstack.broker import Broker, ensure_topics
 from schemas import Identity, SubjectIdentities
 from tests.harness import read_topic
 

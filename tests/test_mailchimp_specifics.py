@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from connectors.base import AuthError, ConfigError, RetryableError, TaskContext
-from connectors.fakes.mailchimp import FakeMailchimp
 from connectors.http import call_with_retries
-from connectors.mailchimp import MailchimpConnector, MailchimpSettings
+from connectors.processors.mailchimp import MailchimpConnector, MailchimpSettings
 from schemas import Identity, SubjectIdentities
+from tests.fakes.mailchimp import FakeMailchimp
 
 KEY = "0123456789abcdef0123456789abcdef-us14"
 EMAIL = "Lea.Tester@example.net"
@@ -197,7 +197,7 @@ def test_errors_name_routes_not_people(fake: FakeMailchimp, connector: Mailchimp
 
     def fail_delete(method: str, path: str, *rest: object) -> object:
         if path.endswith("/delete-permanent"):
-            from connectors.fakes.mailchimp import problem_reply
+            from tests.fakes.mailchimp import problem_reply
             return problem_reply(500, "Internal Server Error", "boom")
         return original(method, path, *rest)  # type: ignore[arg-type]
 

@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from connectors.base import AuthError, ConfigError, RetryableError, TaskContext
-from connectors.declarative import DeclarativeConnector, shipped_specs
-from connectors.fakes.mailjet import RETENTION_S, FakeMailjet
-from connectors.fakes.server import Reply
 from connectors.http import call_with_retries
+from connectors.processors.declarative import DeclarativeConnector, shipped_specs
 from connectors.registry import build_connector, settings_model
+from pipeline.devstack.fake_server import Reply
 from schemas import Identity, SubjectIdentities
+from tests.fakes.mailjet import RETENTION_S, FakeMailjet
 
 PUBLIC = "pub-key-0123456789"
 PRIVATE = "priv-key-9876543210"

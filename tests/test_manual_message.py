@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.manual import ManualSettings
-from pipeline.access import Access
-from pipeline.config import SystemsRegister
 from pipeline.crypto import new_data_key, seal_with_data_key
 from pipeline.deadlines import due_at
+from pipeline.desk.app import Publisher, create_app
 from pipeline.ledger import Ledger
-from pipeline.web.app import Publisher, create_app
+from pipeline.ledger.accounts import Access
+from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasurePlanned, Identity, PlannedTarget, SubjectIdentities
 from tests.desk_server import login, serve
 

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from connectors.base import AuthError, ConfigError, PermanentError, RetryableError, TaskContext
-from connectors.fakes.mixpanel import FakeMixpanel
 from connectors.http import call_with_retries
-from connectors.mixpanel import MixpanelConnector, MixpanelSettings
+from connectors.processors.mixpanel import MixpanelConnector, MixpanelSettings
 from schemas import Identity, SubjectIdentities
+from tests.fakes.mixpanel import FakeMixpanel
 
 PROJECT = "specifics0project0token"
 OAUTH = "mp-oauth-specifics"

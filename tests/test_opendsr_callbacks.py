@@ -17,9 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from connectors.base import TaskContext
-from connectors.fakes.opendsr import FakeOpenDsr, Pki, make_ca, make_leaf, make_pki, new_key, sign
-from connectors.opendsr import OpenDsrConnector, OpenDsrSettings
-from connectors.opendsr_callbacks import (
+from connectors.processors.opendsr import OpenDsrConnector, OpenDsrSettings
+from connectors.processors.opendsr_callbacks import (
     CallbackRejected,
     CallbackTrust,
     CertificateRejected,
@@ -29,6 +28,7 @@ from connectors.opendsr_callbacks import (
     _default_fetch,
     verify_callback,
 )
+from tests.fakes.opendsr import FakeOpenDsr, Pki, make_ca, make_leaf, make_pki, new_key, sign
 from tests.processors.common import email_subject
 
 DOMAIN = "opendsr.fake-processor.test"

@@ -11,15 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.fakes.opendsr import FakeOpenDsr, make_pki, sign
-from connectors.opendsr_callbacks import CallbackTrust
-from pipeline import topics
-from pipeline.access import Access
+from connectors.processors.opendsr_callbacks import CallbackTrust
 from pipeline.deadlines import due_at
+from pipeline.desk.app import OpenDsrCallbacks, Publisher, create_app
 from pipeline.ledger import Ledger
-from pipeline.web.app import OpenDsrCallbacks, Publisher, create_app
+from pipeline.ledger.accounts import Access
+from pipeline.streaming import topics
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.desk_server import serve
+from tests.fakes.opendsr import FakeOpenDsr, make_pki, sign
 
 DOMAIN = "opendsr.fake-processor.test"
 CALLBACK_URL = "https://erasure.site.example/opendsr/callbacks"

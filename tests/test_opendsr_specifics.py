@@ -14,10 +14,10 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from connectors.base import AuthError, ConfigError, PermanentError, TaskContext
-from connectors.fakes.opendsr import FakeOpenDsr, Pki, make_leaf, make_pki, new_key
-from connectors.opendsr import OpenDsrConnector, OpenDsrSettings
+from connectors.processors.opendsr import OpenDsrConnector, OpenDsrSettings
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
+from tests.fakes.opendsr import FakeOpenDsr, Pki, make_leaf, make_pki, new_key
 from tests.processors.common import email_subject
 
 DOMAIN = "opendsr.fake-processor.test"

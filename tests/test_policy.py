@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from connectors.base import ConfigError
-from pipeline.config import SystemsRegister, load_systems
-from pipeline.demo import demo_systems
+from pipeline.devstack.demo import demo_systems
 from pipeline.policy import DEFAULT_POLICY, check_register_against_policy, load_policy
+from pipeline.register import SystemsRegister, load_systems
 
 RECEIVED = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

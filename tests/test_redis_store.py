@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from connectors.base import TaskContext
-from connectors.redis_store import RedisStoreConnector, RedisStoreSettings
+from connectors.stores.redis_store import RedisStoreConnector, RedisStoreSettings
 from schemas import Identity, SubjectIdentities
 
 URL = "redis://127.0.0.1:6379/14"

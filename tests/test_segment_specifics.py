@@ -10,9 +10,9 @@ import pytest
 import requests
 
 from connectors.base import AuthError, PermanentError, RetryableError, TaskContext
-from connectors.fakes.segment import FakeSegment
-from connectors.segment import SegmentConnector, SegmentSettings, _listed
+from connectors.processors.segment import SegmentConnector, SegmentSettings, _listed
 from schemas import Identity, SubjectIdentities
+from tests.fakes.segment import FakeSegment
 
 TOKEN = "sgp_specifics"
 EMAIL = "ana.tester@example.net"

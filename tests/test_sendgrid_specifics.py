@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from connectors.base import PermanentError, RetryableError, TaskContext
-from connectors.fakes.sendgrid import FakeSendgrid
-from connectors.sendgrid import SendgridConnector, SendgridSettings
+from connectors.processors.sendgrid import SendgridConnector, SendgridSettings
 from schemas import Identity, SubjectIdentities
+from tests.fakes.sendgrid import FakeSendgrid
 
 KEY = "SG.specifics-key"
 EMAIL = "ana.tester@example.net"

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import TaskContext
-from connectors.sql_store import ARCHIVE_TABLE, SqlStoreConnector, SqlStoreSettings
-from pipeline.demo import Person, seed_site_database, site_metadata, site_rules
+from connectors.stores.sql_store import ARCHIVE_TABLE, SqlStoreConnector, SqlStoreSettings
+from pipeline.devstack.demo import Person, seed_site_database, site_metadata, site_rules
 from pipeline.ledger import Ledger
 from pipeline.policy import load_policy
 from schemas import (

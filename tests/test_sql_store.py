@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import PermanentError, TaskContext
-from connectors.sql_store import SqlStoreConnector, SqlStoreSettings, TableRule
+from connectors.stores.sql_store import SqlStoreConnector, SqlStoreSettings, TableRule
 from schemas import Identity, SubjectIdentities
 
 CONTEXT = TaskContext(request_id="7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f", system="site-db", attempt=1)

@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from connectors.base import PermanentError, RetryableError, TaskContext
-from connectors.fakes.stripe import FakeStripe
 from connectors.http import call_with_retries
+from connectors.processors.stripe import StripeConnector, StripeSettings
 from connectors.retention import RetentionPolicy
-from connectors.stripe import StripeConnector, StripeSettings
 from pipeline.policy import load_policy
 from schemas import Identity, SubjectIdentities
+from tests.fakes.stripe import FakeStripe
 
 KEY = "sk_test_specifics_51HxyzABC"
 EMAIL = "lea.tester@example.net"
@@ -275,7 +275,7 @@ def test_a_retry_after_a_partial_failure_keeps_the_hold(fake: FakeStripe, connec
         if method == "DELETE":
             calls.append(path)
             if len(calls) == 2:
-                from connectors.fakes.server import Reply
+                from pipeline.devstack.fake_server import Reply
                 return Reply(503, {"error": {"type": "api_error", "message": "boom"}})
         return original(method, path, *rest)  # type: ignore[arg-type]
 

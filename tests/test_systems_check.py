@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from connectors.fakes.brevo import FakeBrevo
-from pipeline.demo import DEMO_PEOPLE, demo_systems, seed_brevo, seed_site_database
+from pipeline.devstack.demo import DEMO_PEOPLE, demo_systems, seed_brevo, seed_site_database
+from pipeline.devstack.fake_brevo import FakeBrevo
 
 
 def run_check(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -11,11 +11,11 @@ import pytest
 import requests
 
 from connectors.base import AuthError, RetryableError, TaskContext
-from connectors.fakes.server import Reply, TokenBucket
-from connectors.fakes.zendesk import RECORD_NOT_FOUND, FakeZendesk
 from connectors.http import call_with_retries
-from connectors.zendesk import ZendeskConnector, ZendeskSettings
+from connectors.processors.zendesk import ZendeskConnector, ZendeskSettings
+from pipeline.devstack.fake_server import Reply, TokenBucket
 from schemas import Identity, SubjectIdentities
+from tests.fakes.zendesk import RECORD_NOT_FOUND, FakeZendesk
 
 AGENT = "agent@site.example"
 TOKEN = "zendesk-specifics-token"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.auth0 import FakeAuth0
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.auth0 import FakeAuth0
 from tests.processors.common import email_subject, inject
 
 CLIENT_ID = "case0Auth0ClientIdXq3Vw8"

@@ -4,8 +4,8 @@ from typing import Any
 
 import requests
 
-from connectors.fakes.brevo import FakeBrevo
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_brevo import FakeBrevo
+from pipeline.devstack.fake_server import FakeProcessor
 from tests.processors.common import email_subject, inject
 
 KEY = "xkeysib-case-key"

@@ -3,9 +3,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from connectors.fakes.ga4 import FakeGa4
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
 from schemas import Identity, SubjectIdentities
+from tests.fakes.ga4 import FakeGa4
 from tests.processors.common import inject
 
 TOKEN = "ya29.case-ga4-access-token"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.hubspot import FakeHubSpot
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.hubspot import FakeHubSpot
 from tests.processors.common import email_subject, inject
 
 TOKEN = "pat-eu1-case-hubspot-token"

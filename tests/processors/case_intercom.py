@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.intercom import FakeIntercom
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.intercom import FakeIntercom
 from tests.processors.common import email_subject, inject
 
 TOKEN = "dG9rOmNhc2UtaW50ZXJjb20="

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.mailchimp import FakeMailchimp
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.mailchimp import FakeMailchimp
 from tests.processors.common import email_subject, inject
 
 KEY = "0123456789abcdef0123456789abcdef-us14"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.mailjet import FakeMailjet
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.mailjet import FakeMailjet
 from tests.processors.common import email_subject, inject
 
 PUBLIC = "5f3a9c0d1e2b4a6f8c7d9e0a1b2c3d4e"

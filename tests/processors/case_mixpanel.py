@@ -3,9 +3,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from connectors.fakes.mixpanel import FakeMixpanel
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
 from schemas import Identity, SubjectIdentities
+from tests.fakes.mixpanel import FakeMixpanel
 from tests.processors.common import inject
 
 PROJECT_TOKEN = "case0mixpanel0project0token0000"

@@ -3,8 +3,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from connectors.fakes.opendsr import FakeOpenDsr, Pki, make_pki
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.opendsr import FakeOpenDsr, Pki, make_pki
 from tests.processors.common import email_subject, inject
 
 KEY, SECRET = "case-opendsr-key", "case-opendsr-secret"

@@ -3,9 +3,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from connectors.fakes.segment import FakeSegment
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
 from schemas import Identity, SubjectIdentities
+from tests.fakes.segment import FakeSegment
 from tests.processors.common import inject
 
 TOKEN = "sgp_case-segment-token"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.sendgrid import FakeSendgrid
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.sendgrid import FakeSendgrid
 from tests.processors.common import email_subject, inject
 
 KEY = "SG.case-key.sendgrid"

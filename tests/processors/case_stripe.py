@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor
-from connectors.fakes.stripe import FakeStripe
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.stripe import FakeStripe
 from tests.processors.common import email_subject, inject
 
 KEY = "sk_test_case_4eC39HqLyjWDarjtT1zdp7dc"

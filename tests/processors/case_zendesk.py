@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor
-from connectors.fakes.zendesk import FakeZendesk
+from pipeline.devstack.fake_server import FakeProcessor
+from tests.fakes.zendesk import FakeZendesk
 from tests.processors.common import email_subject, inject
 
 AGENT = "dpo-agent@site.example"

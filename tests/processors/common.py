@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import requests
 
-from connectors.fakes.server import FakeProcessor
+from pipeline.devstack.fake_server import FakeProcessor
 from schemas import Identity, SubjectIdentities
 
 

@@ -33,15 +33,14 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.middleware.sessions import SessionMiddleware
 
-from connectors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_callback
+from connectors.processors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_callback
 from connectors.retention import RetentionPolicy
-from pipeline import actions
-from pipeline.access import Access, User
-from pipeline.config import SystemsRegister
+from pipeline.codec import now_utc
 from pipeline.deadlines import due_at
-from pipeline.events import now_utc
-from pipeline.ledger import Ledger, RequestView, receipts_table, utc
+from pipeline.ledger import Ledger, RequestView, actions, receipts_table, utc
+from pipeline.ledger.accounts import Access, User
 from pipeline.manual_messages import manual_message
+from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasureRequested, ErasureTask, Evidence, OutcomeError
 
 log = logging.getLogger(__name__)

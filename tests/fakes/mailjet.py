@@ -29,7 +29,7 @@ import time
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 RETENTION_S = 30 * 24 * 3600
 

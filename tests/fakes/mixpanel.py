@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 PATH = "/api/app/data-deletions/v3.0/"
 RUNNING = ("PENDING", "STAGING", "STARTED")

@@ -17,7 +17,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 UPSERT = "/analytics/v3/userDeletion/userDeletionRequests:upsert"
 ID_TYPES = ("CLIENT_ID", "USER_ID", "APP_INSTANCE_ID")

@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 
 def stripe_error(kind: str, message: str, code: str | None = None, param: str | None = None,

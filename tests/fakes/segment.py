@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 REGULATION_TYPES = ("DELETE_INTERNAL", "DELETE_ONLY", "SUPPRESS_ONLY", "SUPPRESS_WITH_DELETE",
                     "SUPPRESS_WITH_DELETE_INTERNAL", "UNSUPPRESS")

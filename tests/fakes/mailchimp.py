@@ -28,7 +28,7 @@ import uuid
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply
 
 ERROR_DOCS = "https://mailchimp.com/developer/marketing/docs/errors/"
 PROBLEM = {"content-type": "application/problem+json"}

@@ -23,9 +23,8 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
-from pipeline import notifications, topics
-from pipeline.broker import MAX_POLL_INTERVAL_S
-from pipeline.config import SystemEntry, SystemsRegister
+from pipeline import notifications
+from pipeline.codec import dead_letter, describe_invalid, encode, now_utc
 from pipeline.crypto import (
     PipelineKeys,
     SealError,
@@ -35,10 +34,12 @@ from pipeline.crypto import (
     subject_ref,
 )
 from pipeline.deadlines import due_at
-from pipeline.events import dead_letter, describe_invalid, encode, now_utc
-from pipeline.faust_transport import broker_url
+from pipeline.devstack.broker import MAX_POLL_INTERVAL_S
 from pipeline.ledger import Ledger
+from pipeline.register import SystemEntry, SystemsRegister
 from pipeline.settings import Settings
+from pipeline.streaming import topics
+from pipeline.streaming.transport import broker_url
 from schemas import (
     FINAL_SYSTEM_STATUSES,
     ErasureOutcome,

@@ -17,13 +17,13 @@ import click
 
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
-from pipeline import topics
-from pipeline.config import SystemsRegister, load_systems
+from pipeline.codec import now_utc
 from pipeline.crypto import MissingKeyError, init_keys, load_keys
-from pipeline.events import now_utc
 from pipeline.ledger import Ledger, RequestView
 from pipeline.policy import check_register_against_policy, load_policy
+from pipeline.register import SystemsRegister, load_systems
 from pipeline.settings import Settings, load_settings
+from pipeline.streaming import topics
 
 
 class CliError(click.ClickException):
@@ -101,7 +101,7 @@ def keys_init(force: bool) -> None:
 @main.command("topics")
 def topics_create() -> None:
     """Create the pipeline's topics (idempotent)."""
-    from pipeline.broker import ensure_topics
+    from pipeline.devstack.broker import ensure_topics
 
     settings = _settings()
     register = _register(settings)
@@ -130,7 +130,7 @@ def worker() -> None:
     """Run the router and the aggregator (faust)."""
     import faust
 
-    from pipeline.stream_app import build_app
+    from pipeline.streaming.app import build_app
 
     settings = _settings()
     _configure_logging(settings)
@@ -163,7 +163,7 @@ def connector(systems: tuple[str, ...]) -> None:
     """Run the connector workers of one or more SYSTEMS (a thread each)."""
     import threading
 
-    from pipeline.runtime import ConnectorWorker
+    from pipeline.worker.runtime import ConnectorWorker
 
     settings = _settings()
     _configure_logging(settings)
@@ -359,8 +359,8 @@ def _desk_secret(settings: Settings) -> str:
 def build_desk(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
-    from pipeline.access import Access
-    from pipeline.web.app import Publisher, create_app
+    from pipeline.desk.app import Publisher, create_app
+    from pipeline.ledger.accounts import Access
 
     ledger = Ledger(settings.ledger_url)
     register_policy, register = None, None
@@ -380,9 +380,9 @@ def build_desk(settings: Settings) -> Any:
 
 
 def _opendsr_callbacks(settings: Settings, register: SystemsRegister | None) -> Any:
-    from connectors.opendsr import OpenDsrSettings
-    from connectors.opendsr_callbacks import CallbackTrust
-    from pipeline.web.app import OpenDsrCallbacks
+    from connectors.processors.opendsr import OpenDsrSettings
+    from connectors.processors.opendsr_callbacks import CallbackTrust
+    from pipeline.desk.app import OpenDsrCallbacks
 
     domains = {}
     for entry in register.systems if register else []:
@@ -423,7 +423,7 @@ def users() -> None:
 @click.option("--password-env", default=None, help="Read the password from this variable, not a prompt")
 def users_add(name: str, role: str, password_env: str | None) -> None:
     """Create or replace a desk account."""
-    from pipeline.access import Access
+    from pipeline.ledger.accounts import Access
 
     settings = _settings()
     if password_env:
@@ -448,7 +448,7 @@ def clients() -> None:
 @click.argument("name")
 def clients_add(name: str) -> None:
     """Create a client and print its token (shown once; stored hashed)."""
-    from pipeline.access import Access
+    from pipeline.ledger.accounts import Access
 
     settings = _settings()
     click.echo(Access(Ledger(settings.ledger_url)).add_client(name, now_utc()))
@@ -464,7 +464,7 @@ def clients_add(name: str) -> None:
 def confirm(request_id: str, system: str, author: str, outcome: str, category: str | None,
             note: str | None) -> None:
     """Confirm what a system with no API did (attributed and timestamped)."""
-    from pipeline.actions import ActionError, confirm_manual
+    from pipeline.ledger.actions import ActionError, confirm_manual
 
     settings = _settings()
     policy = _policy(settings, _register(settings)) if outcome == "held" else None
@@ -483,7 +483,7 @@ def confirm(request_id: str, system: str, author: str, outcome: str, category: s
 @click.option("--api-key-env", default="BREVO_API_KEY", help="Variable holding the accepted key")
 def fake(processor: str, port: int, api_key_env: str) -> None:
     """Serve a fake of a processor's API (tests and demos)."""
-    from connectors.fakes.brevo import FakeBrevo
+    from pipeline.devstack.fake_brevo import FakeBrevo
 
     key = os.environ.get(api_key_env)
     if not key:
@@ -500,9 +500,9 @@ def fake(processor: str, port: int, api_key_env: str) -> None:
                    "ERASURE_SYSTEMS_FILE is set")
 def up(demo: bool | None) -> None:
     """Everything on one machine: broker, router/aggregator, one worker per system."""
-    from connectors.fakes.brevo import FakeBrevo
-    from pipeline.broker import ensure_topics, find_or_start
-    from pipeline.demo import DEMO_BREVO_KEY_ENV, demo_api_key, seed_brevo, write_demo
+    from pipeline.devstack.broker import ensure_topics, find_or_start
+    from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, demo_api_key, seed_brevo, write_demo
+    from pipeline.devstack.fake_brevo import FakeBrevo
 
     settings = _settings()
     _configure_logging(settings)
@@ -579,7 +579,7 @@ def _demo_accounts(settings: Settings) -> None:
     """A demo officer and intake client, their secrets in owner-only files of the home dir."""
     import secrets
 
-    from pipeline.access import Access
+    from pipeline.ledger.accounts import Access
 
     access = Access(Ledger(settings.ledger_url))
     password_file = settings.home_dir / "demo-officer.password"

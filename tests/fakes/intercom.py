@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 
 def error_list(code: str, message: str) -> dict[str, Any]:

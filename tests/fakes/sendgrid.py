@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 TOO_MANY = {"errors": [{"field": None, "message": "too many requests"}]}
 

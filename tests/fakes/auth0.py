@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 ACCESS_DENIED = {"error": "access_denied", "error_description": "Unauthorized"}
 TOO_MANY = {"statusCode": 429, "error": "Too Many Requests", "message": "Global limit has been reached",

@@ -22,7 +22,7 @@ import math
 import threading
 from typing import Any
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 RECORD_NOT_FOUND: dict[str, Any] = {"error": "RecordNotFound", "description": "Not found"}
 UNAUTHORIZED = {"error": "Couldn't authenticate you"}

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

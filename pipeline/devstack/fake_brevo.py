@@ -14,7 +14,7 @@ import threading
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 NOT_FOUND = {"code": "document_not_found", "message": "Contact does not exist"}
 

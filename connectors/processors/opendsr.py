@@ -4,7 +4,7 @@ Create `POST /v2/requests` with our request id as `subject_request_id` (the idem
 repeat never makes a second request) -> 201, then `pending` with `job_ref` = that id; polls
 `GET /v2/requests/{subject_request_id}`: pending/in_progress stay pending, completed is erased,
 cancelled is a permanent error. Callbacks, when `callback_url` is set, are verified by
-`connectors.opendsr_callbacks`; polling stays the fallback. `encoded_request` is never kept.
+`connectors.processors.opendsr_callbacks`; polling stays the fallback. `encoded_request` is never kept.
 With `trust_anchors_file`, every response's signature and certificate are verified too.
 API auth is outside the spec: Basic (key:secret, mParticle) or a bearer token.
 """
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
 from connectors.http import classify_response, json_object, send
-from connectors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
+from connectors.processors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
 from schemas import Evidence, SubjectIdentities
 
 CREATE = "POST /v2/requests"

@@ -26,7 +26,7 @@ import threading
 import uuid
 from typing import Any, Literal
 
-from connectors.fakes.server import FakeProcessor, Fault, Reply, TokenBucket
+from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 UNAUTHORIZED = {
     "status": "error",

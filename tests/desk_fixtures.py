@@ -12,7 +12,8 @@ from kafka import KafkaProducer
 
 from pipeline.deadlines import due_at
 from pipeline.desk.app import Publisher, create_app
-from pipeline.devstack.broker import Broker, ensure_topics
+from pipeline.devstack.broker import Broker
+from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
 from pipeline.policy import load_policy

@@ -17,10 +17,10 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.crypto import init_keys, load_keys
-from pipeline.devstack.broker import ensure_topics
 from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
 from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.intake import IntakeClient
+from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import Ledger, RequestView
 from pipeline.streaming import topics
 from tests.webhook_receiver import SECRET, Receiver

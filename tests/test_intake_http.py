@@ -14,7 +14,8 @@ from kafka import KafkaProducer
 
 from pipeline.crypto import init_keys, load_keys, seal_for_intake
 from pipeline.desk.app import Publisher, create_app
-from pipeline.devstack.broker import Broker, ensure_topics
+from pipeline.devstack.broker import Broker
+from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
 from pipeline.streaming import topics

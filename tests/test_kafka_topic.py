@@ -9,7 +9,8 @@ from kafka import KafkaProducer
 
 from connectors.base import TaskContext
 from connectors.stores.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
-from pipeline.devstack.broker import Broker, ensure_topics
+from pipeline.devstack.broker import Broker
+from pipeline.kafka_clients import ensure_topics
 from schemas import Identity, SubjectIdentities
 from tests.harness import read_topic
 

@@ -101,7 +101,7 @@ def keys_init(force: bool) -> None:
 @main.command("topics")
 def topics_create() -> None:
     """Create the pipeline's topics (idempotent)."""
-    from pipeline.devstack.broker import ensure_topics
+    from pipeline.kafka_clients import ensure_topics
 
     settings = _settings()
     register = _register(settings)
@@ -500,9 +500,10 @@ def fake(processor: str, port: int, api_key_env: str) -> None:
                    "ERASURE_SYSTEMS_FILE is set")
 def up(demo: bool | None) -> None:
     """Everything on one machine: broker, router/aggregator, one worker per system."""
-    from pipeline.devstack.broker import ensure_topics, find_or_start
+    from pipeline.devstack.broker import find_or_start
     from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, demo_api_key, seed_brevo, write_demo
     from pipeline.devstack.fake_brevo import FakeBrevo
+    from pipeline.kafka_clients import ensure_topics
 
     settings = _settings()
     _configure_logging(settings)

@@ -142,37 +142,3 @@ def find_or_start(bootstrap: str | None, work_dir: Path) -> Broker:
             return Broker(bootstrap=container.get_bootstrap_server(), kind="kafka",
                           caps=dict(CAPS_FULL), _container=container)
     return start_tansu(work_dir)
-
-
-MAX_POLL_INTERVAL_S = 300.0
-
-
-def consumer_group_timing(session_timeout_s: float, heartbeat_s: float) -> dict[str, int]:
-    """Tansu completes a join after about half the session timeout: keep it short.
-
-    The poll interval stays long: under a burst a consumer may go seconds between polls,
-    and leaving the group then only adds a rebalance to the backlog.
-    """
-    return {
-        "session_timeout_ms": int(session_timeout_s * 1000),
-        "heartbeat_interval_ms": int(heartbeat_s * 1000),
-        "max_poll_interval_ms": int(MAX_POLL_INTERVAL_S * 1000),
-        "request_timeout_ms": max(15_000, int(session_timeout_s * 2500)),
-    }
-
-
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
-                  configs: dict[str, dict[str, str]] | None = None) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="erasure-admin")
-    try:
-        existing = set(admin.list_topics())
-        wanted = [NewTopic(t, partitions, replication, topic_configs=(configs or {}).get(t, {}))
-                  for t in topics if t not in existing]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted)
-    finally:
-        admin.close()

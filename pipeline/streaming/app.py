@@ -34,7 +34,7 @@ from pipeline.crypto import (
     subject_ref,
 )
 from pipeline.deadlines import due_at
-from pipeline.devstack.broker import MAX_POLL_INTERVAL_S
+from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.ledger import Ledger
 from pipeline.register import SystemEntry, SystemsRegister
 from pipeline.settings import Settings

@@ -37,7 +37,7 @@ from connectors.http import backoff_s, call_with_retries
 from connectors.retention import RetentionPolicy
 from pipeline.codec import dead_letter, describe_invalid, encode, now_utc
 from pipeline.crypto import SealError, open_with_data_key
-from pipeline.devstack.broker import consumer_group_timing
+from pipeline.kafka_clients import consumer_group_timing
 from pipeline.settings import Settings
 from pipeline.streaming import topics
 from schemas import ErasureOutcome, ErasureTask, OutcomeError

@@ -43,7 +43,8 @@ def kinds(states: RequestStateMachine) -> list[tuple[str, str | None, str | None
 def test_plan_creates_the_request_and_one_row_per_system() -> None:
     states = planned()
     assert states.status(RID) == "in_progress"
-    assert {s: r["status"] for s, r in states.systems[RID].items()} == {"brevo": "planned", "site-db": "planned"}
+    assert {s: r["status"] for s, r in states.systems[RID].items()} == {
+        "brevo": "planned", "site-db": "planned"}
     assert states.systems[RID]["brevo"]["expected_by"] == T0 + timedelta(seconds=60)
     assert kinds(states) == [("planned", None, "in_progress")]
     assert states.complete_touched() == [], "systems still open"

@@ -14,7 +14,7 @@ from pipeline.deadlines import due_at
 from pipeline.desk.app import Publisher, create_app
 from pipeline.devstack.broker import Broker
 from pipeline.kafka_clients import ensure_topics
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.policy import load_policy
 from pipeline.streaming import topics
@@ -61,7 +61,7 @@ def _outcome(rid: str, system: str, status: str, at: datetime, **extra: object) 
 
 def seeded_desk(root: Path, kafka: Broker) -> Iterator[Desk]:
     now = datetime.now(UTC)
-    ledger = Ledger(f"sqlite:///{root / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
     access = Access(ledger)
     access.set_user(OFFICER[0], "officer", OFFICER[1], now)
     access.set_user(VIEWER[0], "viewer", VIEWER[1], now)

@@ -21,7 +21,7 @@ from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, see
 from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.intake import IntakeClient
 from pipeline.kafka_clients import ensure_topics
-from pipeline.ledger import Ledger, RequestView
+from pipeline.ledger import RequestView, open_ledger
 from pipeline.streaming import topics
 from tests.webhook_receiver import SECRET, Receiver
 
@@ -96,7 +96,7 @@ class RunningPipeline:
         self.webhook = Receiver()
         self.env.update({"ERASURE_WEBHOOK_URL": self.webhook.url, "ERASURE_WEBHOOK_SECRET": SECRET})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.ledger = Ledger(database_url)
+        self.ledger = open_ledger(database_url)
         self.intake = IntakeClient(bootstrap, self.keys.intake_public)
         ensure_topics(bootstrap, topics.all_topics(self.system_ids), 4)
 

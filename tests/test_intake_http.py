@@ -16,7 +16,7 @@ from pipeline.crypto import init_keys, load_keys, seal_for_intake
 from pipeline.desk.app import Publisher, create_app
 from pipeline.devstack.broker import Broker
 from pipeline.kafka_clients import ensure_topics
-from pipeline.ledger import Ledger
+from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.streaming import topics
 from schemas import Identity, SubjectIdentities
@@ -45,7 +45,7 @@ class Intake:
 @pytest.fixture(scope="module")
 def intake(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Intake]:
     root: Path = tmp_path_factory.mktemp("intake")
-    ledger = Ledger(f"sqlite:///{root / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{root / 'ledger.db'}")
     access = Access(ledger)
     token = access.add_client("php-backend", datetime.now(UTC))
     init_keys(root / "keys")

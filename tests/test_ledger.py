@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from pipeline.ledger import Ledger, events_table
+from pipeline.ledger import Ledger, events_table, open_ledger
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 
 RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
@@ -18,7 +18,7 @@ SEALED = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=RID, cipherte
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: object) -> Ledger:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    instance = Ledger(url)
+    instance = open_ledger(url)
     request.addfinalizer(instance.close)
     return instance
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pipeline.ledger import Ledger, events_table
+from pipeline.ledger import events_table, open_ledger
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 
 RID = "3c9d1e2f-4a5b-4c6d-8e7f-901a2b3c4d5e"
@@ -24,7 +24,7 @@ def verify(postgres_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str
 
 
 def test_an_edited_row_is_named(postgres_url: str, tmp_path: Path) -> None:
-    ledger = Ledger(postgres_url)
+    ledger = open_ledger(postgres_url)
     sealed = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=RID, ciphertext="c2VjcmV0")
     ledger.record([
         ErasurePlanned(request_id=RID, received_at=T0, due_at=T0, subject_ref="sr_v", identities=sealed,

@@ -14,7 +14,7 @@ from connectors.manual import ManualSettings
 from pipeline.crypto import new_data_key, seal_with_data_key
 from pipeline.deadlines import due_at
 from pipeline.desk.app import Publisher, create_app
-from pipeline.ledger import Ledger
+from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasurePlanned, Identity, PlannedTarget, SubjectIdentities
@@ -25,7 +25,7 @@ EMAIL = "manual.person@example.test"
 
 def test_officer_sees_the_message_viewer_does_not_and_the_ledger_holds_no_identity(tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     access = Access(ledger)
     access.set_user("olivia", "officer", "officer-password-1", now)
     access.set_user("victor", "viewer", "viewer-password-1", now)

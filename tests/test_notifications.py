@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import notifications
 from pipeline.deadlines import due_at
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, open_ledger
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.webhook_receiver import SECRET, Receiver
 
@@ -57,7 +57,7 @@ def test_signature_round_trip_and_refusals() -> None:
 
 
 def test_completed_and_overdue_reach_the_webhook_signed_once_each(tmp_path: Path, receiver: Receiver) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     done = request(ledger, NOW - timedelta(days=1), finish=True)
     late = request(ledger, NOW - timedelta(days=45), finish=False)
     assert notifications.flag_overdue(ledger, NOW) == 1

@@ -14,7 +14,7 @@ import pytest
 from connectors.processors.opendsr_callbacks import CallbackTrust
 from pipeline.deadlines import due_at
 from pipeline.desk.app import OpenDsrCallbacks, Publisher, create_app
-from pipeline.ledger import Ledger
+from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.streaming import topics
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
@@ -30,7 +30,7 @@ def desk(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, bytes, bytes]], 
     pki = make_pki(DOMAIN)
     fake = FakeOpenDsr({("key", "secret")}, pki.key, pki.leaf_pem, DOMAIN)
     fake.start()
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     rid = str(uuid.uuid4())
     now = datetime.now(UTC)
     ledger.record([ErasurePlanned(

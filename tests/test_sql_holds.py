@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from connectors.base import TaskContext
 from connectors.stores.sql_store import ARCHIVE_TABLE, SqlStoreConnector, SqlStoreSettings
 from pipeline.devstack.demo import Person, seed_site_database, site_metadata, site_rules
-from pipeline.ledger import Ledger
+from pipeline.ledger import open_ledger
 from pipeline.policy import load_policy
 from schemas import (
     ErasureOutcome,
@@ -152,7 +152,7 @@ def test_nobody_by_that_address(site_url: str) -> None:
 def test_clock_past_retain_until_releases_through_the_ledger(site_url: str, sqlite_url: str,
                                                              tmp_path: Any) -> None:
     """The whole hold life: held, recorded, release asked when the clock passes, erased, recorded."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     store = connector(site_url)
     try:
         held = store.erase(person(TARGET), context())

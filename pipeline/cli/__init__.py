@@ -19,7 +19,7 @@ from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
 from pipeline.codec import now_utc
 from pipeline.crypto import MissingKeyError, init_keys, load_keys
-from pipeline.ledger import Ledger, RequestView
+from pipeline.ledger import RequestView, open_ledger
 from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.register import SystemsRegister, load_systems
 from pipeline.settings import Settings, load_settings
@@ -139,7 +139,7 @@ def worker() -> None:
     if settings.webhook_url and not settings.webhook_secret:
         raise CliError("ERASURE_WEBHOOK_URL is set but ERASURE_WEBHOOK_SECRET is not: "
                        "set the secret the receiver checks signatures with")
-    app = build_app(settings, register, _keys(settings, need_private=True), Ledger(settings.ledger_url),
+    app = build_app(settings, register, _keys(settings, need_private=True), open_ledger(settings.ledger_url),
                     _bootstrap(settings))
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
 
@@ -170,7 +170,7 @@ def connector(systems: tuple[str, ...]) -> None:
     register = _register(settings)
     policy = _policy(settings, register)
     built = _build_connectors(settings, register, list(systems))
-    ledger = Ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
     bootstrap = _bootstrap(settings)
     runners = [ConnectorWorker(settings, system, instance, bootstrap, ledger.data_key, policy)
                for system, instance in built.items()]
@@ -261,7 +261,7 @@ def _view_json(view: RequestView) -> dict[str, Any]:
 def status(request_id: str, as_json: bool) -> None:
     """Per-system outcomes and the deadline of one request."""
     settings = _settings()
-    view = Ledger(settings.ledger_url).request(request_id, now_utc())
+    view = open_ledger(settings.ledger_url).request(request_id, now_utc())
     if view is None:
         raise CliError(f"no request {request_id} in the ledger (yet): it may still be in the broker")
     if as_json:
@@ -282,7 +282,7 @@ def status(request_id: str, as_json: bool) -> None:
         for hold in s.holds:
             click.echo(f"    holds {hold['data_category']} until {hold['retain_until'][:10]}: "
                        f"{hold['legal_basis']} ({hold['citation']})")
-    for event in Ledger(settings.ledger_url).events(request_id):
+    for event in open_ledger(settings.ledger_url).events(request_id):
         if event.kind in ("release_requested", "released"):
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
 
@@ -294,7 +294,7 @@ def status(request_id: str, as_json: bool) -> None:
 def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> None:
     """Requests, newest first."""
     settings = _settings()
-    views = Ledger(settings.ledger_url).list_requests(now_utc(), status_filter, overdue)
+    views = open_ledger(settings.ledger_url).list_requests(now_utc(), status_filter, overdue)
     if as_json:
         click.echo(json.dumps([_view_json(v) for v in views], indent=2))
         return
@@ -309,7 +309,7 @@ def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> No
 def holds(system: str | None, as_json: bool) -> None:
     """Active legal holds, by system and end date."""
     settings = _settings()
-    rows = Ledger(settings.ledger_url).active_holds(system)
+    rows = open_ledger(settings.ledger_url).active_holds(system)
     if as_json:
         click.echo(json.dumps([{
             "request_id": r.request_id, "system": r.system, "data_category": r.data_category,
@@ -334,7 +334,7 @@ def ledger() -> None:
 def ledger_verify() -> None:
     """Check the hash chain of the event log; names the first broken link."""
     settings = _settings()
-    broken = Ledger(settings.ledger_url).verify_chain()
+    broken = open_ledger(settings.ledger_url).verify_chain()
     if broken is not None:
         raise CliError(f"ledger event at chain position {broken} does not follow from the one "
                        "before: the event log was altered")
@@ -362,7 +362,7 @@ def build_desk(settings: Settings) -> Any:
     from pipeline.desk.app import Publisher, create_app
     from pipeline.ledger.accounts import Access
 
-    ledger = Ledger(settings.ledger_url)
+    ledger = open_ledger(settings.ledger_url)
     register_policy, register = None, None
     if _systems_file(settings).exists():
         register = _register(settings)
@@ -433,7 +433,7 @@ def users_add(name: str, role: str, password_env: str | None) -> None:
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     try:
-        Access(Ledger(settings.ledger_url)).set_user(name, role, password, now_utc())  # type: ignore[arg-type]
+        Access(open_ledger(settings.ledger_url)).set_user(name, role, password, now_utc())  # type: ignore[arg-type]
     except ValueError as exc:
         raise CliError(str(exc)) from None
     click.echo(f"{role} {name} saved")
@@ -451,7 +451,7 @@ def clients_add(name: str) -> None:
     from pipeline.ledger.accounts import Access
 
     settings = _settings()
-    click.echo(Access(Ledger(settings.ledger_url)).add_client(name, now_utc()))
+    click.echo(Access(open_ledger(settings.ledger_url)).add_client(name, now_utc()))
 
 
 @main.command()
@@ -469,7 +469,7 @@ def confirm(request_id: str, system: str, author: str, outcome: str, category: s
     settings = _settings()
     policy = _policy(settings, _register(settings)) if outcome == "held" else None
     try:
-        status = confirm_manual(Ledger(settings.ledger_url), request_id, system, outcome,  # type: ignore[arg-type]
+        status = confirm_manual(open_ledger(settings.ledger_url), request_id, system, outcome,  # type: ignore[arg-type]
                                 author, now_utc(), policy, category, note)
     except ActionError as exc:
         raise CliError(str(exc)) from None
@@ -582,7 +582,7 @@ def _demo_accounts(settings: Settings) -> None:
 
     from pipeline.ledger.accounts import Access
 
-    access = Access(Ledger(settings.ledger_url))
+    access = Access(open_ledger(settings.ledger_url))
     password_file = settings.home_dir / "demo-officer.password"
     if not password_file.exists():
         password = secrets.token_urlsafe(12)

@@ -15,24 +15,10 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from pipeline.ledger import Ledger, UtcDateTime, metadata
+from pipeline.ledger.store import Ledger
+from pipeline.ledger.tables import clients_table, users_table
 
 Role = Literal["officer", "viewer"]
-
-users_table = sa.Table(
-    "desk_users", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("password_hash", sa.String(256), nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
-
-clients_table = sa.Table(
-    "intake_clients", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -70,7 +56,6 @@ class Access:
     def __init__(self, ledger: Ledger) -> None:
         self.engine = ledger.engine
         self.writer = ledger.writer
-        metadata.create_all(self.engine, tables=[users_table, clients_table])
 
     def set_user(self, name: str, role: Role, password: str, now: datetime) -> None:
         if len(password) < 10:

@@ -14,15 +14,12 @@ import sqlalchemy as sa
 
 from connectors.retention import RetentionPolicy
 from pipeline.deadlines import MAX_EXTENSION_MONTHS, add_months, due_at
-from pipeline.ledger import (
-    Ledger,
-    _Batch,
-    completion_key,
-    requests_table,
-    systems_table,
-    task_for,
-    utc,
-)
+from pipeline.ledger import dedupe
+from pipeline.ledger.chain import open_chain
+from pipeline.ledger.rebuild import task_for
+from pipeline.ledger.state import RequestStateMachine, Rows, load_rows
+from pipeline.ledger.store import Ledger
+from pipeline.ledger.tables import requests_table, systems_table
 from schemas import ErasureOutcome, ErasureTask, Evidence, Hold
 
 ConfirmOutcome = Literal["erased", "not_found", "held"]
@@ -32,17 +29,14 @@ class ActionError(Exception):
     """The action is not allowed now; the message says why and what to do."""
 
 
-def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    request = conn.execute(sa.select(requests_table).where(
-        requests_table.c.request_id == request_id)).first()
-    if request is None:
+def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], Rows]:
+    requests, systems = load_rows(conn, [request_id])
+    if request_id not in requests:
         raise ActionError(f"no request {request_id}")
-    systems = {r.system: dict(r._mapping) for r in conn.execute(sa.select(systems_table).where(
-        systems_table.c.request_id == request_id))}
-    return dict(request._mapping), systems
+    return requests[request_id], systems.get(request_id, {})
 
 
-def _system_row(systems: dict[str, dict[str, Any]], request_id: str, system: str, status: str,
+def _system_row(systems: Rows, request_id: str, system: str, status: str,
                 awaited: str) -> dict[str, Any]:
     row = systems.get(system)
     if row is None:
@@ -59,7 +53,8 @@ def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now:
         row = _system_row(systems, request_id, system, "failed", "only a failed system can be retried")
         attempt = row["attempt"] + 1
         reopened = request["reopened"] + (1 if request["status"] != "in_progress" else 0)
-        chain = ledger._chain(conn, [f"{request_id}:{system}:{attempt}:officer_retry"])
+        key = dedupe.officer_retry(request_id, system, attempt)
+        chain = open_chain(conn, [key])
         conn.execute(systems_table.update().where(
             systems_table.c.request_id == request_id, systems_table.c.system == system).values(
             status="retrying", final=False, attempt=attempt, updated_at=now, error=None,
@@ -68,7 +63,7 @@ def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now:
             status="in_progress", completed_at=None, on_time=None, completion_published=False,
             reopened=reopened))
         chain.append(request_id, system, "officer_retry", attempt, "retrying", {"author": author},
-                     now, f"{request_id}:{system}:{attempt}:officer_retry")
+                     now, key)
         chain.write(conn)
     return task_for(request, system, attempt)
 
@@ -83,22 +78,23 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
     with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
         row = _system_row(systems, request_id, system, "manual", "only a manual system awaits confirmation")
+        attempt = row["attempt"]
         if outcome == "held":
             assert policy is not None and category is not None
-            holds = [policy.hold(category, policy.retain_until(category, utc(request["received_at"]) or now))]
+            holds = [policy.hold(category, policy.retain_until(category, request["received_at"]))]
         reference = f"confirmed by {author}" + (f": {note}" if note else "")
-        event = ErasureOutcome(request_id=request_id, system=system, attempt=row["attempt"], status=outcome,
-                               holds=holds, evidence=Evidence(reference=reference[:200]), occurred_at=now)
-        key = f"{request_id}:{system}:{row['attempt']}:{outcome}"
-        chain = ledger._chain(conn, [key, completion_key(request_id, request["reopened"]),
-                                     f"{key}:confirmed"])
-        batch = _Batch({request_id: request}, {request_id: systems}, chain, now)
-        batch.outcome(event)
-        chain.append(request_id, system, "manual_confirmed", row["attempt"], outcome,
-                     {"author": author, "note": note}, now, f"{key}:confirmed")
-        batch.complete_if_final(request_id)
-        batch.write(conn)
-        return str(batch.requests[request_id]["status"])
+        confirmed = dedupe.manual_confirmed(request_id, system, attempt, outcome)
+        chain = open_chain(conn, [dedupe.outcome(request_id, system, attempt, outcome),
+                                  dedupe.completion(request_id, request["reopened"]), confirmed])
+        machine = RequestStateMachine({request_id: request}, {request_id: systems}, chain, now)
+        machine.outcome(ErasureOutcome(
+            request_id=request_id, system=system, attempt=attempt, status=outcome, holds=holds,
+            evidence=Evidence(reference=reference[:200]), occurred_at=now))
+        chain.append(request_id, system, "manual_confirmed", attempt, outcome,
+                     {"author": author, "note": note}, now, confirmed)
+        machine.complete_if_final(request_id)
+        machine.write(conn)
+        return machine.status(request_id)
 
 
 def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, author: str,
@@ -110,8 +106,7 @@ def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, a
         raise ActionError(f"an extension is 1 or {MAX_EXTENSION_MONTHS} months")
     with ledger.writer.begin() as conn:
         request, _ = _load(conn, request_id)
-        received = utc(request["received_at"])
-        assert received is not None
+        received = request["received_at"]
         if request["status"] != "in_progress":
             raise ActionError(f"request {request_id} is {request['status']}: nothing to extend")
         if now > add_months(received, 1):
@@ -121,11 +116,12 @@ def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, a
             raise ActionError(f"already extended by {request['extension_months']} month(s); "
                               f"{MAX_EXTENSION_MONTHS} at most in all")
         new_due = due_at(received, total)
-        chain = ledger._chain(conn, [f"{request_id}:extended:{total}"])
+        key = dedupe.deadline_extended(request_id, total)
+        chain = open_chain(conn, [key])
         conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
             due_at=new_due, extension_months=total, extension_reason=reason.strip()))
         chain.append(request_id, None, "deadline_extended", None, "in_progress",
                       {"author": author, "months": months, "reason": reason.strip(),
-                       "due_at": new_due.isoformat()}, now, f"{request_id}:extended:{total}")
+                       "due_at": new_due.isoformat()}, now, key)
         chain.write(conn)
     return new_due

@@ -1,0 +1,89 @@
+"""The hash chain of the event log: each event's hash covers its predecessor's, so any edit shows.
+
+Writers lock the chain head row for the whole transaction (SQLite: BEGIN IMMEDIATE;
+PostgreSQL and MariaDB: SELECT ... FOR UPDATE), so no two append after the same head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipeline.ledger.tables import chain_head_table, chunks, events_table, utc
+
+GENESIS_HASH = "0" * 64
+HASHED_FIELDS = ("position", "request_id", "system", "kind", "attempt", "status", "payload",
+                 "recorded_at", "dedupe_key")
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling of the ledger: hashes depend on it, so it never changes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def chain_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    fields = {k: row[k] for k in HASHED_FIELDS}
+    fields["recorded_at"] = utc(fields["recorded_at"]).isoformat()  # type: ignore[union-attr]
+    return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+def first_broken_link(rows: Iterable[Mapping[Any, Any]]) -> int | None:
+    """The position of the first event that does not follow from its predecessor, or None."""
+    prev = GENESIS_HASH
+    for expected, row in enumerate(rows, start=1):
+        if row["position"] != expected or row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
+            return expected
+        prev = row["hash"]
+    return None
+
+
+class ChainWriter:
+    """Appends events to the hash chain in memory; `write` inserts them in order.
+
+    An event whose dedupe key is already known (recorded before, or earlier in this
+    batch) is not appended: that is what makes every write idempotent.
+    """
+
+    def __init__(self, head: str, position: int, known_keys: set[str]) -> None:
+        self.head = head
+        self.position = position
+        self.known = known_keys
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, request_id: str, system: str | None, kind: str, attempt: int | None,
+               status: str | None, payload: dict[str, Any], now: datetime, dedupe_key: str) -> bool:
+        if dedupe_key in self.known:
+            return False
+        row: dict[str, Any] = {"request_id": request_id, "system": system, "kind": kind,
+                               "attempt": attempt, "status": status, "payload": canonical_json(payload),
+                               "recorded_at": now, "dedupe_key": dedupe_key, "prev_hash": self.head}
+        self.position += 1
+        row["position"] = self.position
+        row["hash"] = self.head = chain_hash(self.head, row)
+        self.known.add(dedupe_key)
+        self.rows.append(row)
+        return True
+
+    def write(self, conn: sa.Connection) -> None:
+        if self.rows:
+            conn.execute(events_table.insert(), self.rows)
+            conn.execute(chain_head_table.update().where(chain_head_table.c.id == 1)
+                         .values(last_hash=self.head, last_position=self.position))
+
+
+def open_chain(conn: sa.Connection, dedupe_keys: Iterable[str] = ()) -> ChainWriter:
+    """Lock the chain head; know which of these events are already recorded."""
+    query = sa.select(chain_head_table).where(chain_head_table.c.id == 1)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    head = conn.execute(query).one()
+    known: set[str] = set()
+    for chunk in chunks(list(dedupe_keys)):
+        known.update(conn.execute(sa.select(events_table.c.dedupe_key).where(
+            events_table.c.dedupe_key.in_(chunk))).scalars())
+    return ChainWriter(head.last_hash, head.last_position, known)

@@ -1,0 +1,121 @@
+"""What officers read: requests with their systems, the event log, legal holds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipeline.deadlines import DUE_SOON_WINDOW, deadline_flag
+from pipeline.ledger.tables import chain_head_table, events_table, holds_table, requests_table, systems_table
+
+
+@dataclass(frozen=True)
+class SystemView:
+    system: str
+    status: str
+    attempt: int
+    evidence: dict[str, Any] | None
+    holds: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestView:
+    request_id: str
+    subject_ref: str
+    received_at: datetime
+    due_at: datetime
+    status: str
+    completed_at: datetime | None
+    on_time: bool | None
+    deadline_flag: str | None
+    systems: list[SystemView]
+    channel: str | None = None
+    verification: str | None = None
+    extension_months: int = 0
+    extension_reason: str | None = None
+
+
+def request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetime) -> RequestView:
+    return RequestView(
+        request_id=row.request_id, subject_ref=row.subject_ref,
+        received_at=row.received_at, due_at=row.due_at, status=row.status,
+        completed_at=row.completed_at, on_time=row.on_time,
+        deadline_flag=deadline_flag(row.due_at, now, row.status != "in_progress"),
+        channel=row.channel, verification=row.verification,
+        extension_months=row.extension_months or 0, extension_reason=row.extension_reason,
+        systems=[SystemView(
+            system=s.system, status=s.status, attempt=s.attempt,
+            evidence=json.loads(s.evidence) if s.evidence else None,
+            holds=json.loads(s.holds) if s.holds else [],
+            error=json.loads(s.error) if s.error else None,
+            updated_at=s.updated_at,
+        ) for s in systems],
+    )
+
+
+class Views:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def request(self, request_id: str, now: datetime) -> RequestView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(requests_table).where(
+                requests_table.c.request_id == request_id)).first()
+            if row is None:
+                return None
+            systems = conn.execute(sa.select(systems_table).where(
+                systems_table.c.request_id == request_id).order_by(systems_table.c.system)).all()
+        return request_view(row, systems, now)
+
+    def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
+                      limit: int = 200, due_soon: bool = False, search: str | None = None,
+                      ) -> list[RequestView]:
+        """Requests, newest first (without their systems)."""
+        query = sa.select(requests_table).order_by(requests_table.c.received_at.desc())
+        if status:
+            query = query.where(requests_table.c.status == status)
+        if overdue:
+            query = query.where(requests_table.c.status == "in_progress",
+                                requests_table.c.due_at < now)
+        if due_soon:
+            query = query.where(requests_table.c.status == "in_progress", requests_table.c.due_at >= now,
+                                requests_table.c.due_at <= now + DUE_SOON_WINDOW)
+        if search:
+            query = query.where(sa.or_(requests_table.c.request_id.startswith(search.strip().lower()),
+                                       requests_table.c.subject_ref == search.strip()))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [request_view(row, [], now) for row in rows]
+
+    def events(self, request_id: str | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(events_table).order_by(events_table.c.position)
+        if request_id:
+            query = query.where(events_table.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def chain_head(self) -> tuple[int, str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(chain_head_table).where(chain_head_table.c.id == 1)).one()
+        return int(row.last_position), str(row.last_hash)
+
+    def active_holds(self, system: str | None = None) -> list[sa.Row[Any]]:
+        query = (sa.select(holds_table).where(holds_table.c.released_at.is_(None))
+                 .order_by(holds_table.c.system, holds_table.c.retain_until, holds_table.c.request_id))
+        if system:
+            query = query.where(holds_table.c.system == system)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).all())
+
+    def holds_of(self, request_id: str) -> list[sa.Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(holds_table).where(
+                holds_table.c.request_id == request_id).order_by(
+                holds_table.c.system, holds_table.c.data_category)).all())

@@ -1,0 +1,159 @@
+"""Alembic migrations: a new database reaches head; a ledger written before migrations is adopted."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from pipeline.ledger import Ledger, metadata, open_ledger, upgrade
+from pipeline.ledger.accounts import Access
+from pipeline.ledger.migrations import config, current_revision
+from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+
+LEDGER_V0 = Path(__file__).parent / "data" / "ledger_v0.sql"
+HEAD = ScriptDirectory.from_config(config()).get_current_head()
+RID = "5a1d7c9e-2b3f-4e6a-8c0d-1e2f3a4b5c6d"
+T0 = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+def record_one(ledger: Ledger) -> None:
+    sealed = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=RID, ciphertext="c2VjcmV0")
+    ledger.record([
+        ErasurePlanned(request_id=RID, received_at=T0, due_at=T0 + timedelta(days=30), subject_ref="sr_m",
+                       identities=sealed, planned_at=T0,
+                       targets=[PlannedTarget(system="brevo", expected_turnaround_s=60)]),
+        ErasureOutcome(request_id=RID, system="brevo", attempt=1, status="erased", occurred_at=T0),
+    ], T0)
+
+
+def schema_drift(url: str) -> list[object]:
+    """What differs between the migrated database and the tables the code uses."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                         metadata))
+    finally:
+        engine.dispose()
+
+
+def sqlite_schema(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")}
+
+
+def test_upgrade_brings_an_empty_postgres_database_to_head(postgres_url: str) -> None:
+    upgrade(postgres_url)
+    assert current_revision(postgres_url) == HEAD
+    assert schema_drift(postgres_url) == []
+    upgrade(postgres_url)  # at head already: nothing to do
+    ledger = Ledger(postgres_url)
+    try:
+        assert ledger.chain_head() == (0, "0" * 64)
+        record_one(ledger)
+        view = ledger.request(RID, T0)
+        assert view is not None and view.status == "completed" and view.received_at == T0
+        assert ledger.verify_chain() is None
+    finally:
+        ledger.close()
+
+
+def test_concurrent_upgrades_of_a_new_database_agree(postgres_url: str) -> None:
+    """The aggregator, connector workers and desk may all start on a new database at once."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(postgres_url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert current_revision(postgres_url) == HEAD
+
+
+def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tmp_path: Path) -> None:
+    before = tmp_path / "before.db"
+    with sqlite3.connect(before) as conn:
+        conn.executescript(LEDGER_V0.read_text())
+    after = tmp_path / "after.db"
+    upgrade(f"sqlite:///{after}")
+    added = sqlite_schema(after) - sqlite_schema(before)
+    assert {sql.split("(")[0].strip() for sql in added} == {
+        "CREATE TABLE alembic_version", "CREATE TABLE desk_users", "CREATE TABLE intake_clients"}
+    assert sqlite_schema(before) <= sqlite_schema(after)
+    assert schema_drift(f"sqlite:///{after}") == []
+
+
+def test_a_ledger_written_before_migrations_is_adopted_and_still_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(LEDGER_V0.read_text())
+        events_before = conn.execute("SELECT * FROM erasure_events ORDER BY position").fetchall()
+    url = f"sqlite:///{path}"
+    assert current_revision(url) is None
+    upgrade(url)
+    assert current_revision(url) == HEAD
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM erasure_events ORDER BY position").fetchall() == events_before
+    ledger = open_ledger(url)
+    try:
+        assert ledger.chain_head() == (16, events_before[-1][-1])
+        assert ledger.verify_chain() is None
+        assert {v.status for v in ledger.list_requests(T0)} == {"completed", "completed_with_holds"}
+        record_one(ledger)
+        assert ledger.verify_chain() is None and ledger.chain_head()[0] > 16
+        Access(ledger).set_user("officer-1", "officer", "a long password", T0)  # tables it lacked
+    finally:
+        ledger.close()
+
+
+def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url)
+    tables = [t for t in metadata.sorted_tables if t.name not in ("desk_users", "intake_clients")]
+    metadata.create_all(engine, tables=tables)
+    engine.dispose()
+    upgrade(postgres_url)
+    assert current_revision(postgres_url) == HEAD
+    assert schema_drift(postgres_url) == []
+    ledger = Ledger(postgres_url)
+    try:
+        record_one(ledger)
+        assert ledger.verify_chain() is None
+    finally:
+        ledger.close()
+
+
+def test_a_database_that_is_not_a_ledger_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE erasure_events (id INTEGER PRIMARY KEY, note TEXT)")
+    with pytest.raises(RuntimeError, match="erasure_events lacks columns"):
+        upgrade(f"sqlite:///{path}")
+    assert current_revision(f"sqlite:///{path}") is None
+
+
+def test_upgrade_on_mariadb(mariadb_url: str) -> None:
+    upgrade(mariadb_url)
+    assert current_revision(mariadb_url) == HEAD
+    ledger = Ledger(mariadb_url)
+    try:
+        record_one(ledger)  # whole seconds: MariaDB's DATETIME keeps no fraction
+        view = ledger.request(RID, T0)
+        assert view is not None and view.status == "completed" and view.due_at == T0 + timedelta(days=30)
+        assert ledger.verify_chain() is None
+    finally:
+        ledger.close()

@@ -15,12 +15,16 @@ agent takes off the outcomes topic (`Aggregator.take`):
    backoff and without limit (`retrying.until_done`): the batch stays unacked, so
    its offsets are not committed past it, and the agent takes no further batch
    meanwhile. Letting the exception escape would lose the batch: faust restarts
-   the agent without redelivering it and commits its offsets. If the worker
-   stops or is evicted from its group while a write is failing, the batch is
-   redelivered from the last committed offset to whichever worker owns the
-   partition. `record` is idempotent (each event has a dedupe key in the ledger),
-   so a batch written twice is recorded once: at-least-once delivery, effectively
-   once in the ledger.
+   the agent without redelivering it and commits its offsets. If the worker is
+   evicted from its group meanwhile (past the max poll interval), the partition's
+   next owner re-reads it from the last committed offset, before this batch.
+   `record` is idempotent (each event has a dedupe key in the ledger), so a batch
+   written twice is recorded once: at-least-once delivery, once in the ledger.
+   Not covered: a worker STOPPED while a write is failing. faust cancels the
+   agent, and `take_events` acks the batch it yielded when its generator is
+   finalised, so the batch's offsets may be committed unrecorded (not observed,
+   read from faust's code). An outcome lost so is asked for again by the re-drive
+   of silent systems; a lost plan is not.
 4. Announce. Each completion is published on the completed topic, then marked
    published in the ledger. A crash between the two publishes it again on the
    next housekeeping pass (`Ledger.unpublished_completions`): consumers of the

@@ -7,6 +7,7 @@ past it (checked on faust-streaming 0.15.3 with the Tansu broker). Giving up on
 a batch would therefore lose it. Retrying in place keeps the batch unacked until
 its ledger write went through; every ledger write the agents make is idempotent,
 so a batch that is redelivered anyway (a rebalance, a restart) changes nothing.
+The aggregator's docstring says what this covers and what it does not.
 """
 
 from __future__ import annotations

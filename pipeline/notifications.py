@@ -12,17 +12,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import requests
 import sqlalchemy as sa
 
+from connectors.retry import RetryPolicy
 from pipeline.ledger import Ledger, notifications_table, requests_table, utc
 from schemas import ErasureNotification
 
 SIGNATURE_HEADER = "X-Erasure-Signature"
 MAX_ATTEMPTS = 12
 TOLERANCE_S = 300
+# 10 s after the first failed delivery, doubling up to an hour; `pending` stops at MAX_ATTEMPTS.
+WEBHOOK_RETRY = RetryPolicy(max_attempts=MAX_ATTEMPTS, base_s=5, multiplier=2, cap_s=3600, jitter=False)
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -89,7 +92,9 @@ def mark(ledger: Ledger, notification_id: str, now: datetime, error: str | None)
         if error is None:
             values["delivered_at"] = now
         else:
-            values["next_attempt_at"] = now + timedelta(seconds=min(3600, 5 * 2 ** attempts))
+            # backoff_s(n) is base * 2^(n-1): attempt + 1 keeps the wait after `attempts` failures
+            # at 5 * 2^attempts seconds.
+            values["next_attempt_at"] = WEBHOOK_RETRY.next_at(now, attempts + 1)
         conn.execute(notifications_table.update().where(
             notifications_table.c.notification_id == notification_id).values(**values))
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from pipeline.devstack.demo import demo_systems
 from pipeline.register import SystemsRegister
-from pipeline.streaming.app import targets_for
+from pipeline.streaming.router import targets_for
 from schemas import ErasureRequested, Scope, SealedIdentities
 
 REGISTER = SystemsRegister.model_validate(demo_systems("sqlite:///x.db", "http://127.0.0.1:1"))

@@ -1,0 +1,66 @@
+"""What the router, the aggregator and housekeeping need from the broker, and nothing more.
+
+They read `Received` records (a consumed event with its coordinates) and write
+`Message`s through a `Publisher`; `TopicPublisher` is the faust implementation.
+Keeping faust out of their signatures lets them run in unit tests against an
+in-memory publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from pipeline.codec import dead_letter
+from pipeline.streaming import topics
+
+log = logging.getLogger(__name__)
+
+
+class Message(NamedTuple):
+    """One record to publish: topic name, key, encoded value."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class Received(NamedTuple):
+    """One consumed record and where it came from (its coordinates go into dead letters)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class Publisher(Protocol):
+    async def send_all(self, messages: Sequence[Message]) -> None:
+        """Publish in order; return once the broker has every one (at-least-once)."""
+
+    async def dead_letter(self, record: Received, reason: str, consumer: str) -> None:
+        """Park an event that cannot be processed; `reason` names fields, never values."""
+
+
+def dead_letter_message(record: Received, reason: str, consumer: str) -> Message:
+    return Message(topics.DEADLETTER, record.key or b"",
+                   dead_letter(record.topic, record.partition, record.offset, reason, consumer))
+
+
+class TopicPublisher:
+    """A `Publisher` over faust topics, looked up by name."""
+
+    def __init__(self, faust_topics: Mapping[str, Any]) -> None:
+        self.faust_topics = faust_topics
+
+    async def send_all(self, messages: Sequence[Message]) -> None:
+        pending = [await self.faust_topics[m.topic].send(key=m.key, value=m.value) for m in messages]
+        await asyncio.gather(*pending)
+
+    async def dead_letter(self, record: Received, reason: str, consumer: str) -> None:
+        log.warning("%s: dead-lettering %s[%d]@%d: %s", consumer, record.topic, record.partition,
+                    record.offset, reason)
+        await self.send_all([dead_letter_message(record, reason, consumer)])

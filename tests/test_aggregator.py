@@ -1,0 +1,136 @@
+"""The aggregator without a broker: in-memory publisher, a dict for the faust table, SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from connectors.retry import RetryPolicy
+from pipeline.codec import encode
+from pipeline.deadlines import due_at
+from pipeline.ledger import Ledger
+from pipeline.streaming import topics
+from pipeline.streaming.aggregator import Aggregator
+from pipeline.streaming.publishing import Received
+from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+from tests.fakes.publisher import MemoryPublisher
+
+NOW = datetime.now(UTC)
+NO_WAIT = RetryPolicy(base_s=0.0, jitter=False)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield ledger
+    ledger.close()
+
+
+def plan(rid: str, systems: tuple[str, ...] = ("site-db", "brevo")) -> ErasurePlanned:
+    received = NOW - timedelta(minutes=1)
+    return ErasurePlanned(
+        request_id=rid, received_at=received, due_at=due_at(received), subject_ref="sr_x",
+        identities=SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=rid, ciphertext="c2VjcmV0"),
+        planned_at=received, targets=[PlannedTarget(system=s, expected_turnaround_s=60) for s in systems])
+
+
+def outcome(rid: str, system: str, status: str = "erased") -> ErasureOutcome:
+    return ErasureOutcome(request_id=rid, system=system, attempt=1, status=status,  # type: ignore[arg-type]
+                          occurred_at=NOW)
+
+
+def records(*events: BaseModel | bytes, first_offset: int = 0) -> list[Received]:
+    return [Received(topics.OUTCOMES, 0, first_offset + i, b"k",
+                     e if isinstance(e, bytes) else encode(e)) for i, e in enumerate(events)]
+
+
+def take(aggregator: Aggregator, *events: BaseModel | bytes) -> list[Any]:
+    return asyncio.run(aggregator.take(records(*events)))
+
+
+def test_a_batch_that_finishes_a_request_is_recorded_and_announced_once(ledger: Ledger) -> None:
+    publisher, progress = MemoryPublisher(), dict[str, Any]()
+    aggregator = Aggregator(ledger, publisher, progress)
+    rid = str(uuid.uuid4())
+    assert take(aggregator, plan(rid), outcome(rid, "site-db")) == []
+    assert progress[rid] == {"systems": {"site-db": "erased", "brevo": "planned"}}
+    [completion] = take(aggregator, outcome(rid, "brevo"))
+    assert completion.request_id == rid and completion.status == "completed"
+    [announced] = publisher.values(topics.COMPLETED)
+    assert announced["request_id"] == rid and announced["status"] == "completed"
+    assert [m.key for m in publisher.sent] == [rid.encode()]
+    assert ledger.unpublished_completions() == [], "marked published after the publish"
+    assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome", "outcome", "completed"]
+
+
+def test_duplicates_are_dropped_by_the_working_state_and_by_the_ledger(ledger: Ledger) -> None:
+    publisher, progress = MemoryPublisher(), dict[str, Any]()
+    rid = str(uuid.uuid4())
+    take(Aggregator(ledger, publisher, progress), plan(rid), plan(rid), outcome(rid, "site-db"),
+         outcome(rid, "site-db"))
+    assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome"]
+    # Redelivered to a worker whose table has not seen the request: the ledger dedupes.
+    other = Aggregator(ledger, publisher, {})
+    take(other, plan(rid), outcome(rid, "site-db"), outcome(rid, "brevo"))
+    take(other, outcome(rid, "brevo"))
+    assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome", "outcome", "completed"]
+    assert len(publisher.values(topics.COMPLETED)) == 1
+
+
+def test_invalid_events_are_dead_lettered_and_the_rest_of_the_batch_recorded(ledger: Ledger) -> None:
+    publisher = MemoryPublisher()
+    rid = str(uuid.uuid4())
+    secret = b'{"event_type": "erasure.outcome", "request_id": "x", "system": "brevo", ' \
+             b'"identity_value": "someone@example.test"}'
+    take(Aggregator(ledger, publisher, {}), b"{not json", secret, plan(rid))
+    letters = publisher.dead_letters()
+    assert [(d["source_topic"], d["offset"], d["consumer"]) for d in letters] == [
+        (topics.OUTCOMES, 0, "aggregator"), (topics.OUTCOMES, 1, "aggregator")]
+    assert "someone@example.test" not in str(letters)
+    assert [e.kind for e in ledger.events(rid)] == ["planned"]
+
+
+class FlakyLedger:
+    """The real ledger, whose first `record` fails as a lost database connection would."""
+
+    def __init__(self, ledger: Ledger, failures: int) -> None:
+        self.ledger = ledger
+        self.failures = failures
+
+    def record(self, *args: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database went away")
+        return self.ledger.record(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+
+def test_a_failed_ledger_write_is_retried_in_place_until_it_goes_through(ledger: Ledger) -> None:
+    publisher = MemoryPublisher()
+    flaky = FlakyLedger(ledger, failures=3)
+    aggregator = Aggregator(flaky, publisher, {}, ledger_retry=NO_WAIT)  # type: ignore[arg-type]
+    rid = str(uuid.uuid4())
+    [completion] = take(aggregator, plan(rid, ("brevo",)), outcome(rid, "brevo"))
+    assert flaky.failures == 0
+    assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome", "completed"]
+    assert len(publisher.values(topics.COMPLETED)) == 1 and completion.request_id == rid
+
+
+def test_a_release_always_reaches_the_ledger(ledger: Ledger) -> None:
+    progress: dict[str, Any] = {}
+    aggregator = Aggregator(ledger, MemoryPublisher(), progress)
+    rid = str(uuid.uuid4())
+    take(aggregator, plan(rid, ("site-db",)), outcome(rid, "site-db", "held"))
+    release = ErasureOutcome(request_id=rid, system="site-db", attempt=2, status="erased", purpose="release",
+                             occurred_at=NOW)
+    assert aggregator.remember(release), "final in the table, yet a release goes through"
+    assert not aggregator.remember(outcome(rid, "site-db")), "an erase outcome for a final system is dropped"

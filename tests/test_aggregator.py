@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from connectors.retry import RetryPolicy
 from pipeline.codec import encode
 from pipeline.deadlines import due_at
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, open_ledger
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.publishing import Received
@@ -28,7 +28,7 @@ NO_WAIT = RetryPolicy(base_s=0.0, jitter=False)
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield ledger
     ledger.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import notifications
 from pipeline.deadlines import due_at
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, open_ledger
 from pipeline.streaming import topics
 from pipeline.streaming.housekeeping import Housekeeping
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield ledger
     ledger.close()
 

@@ -16,7 +16,7 @@ from connectors.retry import RetryPolicy
 from pipeline.codec import encode
 from pipeline.crypto import PipelineKeys, init_keys, load_keys, open_with_data_key, seal_for_intake
 from pipeline.devstack.demo import demo_systems
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, open_ledger
 from pipeline.register import SystemsRegister
 from pipeline.streaming import topics
 from pipeline.streaming.publishing import Received
@@ -37,7 +37,7 @@ def keys(tmp_path: Path) -> PipelineKeys:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield ledger
     ledger.close()
 

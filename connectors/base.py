@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from schemas import Evidence, Hold, Scope, SubjectIdentities
+from schemas.codec import describe_config_error
+from schemas.identity import IdentityType
 
 if TYPE_CHECKING:
     from connectors.retention import RetentionPolicy
@@ -88,7 +90,7 @@ class Connector(Protocol):
     def close(self) -> None: ...
 
 
-def identities_of(subject: SubjectIdentities, identity_type: str) -> list[str]:
+def identities_of(subject: SubjectIdentities, identity_type: IdentityType) -> list[str]:
     return [i.identity_value for i in subject.identities if i.identity_type == identity_type]
 
 
@@ -105,22 +107,8 @@ def require_secret(env_var: str, system: str, environ: dict[str, str] | None = N
     return value
 
 
-def _key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
-def describe_validation_error(exc: ValidationError, source: Path, prefix: str = "") -> str:
-    """One line per problem, naming the file and the key; never echoes the values."""
-    lines = [f"{source}: invalid configuration"]
-    for error in exc.errors(include_input=False, include_url=False):
-        lines.append(f"  {source}: key {_key_path(error['loc'], prefix)}: {error['msg']}")
-    return "\n".join(lines)
+# The name config loaders know; the one formatter is schemas.codec's.
+describe_validation_error = describe_config_error
 
 
 def load_yaml_model(path: Path, model: type[M]) -> M:
@@ -134,4 +122,4 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, path)) from None
+        raise ConfigError(describe_config_error(exc, path)) from None

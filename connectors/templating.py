@@ -11,16 +11,15 @@ import string
 from collections.abc import Callable
 
 from schemas import SubjectIdentities
-
-IDENTITY_FIELDS = ("email", "phone", "user_id", "account_id", "customer_id")
+from schemas.identity import IDENTITY_TYPES
 
 
 def template_fields(template: str) -> list[str]:
     fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    unknown = [f for f in fields if f not in IDENTITY_FIELDS]
+    unknown = [f for f in fields if f not in IDENTITY_TYPES]
     if unknown:
         raise ValueError(f"template {template!r} names {unknown[0]!r}; "
-                         f"use one of {', '.join('{' + f + '}' for f in IDENTITY_FIELDS)}")
+                         f"use one of {', '.join('{' + f + '}' for f in IDENTITY_TYPES)}")
     return fields
 
 

@@ -20,6 +20,7 @@ from nacl.secret import SecretBox
 from nacl.utils import random as random_bytes
 
 from schemas import Identity, SealedIdentities, SubjectIdentities
+from schemas.identity import normalised_value
 
 SEALED_BOX_ALG: Final = "sealedbox-x25519"
 SECRET_BOX_ALG: Final = "secretbox-xsalsa20poly1305"
@@ -42,12 +43,7 @@ def key_fingerprint(public_key: bytes) -> str:
 
 
 def normalise(identity: Identity) -> str:
-    value = identity.identity_value.strip()
-    if identity.identity_type == "email":
-        value = value.lower()
-    elif identity.identity_type == "phone":
-        value = "".join(ch for ch in value if ch.isdigit() or ch == "+")
-    return f"{identity.identity_type}:{value}"
+    return f"{identity.identity_type}:{normalised_value(identity.identity_type, identity.identity_value)}"
 
 
 def subject_ref(hmac_key: bytes, subject: SubjectIdentities) -> str:

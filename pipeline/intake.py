@@ -25,7 +25,7 @@ IdentitiesInput = Mapping[str, str] | Sequence[Identity]
 
 def _identities(identities: IdentitiesInput) -> SubjectIdentities:
     if isinstance(identities, Mapping):
-        items = [Identity(identity_type=k, identity_value=v)  # type: ignore[arg-type]
+        items = [Identity.model_validate({"identity_type": k, "identity_value": v})
                  for k, v in identities.items()]
     else:
         items = list(identities)

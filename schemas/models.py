@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
+from schemas.identity import IdentityType
+
 UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 SYSTEM_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -19,7 +21,6 @@ SystemId = Annotated[str, StringConstraints(pattern=SYSTEM_ID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Base64Text = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/=_-]+$", min_length=4)]
 
-IdentityType = Literal["email", "phone", "user_id", "account_id", "customer_id"]
 SystemStatus = Literal["pending", "retrying", "manual", "erased", "not_found", "held", "failed"]
 FINAL_SYSTEM_STATUSES: frozenset[str] = frozenset({"erased", "not_found", "held", "failed"})
 RequestFinalStatus = Literal["completed", "completed_with_holds", "needs_attention"]

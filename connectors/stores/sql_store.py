@@ -27,8 +27,9 @@ from connectors.base import (
     require_secret,
 )
 from schemas import Evidence, Hold, SubjectIdentities
+from schemas.identity import IdentityType
 
-IdentityTypeName = Literal["email", "phone", "user_id", "account_id", "customer_id"]
+IdentityTypeName = IdentityType
 ARCHIVE_TABLE = "erasure_restricted_archive"
 
 

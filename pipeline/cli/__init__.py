@@ -24,6 +24,7 @@ from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.register import SystemsRegister, load_systems
 from pipeline.settings import Settings, load_settings
 from pipeline.streaming import topics
+from schemas.identity import IdentityType
 
 
 class CliError(click.ClickException):
@@ -232,7 +233,8 @@ def submit(email: str | None, phone: str | None, user_id: str | None, request_id
     """Publish a deletion request; prints its request id."""
     from pipeline.intake import IntakeClient
 
-    identities = {k: v for k, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v}
+    given: dict[IdentityType, str | None] = {"email": email, "phone": phone, "user_id": user_id}
+    identities: dict[str, str] = {k: v for k, v in given.items() if v}
     if not identities:
         raise CliError("give at least one of --email, --phone, --user-id")
     settings = _settings()

@@ -42,6 +42,7 @@ from pipeline.ledger.accounts import Access, User
 from pipeline.manual_messages import manual_message
 from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasureRequested, ErasureTask, Evidence, OutcomeError
+from schemas.codec import problem_details
 
 log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -105,9 +106,7 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
         try:
             event = ErasureRequested.model_validate_json(body)
         except ValidationError as exc:
-            return _problem(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                                  for e in exc.errors(include_input=False, include_url=False,
-                                                      include_context=False)])
+            return _problem(422, problem_details(exc, loc_prefix=("body",)))
         digest = hashlib.sha256(body).hexdigest()
         deadline = due_at(event.received_at)
         answer = {"request_id": event.request_id, "status": "accepted",

@@ -1,0 +1,152 @@
+"""One task to its outcome: open the identities, call the connector, classify what happened.
+
+Transient errors are retried in process while the wait is short
+(`connectors.http.call_with_retries`); one that outlasts them re-queues the task
+with the next attempt number and a `not_before` from the re-queue policy, where a
+wait the processor announced wins. A pending erasure (a processor job) is
+re-queued with its job reference to be polled. Everything else ends the task:
+erased, not found, held, manual, or failed with the error's kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from connectors.base import Connector, ConnectorError, EraseResult, RetryableError, TaskContext
+from connectors.http import call_with_retries
+from connectors.retention import RetentionPolicy
+from connectors.retry import RetryPolicy
+from pipeline.codec import now_utc
+from pipeline.crypto import SealError, open_with_data_key
+from pipeline.settings import Settings
+from schemas import ErasureOutcome, ErasureTask, OutcomeError, SubjectIdentities
+from schemas.models import ErrorKind, SystemStatus
+
+log = logging.getLogger(__name__)
+
+# A processor job that did not say when to look again is polled after a minute.
+DEFAULT_POLL_AFTER_S = 60.0
+# Our own backoff before attempt n+1 is jittered up to 2^(n+2) s: 8 s after the first attempt.
+REQUEUE_BASE_S = 8.0
+MESSAGE_MAX_CHARS = 500
+
+
+def requeue_policy(settings: Settings) -> RetryPolicy:
+    """When a task that failed transiently comes back, and how many attempts it gets."""
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts, base_s=REQUEUE_BASE_S, multiplier=2.0,
+        cap_s=settings.retry_backoff_cap_s, jitter=True,
+        announced_cap_s=settings.retry_announced_wait_cap_s,
+    )
+
+
+@dataclass(frozen=True)
+class InProcessRetries:
+    """Retries inside one attempt, for waits short enough to hold a worker thread."""
+
+    attempts: int
+    max_wait_s: float
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InProcessRetries:
+        return cls(settings.retry_in_process_attempts, settings.retry_in_process_max_wait_s)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What to publish for one task: its outcome, and the task again when it comes back later."""
+
+    outcome: ErasureOutcome
+    requeue: ErasureTask | None = None
+
+
+class CannotOpen(Exception):
+    """The task's identities cannot be opened: the data key is gone or the envelope is bad."""
+
+
+class TaskEraser:
+    """Erases one task at one system; safe to call from many threads at once."""
+
+    def __init__(self, system: str, connector: Connector, data_key: Callable[[str], bytes | None],
+                 requeue: RetryPolicy, in_process: InProcessRetries,
+                 retention: RetentionPolicy | None = None,
+                 clock: Callable[[], datetime] = now_utc) -> None:
+        self.system = system
+        self.connector = connector
+        self.data_key = data_key
+        self.requeue = requeue
+        self.in_process = in_process
+        self.retention = retention
+        self.clock = clock
+
+    def erase(self, task: ErasureTask) -> Handled:
+        try:
+            subject = self._open(task)
+            result = self._call(subject, task)
+        except CannotOpen as exc:
+            return self._failed(task, "permanent", str(exc))
+        except RetryableError as exc:
+            return self._retry_later(task, exc)
+        except ConnectorError as exc:
+            return self._failed(task, exc.kind, str(exc))
+        except Exception as exc:  # a connector bug fails the task, it does not stop the worker
+            log.error("%s: connector raised %s", self.system, type(exc).__name__)
+            return self._failed(task, "permanent", f"{self.system}: unexpected {type(exc).__name__}")
+        return self._finished(task, result)
+
+    def _open(self, task: ErasureTask) -> SubjectIdentities:
+        key = self.data_key(task.request_id)
+        if key is None:
+            raise CannotOpen("the request's data key is missing or destroyed")
+        try:
+            return open_with_data_key(key, task.identities)
+        except SealError as exc:
+            raise CannotOpen(str(exc)) from None
+
+    def _call(self, subject: SubjectIdentities, task: ErasureTask) -> EraseResult:
+        context = TaskContext(
+            request_id=task.request_id, system=self.system, attempt=task.attempt, scope=task.scope,
+            job_ref=task.job_ref, received_at=task.received_at, retention=self.retention,
+            release_categories=tuple(task.release_categories or ()) if task.purpose == "release"
+            else None)
+        return call_with_retries(
+            lambda: self.connector.erase(subject, context),
+            attempts=self.in_process.attempts, max_wait_s=self.in_process.max_wait_s,
+            backoff_cap_s=self.in_process.max_wait_s, sleep=self.in_process.sleep,
+        )
+
+    def _finished(self, task: ErasureTask, result: EraseResult) -> Handled:
+        if result.status != "pending":
+            return Handled(self._outcome(task, result.status, holds=result.holds,
+                                         evidence=result.evidence))
+        poll_at = self.clock() + timedelta(seconds=result.poll_after_s or DEFAULT_POLL_AFTER_S)
+        outcome = self._outcome(task, "pending", holds=result.holds, evidence=result.evidence,
+                                next_attempt_at=poll_at)
+        return Handled(outcome, task.model_copy(update={
+            "attempt": task.attempt + 1, "not_before": poll_at, "job_ref": result.job_ref}))
+
+    def _retry_later(self, task: ErasureTask, exc: RetryableError) -> Handled:
+        if self.requeue.exhausted(task.attempt):
+            return self._failed(task, "retryable", f"{exc} (retry budget of "
+                                f"{self.requeue.max_attempts} attempts spent)")
+        now = self.clock()
+        wait_s = self.requeue.wait_s(task.attempt, exc.retry_after_s)
+        next_at = now + timedelta(seconds=wait_s)
+        error = OutcomeError(kind="retryable", message=str(exc)[:MESSAGE_MAX_CHARS], retry_after_s=wait_s)
+        outcome = self._outcome(task, "retrying", occurred_at=now, next_attempt_at=next_at, error=error)
+        return Handled(outcome, task.model_copy(update={"attempt": task.attempt + 1, "not_before": next_at}))
+
+    def _failed(self, task: ErasureTask, kind: ErrorKind, message: str) -> Handled:
+        return Handled(self._outcome(task, "failed", error=OutcomeError(
+            kind=kind, message=message[:MESSAGE_MAX_CHARS])))
+
+    def _outcome(self, task: ErasureTask, status: SystemStatus, **fields: Any) -> ErasureOutcome:
+        fields.setdefault("occurred_at", self.clock())
+        return ErasureOutcome(request_id=task.request_id, system=self.system, attempt=task.attempt,
+                              purpose=task.purpose, status=status, **fields)

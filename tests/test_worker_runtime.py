@@ -1,0 +1,149 @@
+"""The connector worker's loop without a broker: dead letters, delayed tasks, publish-then-commit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from kafka import TopicPartition
+
+from connectors.base import EraseResult, RetryableError
+from pipeline.codec import encode, now_utc
+from pipeline.settings import Settings
+from pipeline.streaming import topics
+from pipeline.worker import runtime
+from pipeline.worker.runtime import Accepted, ConnectorWorker
+from pipeline.worker.schedule import DelayQueue
+from schemas import DeadLetter, ErasureOutcome, ErasureTask
+from tests.worker_fakes import (
+    EMAIL,
+    NOW,
+    Keys,
+    MemoryConsumer,
+    MemoryProducer,
+    Record,
+    ScriptedConnector,
+    sealed_task,
+)
+
+TOPIC = topics.task_topic("crm")
+TP = TopicPartition(TOPIC, 0)
+SETTINGS = Settings(connector_threads=2, retry_in_process_attempts=1, retry_max_attempts=3)
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture
+def parts(keys: Keys) -> Iterator[tuple[ConnectorWorker, MemoryProducer, MemoryConsumer]]:
+    producer, consumer = MemoryProducer(), MemoryConsumer()
+    worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", keys,
+                             producer=producer, consumer=consumer)
+    yield worker, producer, consumer
+    worker._pool.shutdown(wait=True)
+
+
+def committed_positions(worker: ConnectorWorker) -> dict[TopicPartition, int]:
+    return {tp: meta.offset for tp, meta in worker.tracker.committable().items()}
+
+
+def test_a_record_that_is_not_a_task_is_dead_lettered_without_its_values(
+        parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer]) -> None:
+    worker, producer, _ = parts
+    worker.accept(TP, Record(7, json.dumps({"request_id": EMAIL}).encode(), key=b"k"))
+    [letter] = [DeadLetter.model_validate_json(v) for v in producer.to(topics.DEADLETTER)]
+    assert (letter.source_topic, letter.partition, letter.offset) == (TOPIC, 0, 7)
+    assert letter.consumer == "connector:crm" and letter.reason.startswith("invalid ErasureTask: ")
+    assert EMAIL not in letter.reason
+    assert committed_positions(worker) == {TP: 8}
+
+
+def test_a_task_of_another_system_is_dead_lettered(
+        parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer], keys: Keys) -> None:
+    worker, producer, _ = parts
+    worker.accept(TP, Record(0, encode(sealed_task(keys.key, system="billing"))))
+    [letter] = [DeadLetter.model_validate_json(v) for v in producer.to(topics.DEADLETTER)]
+    assert letter.reason == "task for system 'billing' on the topic of 'crm'"
+    assert producer.to(topics.OUTCOMES) == []
+
+
+def test_a_task_not_yet_due_is_held_and_its_offset_not_committed(
+        parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer], keys: Keys,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker, producer, _ = parts
+    task = sealed_task(keys.key, attempt=2, not_before=NOW + timedelta(minutes=5))
+    monkeypatch.setattr(runtime, "now_utc", lambda: NOW)
+    worker.accept(TP, Record(3, encode(task)))
+    worker.release_due()
+    assert len(worker.delayed) == 1 and committed_positions(worker) == {TP: 3}
+    monkeypatch.setattr(runtime, "now_utc", lambda: NOW + timedelta(minutes=5))
+    worker.release_due()
+    worker._pool.shutdown(wait=True)
+    assert len(worker.delayed) == 0
+    [outcome] = [ErasureOutcome.model_validate_json(v) for v in producer.to(topics.OUTCOMES)]
+    assert (outcome.status, outcome.attempt) == ("erased", 2)
+    assert committed_positions(worker) == {TP: 4}
+
+
+def test_outcome_and_requeued_task_are_published_before_the_offset_is_done(
+        parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer], keys: Keys) -> None:
+    worker, producer, _ = parts
+    worker.eraser.connector = ScriptedConnector(RetryableError("crm", "rate limited", retry_after_s=600.0))
+    task = sealed_task(keys.key)
+    worker.tracker.started(TP, 0)
+    worker.process(Accepted(TP, 0, task))
+    assert [topic for topic, _, _ in producer.sent] == [topics.OUTCOMES, TOPIC]
+    assert all(key == task.request_id.encode() for _, key, _ in producer.sent)
+    [again] = [ErasureTask.model_validate_json(v) for v in producer.to(TOPIC)]
+    assert again.attempt == 2 and again.not_before is not None and again.not_before > now_utc()
+    assert committed_positions(worker) == {TP: 1}
+
+
+def test_an_unacknowledged_outcome_keeps_the_offset_in_flight(keys: Keys) -> None:
+    producer = MemoryProducer(failing=(topics.OUTCOMES,))
+    worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", keys,
+                             producer=producer, consumer=MemoryConsumer())
+    worker.tracker.started(TP, 0)
+    worker.process(Accepted(TP, 0, sealed_task(keys.key)))
+    worker._pool.shutdown(wait=True)
+    assert worker.tracker.in_flight() == 1 and committed_positions(worker) == {TP: 0}
+
+
+def test_run_erases_publishes_commits_and_closes(keys: Keys) -> None:
+    tasks = [sealed_task(keys.key) for _ in range(3)]
+    consumer = MemoryConsumer(batches=[{TP: [Record(i, encode(t)) for i, t in enumerate(tasks)]}])
+    producer, connector = MemoryProducer(), ScriptedConnector(EraseResult("not_found"))
+    worker = ConnectorWorker(SETTINGS, "crm", connector, "unused:9092", keys,
+                             producer=producer, consumer=consumer)
+    consumer.when_drained = worker.stop
+    worker.run()
+    outcomes = [ErasureOutcome.model_validate_json(v) for v in producer.to(topics.OUTCOMES)]
+    assert sorted(o.request_id for o in outcomes) == sorted(t.request_id for t in tasks)
+    assert consumer.commits[-1] == {TP: 3}
+    assert consumer.closed and producer.closed and connector.closed
+
+
+def test_revoked_partitions_are_committed_then_forgotten(
+        parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer]) -> None:
+    worker, _, consumer = parts
+    worker.tracker.started(TP, 4)
+    worker.tracker.started(TP, 5)
+    worker.tracker.done(TP, 4)
+    runtime._Rebalance(worker).on_partitions_revoked([TP])
+    assert consumer.commits == [{TP: 5}]
+    assert worker.tracker.in_flight() == 0 and committed_positions(worker) == {}
+
+
+def test_delay_queue_releases_the_due_earliest_first() -> None:
+    queue: DelayQueue[str] = DelayQueue()
+    queue.push(NOW + timedelta(seconds=30), "late")
+    queue.push(NOW + timedelta(seconds=10), "early")
+    queue.push(NOW + timedelta(seconds=10), "early, second")
+    queue.push(NOW + timedelta(hours=1), "next hour")
+    assert queue.pop_due(NOW) == []
+    assert queue.pop_due(NOW + timedelta(seconds=30)) == ["early", "early, second", "late"]
+    assert len(queue) == 1

@@ -1,10 +1,11 @@
 """HTTP helper for processor connectors: the one place that classifies responses and waits.
 
-What is retryable: timeouts, connection errors, 408, 5xx, 429, 420 (Crisp's
-"Enhance Your Calm") and 403 whose reason is a rate limit (Google). How long to
-wait: Retry-After (seconds or HTTP date), then the processor's reset header
-(epoch, relative seconds or HTTP date), then capped jittered backoff. Never
-retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
+What is retryable: timeouts and connection errors (raised by
+`connectors.client.ProcessorClient`), 408, 5xx, 429, 420 (Crisp's "Enhance Your
+Calm") and 403 whose reason is a rate limit (Google). How long to wait:
+Retry-After (seconds or HTTP date), then the processor's reset header (epoch,
+relative seconds or HTTP date), then `connectors.retry.RetryPolicy`'s backoff.
+Never retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
 """
 
 from __future__ import annotations
@@ -140,19 +141,6 @@ def json_object(response: requests.Response, system: str, route: str) -> dict[st
     if not isinstance(document, dict):
         raise PermanentError(system, f"answer from {route} is not a JSON object")
     return document
-
-
-def send(
-    session: requests.Session, method: str, url: str, system: str, route: str,
-    timeout_s: float, **kwargs: object,
-) -> requests.Response:
-    """One HTTP call; transport failures become retryable errors that name the route only."""
-    try:
-        return session.request(method, url, timeout=timeout_s, **kwargs)  # type: ignore[arg-type]
-    except requests.Timeout as exc:
-        raise RetryableError(system, f"timeout after {timeout_s} s on {route}") from exc
-    except requests.ConnectionError as exc:
-        raise RetryableError(system, f"connection failed on {route}") from exc
 
 
 def call_with_retries(

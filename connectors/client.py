@@ -25,7 +25,7 @@ from urllib.parse import quote
 import requests
 from requests.auth import AuthBase
 
-from connectors.base import PermanentError, RetryableError
+from connectors.base import RetryableError
 from connectors.http import call_with_retries, classify_response, json_answer, json_object
 from connectors.retry import RetryPolicy
 
@@ -127,10 +127,6 @@ class ProcessorClient:
         route = route or f"{method} {path_template}"
         response = self.request(method, path_template, path_params, route=route, **kwargs)
         return json_object(response, self.system, route)
-
-    def unexpected(self, response: requests.Response, route: str) -> PermanentError:
-        """The error for a success status the connector does not know what to make of."""
-        return PermanentError(self.system, f"unexpected HTTP {response.status_code} from {route}")
 
     def close(self) -> None:
         self.session.close()

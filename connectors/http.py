@@ -1,15 +1,15 @@
 """HTTP helper for processor connectors: the one place that classifies responses and waits.
 
-What is retryable: timeouts, connection errors, 408, 5xx, 429, 420 (Crisp's
-"Enhance Your Calm") and 403 whose reason is a rate limit (Google). How long to
-wait: Retry-After (seconds or HTTP date), then the processor's reset header
-(epoch, relative seconds or HTTP date), then capped jittered backoff. Never
-retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
+What is retryable: timeouts and connection errors (raised by
+`connectors.client.ProcessorClient`), 408, 5xx, 429, 420 (Crisp's "Enhance Your
+Calm") and 403 whose reason is a rate limit (Google). How long to wait:
+Retry-After (seconds or HTTP date), then the processor's reset header (epoch,
+relative seconds or HTTP date), then `connectors.retry.RetryPolicy`'s backoff.
+Never retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from connectors.base import AuthError, PermanentError, RetryableError
+from connectors.retry import RetryPolicy
 
 T = TypeVar("T")
 
@@ -96,8 +96,8 @@ def announced_wait_s(response: requests.Response, now_epoch_s: float | None = No
 
 
 def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return random.uniform(0, min(cap_s, base_s * (2 ** max(0, attempt - 1))))
+    """Kept for callers outside connectors until they use `RetryPolicy` themselves."""
+    return RetryPolicy(base_s=base_s, cap_s=cap_s).backoff_s(attempt)
 
 
 def _is_rate_limit_403(response: requests.Response) -> bool:
@@ -143,45 +143,31 @@ def json_object(response: requests.Response, system: str, route: str) -> dict[st
     return document
 
 
-def send(
-    session: requests.Session, method: str, url: str, system: str, route: str,
-    timeout_s: float, **kwargs: object,
-) -> requests.Response:
-    """One HTTP call; transport failures become retryable errors that name the route only."""
-    try:
-        return session.request(method, url, timeout=timeout_s, **kwargs)  # type: ignore[arg-type]
-    except requests.Timeout as exc:
-        raise RetryableError(system, f"timeout after {timeout_s} s on {route}") from exc
-    except requests.ConnectionError as exc:
-        raise RetryableError(system, f"connection failed on {route}") from exc
-
-
 def call_with_retries(
-    operation: Callable[[], T], attempts: int, max_wait_s: float, backoff_cap_s: float,
-    sleep: Callable[[float], None] = time.sleep,
+    operation: Callable[[], T], attempts: int | None = None, max_wait_s: float | None = None,
+    backoff_cap_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
+    *, policy: RetryPolicy | None = None,
 ) -> T:
     """Retry transient errors in process while the wait is short.
 
-    A wait longer than `max_wait_s` is not slept here: the error propagates and the
-    runtime re-queues the task with `not_before`, so no worker thread idles for minutes.
+    The waits are `policy`'s (the announced wait wins over our backoff); without a policy,
+    `attempts` and `backoff_cap_s` make one. A wait longer than `max_wait_s` is not slept
+    here: the error propagates and the runtime re-queues the task with `not_before`, so no
+    worker thread idles for minutes.
     """
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = exc.retry_after_s if isinstance(exc, RetryableError) else None
-        return hinted if hinted is not None else backoff_s(state.attempt_number, backoff_cap_s)
-
-    def retryable_and_short(exc: BaseException) -> bool:
-        if not isinstance(exc, RetryableError):
-            return False
-        hinted = exc.retry_after_s
-        return hinted is None or hinted <= max_wait_s
-
-    retrying = Retrying(
-        retry=retry_if_exception(retryable_and_short),
-        stop=stop_after_attempt(attempts),
-        wait=lambda state: min(wait(state), max_wait_s),
-        sleep=sleep,
-        reraise=True,
-    )
-    return retrying(operation)
+    if max_wait_s is None:
+        raise TypeError("call_with_retries needs max_wait_s")
+    if policy is None:
+        if attempts is None or backoff_cap_s is None:
+            raise TypeError("call_with_retries needs a policy, or attempts and backoff_cap_s")
+        policy = RetryPolicy(max_attempts=attempts, cap_s=backoff_cap_s)
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except RetryableError as exc:
+            announced_s = exc.retry_after_s
+            if policy.exhausted(attempt) or (announced_s is not None and announced_s > max_wait_s):
+                raise
+            sleep(min(policy.wait_s(attempt, announced_s), max_wait_s))
+        attempt += 1

@@ -7,16 +7,16 @@
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import quote
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import ApiKeyHeaderAuth
 from connectors.base import EraseResult, PermanentError, TaskContext, require_secret
-from connectors.http import classify_response, send
+from connectors.client import ProcessorClient
 from schemas import Evidence, SubjectIdentities
 
-ROUTE = "DELETE /v3/contacts/{identifier}"
+CONTACT = "/v3/contacts/{identifier}"
+ROUTE = f"DELETE {CONTACT}"
 IDENTIFIER_TYPES: dict[str, Literal["email_id", "phone_id"]] = {
     "email": "email_id",
     "phone": "phone_id",
@@ -35,9 +35,9 @@ class BrevoConnector:
     def __init__(self, system: str, settings: BrevoSettings) -> None:
         self.system = system
         self.settings = settings
-        self._api_key = require_secret(settings.api_key_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"api-key": self._api_key, "accept": "application/json"})
+        api_key = require_secret(settings.api_key_env, system)
+        self._client = ProcessorClient(system, settings.base_url, auth=ApiKeyHeaderAuth("api-key", api_key),
+                                       timeout_s=settings.timeout_s, secret_env=settings.api_key_env)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         erased = 0
@@ -48,14 +48,12 @@ class BrevoConnector:
             if identifier_type is None:
                 continue
             asked += 1
-            url = (f"{self.settings.base_url.rstrip('/')}/v3/contacts/"
-                   f"{quote(identity.identity_value, safe='')}")
-            response = send(self._session, "DELETE", url, self.system, ROUTE,
-                            self.settings.timeout_s, params={"identifierType": identifier_type})
+            response = self._client.request("DELETE", CONTACT, {"identifier": identity.identity_value},
+                                            params={"identifierType": identifier_type},
+                                            return_statuses=(404,))
             last_status = response.status_code
             if response.status_code == 404:
                 continue
-            classify_response(response, self.system, ROUTE, self.settings.api_key_env)
             if response.status_code != 204:
                 raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {ROUTE}")
             erased += 1
@@ -67,10 +65,8 @@ class BrevoConnector:
         )
 
     def check(self) -> str:
-        url = f"{self.settings.base_url.rstrip('/')}/v3/account"
-        response = send(self._session, "GET", url, self.system, "GET /v3/account", self.settings.timeout_s)
-        classify_response(response, self.system, "GET /v3/account", self.settings.api_key_env)
+        response = self._client.request("GET", "/v3/account")
         return f"HTTP {response.status_code}"
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

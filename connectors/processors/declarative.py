@@ -15,11 +15,11 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.auth import ApiKeyHeaderAuth, BearerTokenAuth, HttpBasicAuth
 from connectors.base import (
     ConfigError,
     EraseResult,
@@ -27,7 +27,8 @@ from connectors.base import (
     load_yaml_model,
     require_secret,
 )
-from connectors.http import classify_response, json_answer, send
+from connectors.client import ProcessorClient
+from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -144,40 +145,38 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
     return template
 
 
+def _auth(spec: AuthSpec, secrets: dict[str, str]) -> requests.auth.AuthBase:
+    if spec.scheme == "bearer":
+        return BearerTokenAuth(secrets[spec.secret or ""])
+    if spec.scheme == "header":
+        return ApiKeyHeaderAuth(spec.header or "", secrets[spec.secret or ""])
+    return HttpBasicAuth(secrets.get(spec.username_secret or "", ""),
+                         secrets.get(spec.password_secret or "", ""))
+
+
 class DeclarativeConnector:
     def __init__(self, system: str, spec: ProcessorSpec, settings: DeclarativeSettings) -> None:
         self.system = system
         self.spec = spec
         self.settings = settings
-        self.base_url = (settings.base_url or spec.base_url.format(**settings.params)).rstrip("/")
+        base_url = settings.base_url or spec.base_url.format(**settings.params)
         secrets = {name: require_secret(env, system) for name, env in settings.secrets.items()}
         self._secret_env = settings.secrets
-        self._session = requests.Session()
-        self._session.headers.update({"accept": "application/json", **spec.headers})
-        auth = spec.auth
-        if auth.scheme == "bearer":
-            self._session.headers["authorization"] = f"Bearer {secrets[auth.secret or '']}"
-        elif auth.scheme == "header":
-            self._session.headers[auth.header or ""] = secrets[auth.secret or ""]
-        else:
-            self._session.auth = (secrets.get(auth.username_secret or "", ""),
-                                  secrets.get(auth.password_secret or "", ""))
+        self._client = ProcessorClient(system, base_url, auth=_auth(spec.auth, secrets), headers=spec.headers,
+                                       timeout_s=settings.timeout_s, secret_env=self.credential_env)
+        self.base_url = self._client.base_url
 
     @property
     def credential_env(self) -> str:
         return ", ".join(self._secret_env.values())
 
     def _call(self, call: CallSpec, values: dict[str, str]) -> requests.Response:
-        route = f"{call.method} {call.path}"
-        url = self.base_url + call.path.format(**{k: quote(v, safe="") for k, v in values.items()})
         body = _fill(call.json_body, values) if call.json_body is not None else None
-        response = send(self._session, call.method, url, self.system, route, self.settings.timeout_s,
-                        params=_fill(call.query, values) or None,
-                        data=json.dumps(body) if body is not None else None,
-                        headers={"content-type": "application/json"} if body is not None else None)
-        if response.status_code not in call.statuses:
-            classify_response(response, self.system, route, self.credential_env)
-        return response
+        return self._client.request(
+            call.method, call.path, values, return_statuses=call.statuses,
+            params=_fill(call.query, values) or None,
+            data=json.dumps(body) if body is not None else None,
+            headers={"content-type": "application/json"} if body is not None else None)
 
     def _answer(self, response: requests.Response, call: CallSpec) -> Any:
         return json_answer(response, self.system, f"{call.method} {call.path}") if response.content else None
@@ -220,7 +219,7 @@ class DeclarativeConnector:
         return f"HTTP {response.status_code}"
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()
 
 
 def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSettings:

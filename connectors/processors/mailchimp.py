@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import quote
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import HttpBasicAuth
 from connectors.base import (
     ConfigError,
     EraseResult,
-    PermanentError,
     TaskContext,
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.client import ProcessorClient
 from schemas import Evidence, SubjectIdentities
 
-SEARCH = "GET /3.0/search-members"
-DELETE_PERMANENT = "POST /3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
+SEARCH = "/3.0/search-members"
+DELETE_PERMANENT = "/3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
 
 
 def subscriber_hash(email: str) -> str:
@@ -52,25 +50,19 @@ class MailchimpConnector:
         self.settings = settings
         key = require_secret(settings.api_key_env, system)
         if settings.base_url:
-            self._base_url = settings.base_url.rstrip("/")
+            base_url = settings.base_url
         else:
             _, _, dc = key.rpartition("-")
             if not key.count("-") or not dc.isalnum():
                 raise ConfigError(f"system {system!r}: the key in {settings.api_key_env} has no data-centre "
                                   "suffix (like -us14): set base_url")
-            self._base_url = f"https://{dc}.api.mailchimp.com"
-        self._session = requests.Session()
-        self._session.auth = ("erasure", key)
-        self._session.headers["accept"] = "application/json"
+            base_url = f"https://{dc}.api.mailchimp.com"
+        self._client = ProcessorClient(system, base_url, auth=HttpBasicAuth("erasure", key),
+                                       timeout_s=settings.timeout_s, secret_env=settings.api_key_env)
+        self._base_url = self._client.base_url
 
     def _lists_holding(self, email: str) -> list[str]:
-        response = send(self._session, "GET", f"{self._base_url}/3.0/search-members", self.system, SEARCH,
-                        self.settings.timeout_s, params={"query": email})
-        classify_response(response, self.system, SEARCH, self.settings.api_key_env)
-        try:
-            document: Any = response.json()
-        except ValueError:
-            raise PermanentError(self.system, f"answer to {SEARCH} is not JSON") from None
+        document: Any = self._client.json("GET", SEARCH, params={"query": email})
         members = ((document or {}).get("exact_matches") or {}).get("members") or []
         lists: list[str] = []
         for member in members:
@@ -84,11 +76,9 @@ class MailchimpConnector:
         return lists
 
     def _delete_permanent(self, list_id: str, email: str) -> int:
-        url = (f"{self._base_url}/3.0/lists/{quote(list_id, safe='')}/members/"
-               f"{subscriber_hash(email)}/actions/delete-permanent")
-        response = send(self._session, "POST", url, self.system, DELETE_PERMANENT, self.settings.timeout_s)
-        if response.status_code != 404:
-            classify_response(response, self.system, DELETE_PERMANENT, self.settings.api_key_env)
+        response = self._client.request(
+            "POST", DELETE_PERMANENT, {"list_id": list_id, "subscriber_hash": subscriber_hash(email)},
+            return_statuses=(404,))
         return response.status_code
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
@@ -105,4 +95,4 @@ class MailchimpConnector:
         return EraseResult(status="erased" if erased else "not_found", evidence=evidence)
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

@@ -26,12 +26,12 @@ query string, so errors name route templates only, never URLs.
 
 from __future__ import annotations
 
-from typing import Literal
-from urllib.parse import quote
+from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
     PermanentError,
@@ -39,13 +39,15 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, json_answer, send
+from connectors.client import ProcessorClient
+from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
 
-PATH = "/api/app/data-deletions/v3.0/"
-CREATE_ROUTE = "POST /api/app/data-deletions/v3.0/"
-POLL_ROUTE = "GET /api/app/data-deletions/v3.0/{task_id}"
-CANCEL_ROUTE = "DELETE /api/app/data-deletions/v3.0/{task_id}"
+TASKS = "/api/app/data-deletions/v3.0/"
+TASK = "/api/app/data-deletions/v3.0/{task_id}"
+CREATE_ROUTE = f"POST {TASKS}"
+POLL_ROUTE = f"GET {TASK}"
+CANCEL_ROUTE = f"DELETE {TASK}"
 RUNNING = frozenset({"PENDING", "STAGING", "STARTED", "UNKNOWN"})
 FAILED = frozenset({"FAILURE", "REVOKED"})
 MAX_DISTINCT_IDS = 2000
@@ -69,22 +71,15 @@ class MixpanelConnector:
         self.system = system
         self.settings = settings
         self._project_token = require_secret(settings.project_token_env, system)
-        self._oauth_token = require_secret(settings.oauth_token_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"Authorization": f"Bearer {self._oauth_token}",
-                                      "accept": "application/json"})
-        self._url = settings.base_url.rstrip("/") + PATH
-        self._credentials = (f"{settings.oauth_token_env} "
-                             f"(and the project token in {settings.project_token_env})")
+        oauth_token = require_secret(settings.oauth_token_env, system)
+        credentials = f"{settings.oauth_token_env} (and the project token in {settings.project_token_env})"
+        self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(oauth_token),
+                                       timeout_s=settings.timeout_s, secret_env=credentials)
 
-    def _task_url(self, task_id: str) -> str:
-        return self._url + quote(task_id, safe="")
-
-    def _call(self, method: str, url: str, route: str, **kwargs: object) -> requests.Response:
-        response = send(self._session, method, url, self.system, route, self.settings.timeout_s,
-                        params={"token": self._project_token}, **kwargs)
-        classify_response(response, self.system, route, self._credentials)
-        return response
+    def _call(self, method: str, path: str, task_id: str | None = None, **kwargs: Any) -> requests.Response:
+        """Every call names the project in the query string (so errors name routes, never URLs)."""
+        return self._client.request(method, path, None if task_id is None else {"task_id": task_id},
+                                    params={"token": self._project_token}, **kwargs)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         if context.job_ref:
@@ -94,7 +89,7 @@ class MixpanelConnector:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         if len(distinct_ids) > MAX_DISTINCT_IDS:
             raise PermanentError(self.system, f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
-        response = self._call("POST", self._url, CREATE_ROUTE,
+        response = self._call("POST", TASKS,
                               json={"distinct_ids": distinct_ids,
                                     "compliance_type": self.settings.compliance_type})
         body = json_answer(response, self.system, CREATE_ROUTE)
@@ -107,7 +102,7 @@ class MixpanelConnector:
                                              records_affected=len(distinct_ids)))
 
     def _poll(self, task_id: str) -> EraseResult:
-        response = self._call("GET", self._task_url(task_id), POLL_ROUTE)
+        response = self._call("GET", TASK, task_id)
         body = json_answer(response, self.system, POLL_ROUTE)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, dict):
@@ -127,9 +122,9 @@ class MixpanelConnector:
 
     def cancel(self, task_id: str) -> None:
         """Withdraw a deletion task that has not run yet (Mixpanel then reports it REVOKED)."""
-        response = self._call("DELETE", self._task_url(task_id), CANCEL_ROUTE)
+        response = self._call("DELETE", TASK, task_id)
         if response.status_code not in (200, 204):
             raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {CANCEL_ROUTE}")
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

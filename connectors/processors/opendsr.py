@@ -15,18 +15,23 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import BearerTokenAuth, HttpBasicAuth
 from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
-from connectors.http import classify_response, json_object, send
+from connectors.client import ProcessorClient
+from connectors.http import json_object
 from connectors.processors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
 from schemas import Evidence, SubjectIdentities
 
+REQUESTS = "/requests"
+REQUEST = "/requests/{subject_request_id}"
+# Routes as errors name them: after the version path, which is "/v2" unless configured
 CREATE = "POST /v2/requests"
 POLL = "GET /v2/requests/{subject_request_id}"
+DISCOVERY = "GET /discovery"
 OpenDsrIdentity = Literal["email", "controller_customer_id", "android_advertising_id", "ios_advertising_id",
                           "android_id", "ios_vendor_id", "fire_advertising_id", "microsoft_advertising_id",
                           "microsoft_publisher_id", "roku_publisher_id", "roku_advertising_id"]
@@ -71,15 +76,14 @@ class OpenDsrConnector:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/") + "/" + settings.version_path.strip("/")
         key = require_secret(settings.api_key_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"accept": "application/json"})
+        auth: HttpBasicAuth | BearerTokenAuth
         if settings.auth == "basic":
             secret = require_secret(settings.api_secret_env, system) if settings.api_secret_env else ""
-            self._session.auth = (key, secret)
-            self._secret_env = ", ".join(e for e in (settings.api_key_env, settings.api_secret_env) if e)
+            auth = HttpBasicAuth(key, secret)
+            secret_env = ", ".join(e for e in (settings.api_key_env, settings.api_secret_env) if e)
         else:
-            self._session.headers["authorization"] = f"Bearer {key}"
-            self._secret_env = settings.api_key_env
+            auth = BearerTokenAuth(key)
+            secret_env = settings.api_key_env
         self._trust: CallbackTrust | None = None
         if settings.trust_anchors_file:
             try:
@@ -89,6 +93,8 @@ class OpenDsrConnector:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"system {system!r}: trust_anchors_file {settings.trust_anchors_file} "
                                   f"is not readable PEM: {type(exc).__name__}") from None
+        self._client = ProcessorClient(system, self.base_url, auth=auth, timeout_s=settings.timeout_s,
+                                       secret_env=secret_env, check_response=self._verify)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         if context.job_ref:
@@ -107,23 +113,21 @@ class OpenDsrConnector:
         }
         if self.settings.callback_url:
             body["status_callback_urls"] = [self.settings.callback_url]
-        response = self._send("POST", f"{self.base_url}/requests", CREATE, json=body)
+        response = self._client.request("POST", REQUESTS, route=CREATE, json=body, return_statuses=(400, 409))
         if response.status_code == 409:  # a repeat of a request the processor already has
             return self._pending(request_id, 409)
         if response.status_code == 400:
             raise PermanentError(self.system, f"HTTP 400 from {CREATE}: {_reason(response)}")
-        classify_response(response, self.system, CREATE, self._secret_env)
         answered = json_object(response, self.system, CREATE).get("subject_request_id")
         if answered is not None and str(answered).lower() != request_id:
             raise PermanentError(self.system, f"{CREATE} answered for another subject_request_id")
         return self._pending(request_id, response.status_code)
 
     def _poll(self, request_id: str) -> EraseResult:
-        url = f"{self.base_url}/requests/{quote(request_id, safe='')}"
-        response = self._send("GET", url, POLL)
+        response = self._client.request("GET", REQUEST, {"subject_request_id": request_id}, route=POLL,
+                                        return_statuses=(404,))
         if response.status_code == 404:
             raise PermanentError(self.system, f"HTTP 404 from {POLL}: the processor has no such request")
-        classify_response(response, self.system, POLL, self._secret_env)
         status = json_object(response, self.system, POLL).get("request_status")
         if status in STILL_RUNNING:
             return self._pending(request_id, response.status_code)
@@ -151,25 +155,22 @@ class OpenDsrConnector:
                                "identity_format": self.settings.identity_format})
         return identities
 
-    def _send(self, method: str, url: str, route: str, **kwargs: object) -> requests.Response:
-        response = send(self._session, method, url, self.system, route, self.settings.timeout_s, **kwargs)
-        if self._trust is not None and response.status_code < 500:
-            try:
-                verify_signed(response.headers, response.content, [self.settings.processor_domain],
-                              self._trust)
-            except CallbackRejected as exc:
-                raise PermanentError(self.system, f"{route}: response refused: {exc.message}") from None
-        return response
+    def _verify(self, response: requests.Response, route: str) -> None:
+        """With trust anchors, every answer but a server error must be signed by the processor."""
+        if self._trust is None or response.status_code >= 500:
+            return
+        try:
+            verify_signed(response.headers, response.content, [self.settings.processor_domain], self._trust)
+        except CallbackRejected as exc:
+            raise PermanentError(self.system, f"{route}: response refused: {exc.message}") from None
 
     def check(self) -> str:
-        url = self.settings.discovery_url or f"{self.base_url}/discovery"
-        response = self._send("GET", url, "GET /discovery")
-        classify_response(response, self.system, "GET /discovery", self._secret_env)
-        version = json_object(response, self.system, "GET /discovery").get("api_version")
+        response = self._client.request("GET", self.settings.discovery_url or "/discovery", route=DISCOVERY)
+        version = json_object(response, self.system, DISCOVERY).get("api_version")
         return f"HTTP {response.status_code}, api_version {version}"
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()
 
 
 def _reason(response: requests.Response) -> str:

@@ -27,11 +27,10 @@ as an RFC 5322 date: both read by `connectors.http`.
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import quote
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
     PermanentError,
@@ -39,11 +38,14 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, json_answer, send
+from connectors.client import ProcessorClient
+from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
 
-CREATE_ROUTE = "POST /regulations"
-POLL_ROUTE = "GET /regulations/{id}"
+REGULATIONS = "/regulations"
+REGULATION = "/regulations/{id}"
+CREATE_ROUTE = f"POST {REGULATIONS}"
+POLL_ROUTE = f"GET {REGULATION}"
 RUNNING = frozenset({"INITIALIZED", "RUNNING"})
 FAILED = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED"})
 MAX_SUBJECT_IDS = 5000
@@ -95,11 +97,10 @@ class SegmentConnector:
     def __init__(self, system: str, settings: SegmentSettings) -> None:
         self.system = system
         self.settings = settings
-        self._token = require_secret(settings.token_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"Authorization": f"Bearer {self._token}",
-                                      "accept": "application/vnd.segment.v1+json"})
-        self._base = settings.base_url.rstrip("/")
+        token = require_secret(settings.token_env, system)
+        self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(token),
+                                       headers={"accept": "application/vnd.segment.v1+json"},
+                                       timeout_s=settings.timeout_s, secret_env=settings.token_env)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         if context.job_ref:
@@ -109,11 +110,9 @@ class SegmentConnector:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         if len(user_ids) > MAX_SUBJECT_IDS:
             raise PermanentError(self.system, f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
-        response = send(self._session, "POST", f"{self._base}/regulations", self.system, CREATE_ROUTE,
-                        self.settings.timeout_s,
-                        json={"regulationType": self.settings.regulation_type, "subjectType": "USER_ID",
-                              "subjectIds": user_ids})
-        classify_response(response, self.system, CREATE_ROUTE, self.settings.token_env)
+        response = self._client.request(
+            "POST", REGULATIONS, json={"regulationType": self.settings.regulation_type,
+                                       "subjectType": "USER_ID", "subjectIds": user_ids})
         body = json_answer(response, self.system, CREATE_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulate_id = data.get("regulateId") if isinstance(data, dict) else None
@@ -125,9 +124,7 @@ class SegmentConnector:
                               records_affected=len(user_ids)))
 
     def _poll(self, regulate_id: str) -> EraseResult:
-        response = send(self._session, "GET", f"{self._base}/regulations/{quote(regulate_id, safe='')}",
-                        self.system, POLL_ROUTE, self.settings.timeout_s)
-        classify_response(response, self.system, POLL_ROUTE, self.settings.token_env)
+        response = self._client.request("GET", REGULATION, {"id": regulate_id})
         body = json_answer(response, self.system, POLL_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulation = data.get("regulation") if isinstance(data, dict) else None
@@ -149,4 +146,4 @@ class SegmentConnector:
         raise PermanentError(self.system, f"regulation {regulate_id} has unknown status {status!r:.30}")
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

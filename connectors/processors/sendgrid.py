@@ -17,11 +17,9 @@ seconds); a 429 has no Retry-After, so `connectors.http` waits until the reset.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
     PermanentError,
@@ -29,12 +27,16 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, json_answer, send
+from connectors.client import ProcessorClient
+from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
 
-SEARCH_ROUTE = "POST /v3/marketing/contacts/search/emails"
+SEARCH = "/v3/marketing/contacts/search/emails"
+SEARCH_ROUTE = f"POST {SEARCH}"
+CONTACTS = "/v3/marketing/contacts"
 DELETE_ROUTE = "DELETE /v3/marketing/contacts?ids={ids}"
-JOB_ROUTE = "GET /v3/marketing/contacts/imports/{job_id}"
+JOB = "/v3/marketing/contacts/imports/{job_id}"
+JOB_ROUTE = f"GET {JOB}"
 PENDING_STATUSES = frozenset({"pending"})
 FAILED_STATUSES = frozenset({"errored", "failed"})
 
@@ -52,11 +54,9 @@ class SendgridConnector:
     def __init__(self, system: str, settings: SendgridSettings) -> None:
         self.system = system
         self.settings = settings
-        self._api_key = require_secret(settings.api_key_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"Authorization": f"Bearer {self._api_key}",
-                                      "accept": "application/json"})
-        self._base = settings.base_url.rstrip("/")
+        api_key = require_secret(settings.api_key_env, system)
+        self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(api_key),
+                                       timeout_s=settings.timeout_s, secret_env=settings.api_key_env)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         if context.job_ref:
@@ -70,11 +70,9 @@ class SendgridConnector:
         return self._delete(ids)
 
     def _lookup(self, emails: list[str]) -> list[str]:
-        response = send(self._session, "POST", f"{self._base}/v3/marketing/contacts/search/emails",
-                        self.system, SEARCH_ROUTE, self.settings.timeout_s, json={"emails": emails})
+        response = self._client.request("POST", SEARCH, json={"emails": emails}, return_statuses=(404,))
         if response.status_code == 404:
             return []
-        classify_response(response, self.system, SEARCH_ROUTE, self.settings.api_key_env)
         body = json_answer(response, self.system, SEARCH_ROUTE)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, dict):
@@ -88,9 +86,7 @@ class SendgridConnector:
         return ids
 
     def _delete(self, ids: list[str]) -> EraseResult:
-        response = send(self._session, "DELETE", f"{self._base}/v3/marketing/contacts", self.system,
-                        DELETE_ROUTE, self.settings.timeout_s, params={"ids": ",".join(ids)})
-        classify_response(response, self.system, DELETE_ROUTE, self.settings.api_key_env)
+        response = self._client.request("DELETE", CONTACTS, route=DELETE_ROUTE, params={"ids": ",".join(ids)})
         body = json_answer(response, self.system, DELETE_ROUTE)
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if response.status_code != 202 or not job_id:
@@ -101,10 +97,7 @@ class SendgridConnector:
                                              records_affected=len(ids)))
 
     def _poll(self, job_id: str) -> EraseResult:
-        response = send(self._session, "GET",
-                        f"{self._base}/v3/marketing/contacts/imports/{quote(job_id, safe='')}",
-                        self.system, JOB_ROUTE, self.settings.timeout_s)
-        classify_response(response, self.system, JOB_ROUTE, self.settings.api_key_env)
+        response = self._client.request("GET", JOB, {"job_id": job_id})
         body = json_answer(response, self.system, JOB_ROUTE)
         if not isinstance(body, dict):
             raise PermanentError(self.system, f"no job object in the answer from {JOB_ROUTE}")
@@ -128,4 +121,4 @@ class SendgridConnector:
             records_affected=deleted if isinstance(deleted, int) and deleted >= 0 else None))
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
     PermanentError,
@@ -31,16 +31,16 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, send
+from connectors.client import ProcessorClient
 from schemas import Evidence, Hold, SubjectIdentities
 
 if TYPE_CHECKING:
     from connectors.retention import RetentionPolicy
 
-LIST_CUSTOMERS = "GET /v1/customers"
-LIST_INVOICES = "GET /v1/invoices"
-LIST_CHARGES = "GET /v1/charges"
-DELETE_CUSTOMER = "DELETE /v1/customers/{id}"
+CUSTOMERS = "/v1/customers"
+INVOICES = "/v1/invoices"
+CHARGES = "/v1/charges"
+CUSTOMER = "/v1/customers/{id}"
 PAGE_SIZE = 100
 MAX_PAGES = 50
 MAX_REMEMBERED = 1000
@@ -69,32 +69,23 @@ class StripeConnector:
     def __init__(self, system: str, settings: StripeSettings) -> None:
         self.system = system
         self.settings = settings
-        self._base_url = settings.base_url.rstrip("/")
         secret = require_secret(settings.secret_key_env, system)
-        self._session = requests.Session()
-        self._session.headers.update({"authorization": f"Bearer {secret}", "accept": "application/json"})
+        self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(secret),
+                                       timeout_s=settings.timeout_s, secret_env=settings.secret_key_env)
         self._progress: dict[str, _Progress] = {}
         self._lock = threading.Lock()
 
     # -- HTTP ------------------------------------------------------------------
-    def _get_json(self, path: str, route: str, params: dict[str, str]) -> Any:
-        response = send(self._session, "GET", self._base_url + path, self.system, route,
-                        self.settings.timeout_s, params=params)
-        classify_response(response, self.system, route, self.settings.secret_key_env)
-        try:
-            return response.json()
-        except ValueError:
-            raise PermanentError(self.system, f"answer to {route} is not JSON") from None
-
-    def _list(self, path: str, route: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    def _list(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """Every object of a Stripe list, following `has_more` / `starting_after`."""
+        route = f"GET {path}"
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             page_params = {**params, "limit": str(PAGE_SIZE)}
             if cursor is not None:
                 page_params["starting_after"] = cursor
-            page = self._get_json(path, route, page_params)
+            page = self._client.json("GET", path, params=page_params)
             data = page.get("data") if isinstance(page, dict) else None
             if not isinstance(data, list):
                 raise PermanentError(self.system, f"answer to {route} has no 'data' list")
@@ -107,19 +98,17 @@ class StripeConnector:
     def _latest_record(self, customer_id: str) -> int | None:
         """The newest `created` (unix time) among the customer's invoices and charges."""
         latest: int | None = None
-        for path, route in (("/v1/invoices", LIST_INVOICES), ("/v1/charges", LIST_CHARGES)):
-            for item in self._list(path, route, {"customer": customer_id}):
+        for path in (INVOICES, CHARGES):
+            for item in self._list(path, {"customer": customer_id}):
                 created = item.get("created")
                 if isinstance(created, int) and (latest is None or created > latest):
                     latest = created
         return latest
 
     def _delete(self, customer_id: str) -> tuple[bool, int]:
-        response = send(self._session, "DELETE", f"{self._base_url}/v1/customers/{customer_id}",
-                        self.system, DELETE_CUSTOMER, self.settings.timeout_s)
+        response = self._client.request("DELETE", CUSTOMER, {"id": customer_id}, return_statuses=(404,))
         if response.status_code == 404:
             return False, 404
-        classify_response(response, self.system, DELETE_CUSTOMER, self.settings.secret_key_env)
         return True, response.status_code
 
     # -- erasure ---------------------------------------------------------------
@@ -154,7 +143,7 @@ class StripeConnector:
         # Reads first: a failure here leaves nothing half done.
         customers: dict[str, int | None] = {}
         for email in emails:
-            for customer in self._list("/v1/customers", LIST_CUSTOMERS, {"email": email}):
+            for customer in self._list(CUSTOMERS, {"email": email}):
                 customer_id = customer.get("id")
                 if isinstance(customer_id, str) and not customer.get("deleted"):
                     customers.setdefault(customer_id, None)
@@ -184,4 +173,4 @@ class StripeConnector:
         return EraseResult(status="erased", evidence=evidence)
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

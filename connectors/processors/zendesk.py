@@ -26,6 +26,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.auth import HttpBasicAuth
 from connectors.base import (
     AuthError,
     EraseResult,
@@ -35,14 +36,15 @@ from connectors.base import (
     identities_of,
     require_secret,
 )
-from connectors.http import classify_response, json_object, send
+from connectors.client import ProcessorClient
+from connectors.http import json_object
 from schemas import Evidence, SubjectIdentities
 
-SEARCH = "GET /api/v2/users/search.json"
-TICKETS = "GET /api/v2/users/{id}/tickets/requested.json"
-SOFT_DELETE = "DELETE /api/v2/users/{id}.json"
-PERMANENT_DELETE = "DELETE /api/v2/deleted_users/{id}.json"
-ME = "GET /api/v2/users/me.json"
+SEARCH = "/api/v2/users/search.json"
+TICKETS = "/api/v2/users/{id}/tickets/requested.json"
+USER = "/api/v2/users/{id}.json"
+DELETED_USER = "/api/v2/deleted_users/{id}.json"
+ME = "/api/v2/users/me.json"
 JOB_PREFIX = "zendesk-permanent:"
 DEFAULT_POLL_S = 30.0
 
@@ -86,38 +88,35 @@ class ZendeskConnector:
     def __init__(self, system: str, settings: ZendeskSettings) -> None:
         self.system = system
         self.settings = settings
-        self.base_url = settings.base_url.rstrip("/")
         agent_email = require_secret(settings.email_env, system)
         api_token = require_secret(settings.api_token_env, system)
         self._credential_env = f"{settings.email_env}, {settings.api_token_env}"
-        self._session = requests.Session()
-        self._session.auth = (f"{agent_email}/token", api_token)
-        self._session.headers.update({"accept": "application/json"})
+        self._client = ProcessorClient(system, settings.base_url,
+                                       auth=HttpBasicAuth(f"{agent_email}/token", api_token),
+                                       timeout_s=settings.timeout_s, secret_env=self._credential_env)
         self._progress: dict[str, Progress] = {}
         self._lock = threading.Lock()
 
     # -- HTTP ------------------------------------------------------------------
-    def _call(self, method: str, path: str, route: str, **kwargs: Any) -> requests.Response:
-        response = send(self._session, method, self.base_url + path, self.system, route,
-                        self.settings.timeout_s, **kwargs)
-        if response.status_code != 404:
-            classify_response(response, self.system, route, self._credential_env)
-        return response
+    def _call(self, method: str, path: str, user_id: int | None = None, **kwargs: Any) -> requests.Response:
+        """A call whose 404 means "nothing there (any more)": returned, not raised."""
+        return self._client.request(method, path, None if user_id is None else {"id": user_id},
+                                    return_statuses=(404,), **kwargs)
 
     def _find(self, email: str) -> list[int]:
-        response = self._call("GET", "/api/v2/users/search.json", SEARCH, params={"query": email})
+        response = self._call("GET", SEARCH, params={"query": email})
         if response.status_code == 404:
             return []
-        users = json_object(response, self.system, SEARCH).get("users") or []
+        users = json_object(response, self.system, f"GET {SEARCH}").get("users") or []
         # the search matches partial values of several fields: keep exact e-mail matches only
         return [int(u["id"]) for u in users
                 if isinstance(u, dict) and str(u.get("email") or "").lower() == email.lower() and u.get("id")]
 
     def _requested_tickets(self, user_id: int) -> int:
-        response = self._call("GET", f"/api/v2/users/{user_id}/tickets/requested.json", TICKETS)
+        response = self._call("GET", TICKETS, user_id)
         if response.status_code == 404:
             return 0
-        document = json_object(response, self.system, TICKETS)
+        document = json_object(response, self.system, f"GET {TICKETS}")
         count = document.get("count")
         return int(count) if isinstance(count, int) else len(document.get("tickets") or [])
 
@@ -143,8 +142,8 @@ class ZendeskConnector:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         progress.tickets.update(found)  # remembered before the calls: an answer may be lost
         for user_id in progress.tickets:  # again for ids of an earlier attempt: 404 once done
-            response = self._call("DELETE", f"/api/v2/users/{user_id}.json", SOFT_DELETE)
-            self._expect(response, SOFT_DELETE)
+            response = self._call("DELETE", USER, user_id)
+            self._expect(response, f"DELETE {USER}")
         # every user is soft-deleted now (404: an earlier attempt did it): the permanent step
         self._forget(context.request_id)
         return self._permanent(list(progress.tickets), 0, sum(progress.tickets.values()))
@@ -153,7 +152,7 @@ class ZendeskConnector:
         last_status: int | None = None
         for index, user_id in enumerate(ids):
             try:
-                response = self._call("DELETE", f"/api/v2/deleted_users/{user_id}.json", PERMANENT_DELETE)
+                response = self._call("DELETE", DELETED_USER, user_id)
             except RetryableError as exc:
                 job = Job(ids=tuple(ids[index:]), erased=erased, tickets=tickets)
                 return EraseResult(
@@ -162,7 +161,7 @@ class ZendeskConnector:
                     evidence=Evidence(http_status=exc.http_status, records_affected=erased,
                                       reference=f"soft-deleted; permanent deletion of {len(ids) - index} "
                                                 "user(s) waits on Zendesk"))
-            self._expect(response, PERMANENT_DELETE)
+            self._expect(response, f"DELETE {DELETED_USER}")
             last_status = response.status_code
             erased += 1  # 404: already deleted for good by an earlier attempt of this request
         reference = f"deleted_users {', '.join(map(str, ids))}" if ids else "deleted_users"
@@ -177,11 +176,11 @@ class ZendeskConnector:
             self._progress.pop(request_id, None)
 
     def check(self) -> str:
-        response = self._call("GET", "/api/v2/users/me.json", ME)
-        user = json_object(response, self.system, ME).get("user") or {}
+        response = self._call("GET", ME)
+        user = json_object(response, self.system, f"GET {ME}").get("user") or {}
         if not user.get("id"):  # Zendesk answers an anonymous user to unauthenticated calls
-            raise AuthError(self.system, f"{ME} answered an anonymous user; check {self._credential_env}")
+            raise AuthError(self.system, f"GET {ME} answered an anonymous user; check {self._credential_env}")
         return f"HTTP {response.status_code}"
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()

@@ -1,0 +1,138 @@
+"""The one HTTP client of processor connectors: base URL, session, auth, timeout, retries, errors.
+
+In the spirit of dlt's REST client. A connector names a call by its route template
+(`DELETE /v3/contacts/{identifier}`) and hands the path parameters separately: they
+are URL-quoted into the path (an e-mail holding `/` or `+` never changes the path's
+shape), and every error names the template, never the URL (it may hold an e-mail,
+or a token in its query). Responses go through the one classifier,
+`connectors.http.classify_response`; statuses a connector handles itself (a 404
+meaning "already gone") are listed in `return_statuses` and returned as they are.
+
+In-process retries follow the `RetryPolicy` handed in. Processor connectors keep the
+default single attempt: the connector worker retries the whole `erase()` (whose
+steps are idempotent together), and retrying single calls as well would multiply
+the attempts.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.auth import AuthBase
+
+from connectors.base import RetryableError
+from connectors.http import call_with_retries, classify_response, json_answer, json_object
+from connectors.retry import RetryPolicy
+
+SINGLE_ATTEMPT = RetryPolicy(max_attempts=1)
+ResponseCheck = Callable[[requests.Response, str], None]
+
+
+def fill_path(path_template: str, path_params: Mapping[str, object] | None = None) -> str:
+    """The template with each `{name}` replaced by its URL-quoted value (`/` and `+` included)."""
+    params = path_params or {}
+    names = [name for _, name, _, _ in string.Formatter().parse(path_template) if name is not None]
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise ValueError(f"route {path_template} needs the path parameter {missing[0]!r}")
+    return path_template.format(**{name: quote(str(params[name]), safe="") for name in names})
+
+
+class ProcessorClient:
+    """One processor's HTTP API as seen by its connector.
+
+    `secret_env` names the variable(s) holding the credential, for auth errors.
+    `check_response(response, route)` runs on every answer before it is classified
+    (OpenDSR verifies response signatures there). `max_wait_s` bounds an in-process
+    wait; a longer announced wait is raised for the worker to re-queue.
+    """
+
+    def __init__(
+        self, system: str, base_url: str, *, auth: AuthBase | None = None, timeout_s: float = 10.0,
+        headers: Mapping[str, str] | None = None, secret_env: str | None = None,
+        retry: RetryPolicy = SINGLE_ATTEMPT, max_wait_s: float = 30.0,
+        check_response: ResponseCheck | None = None, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.system = system
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.secret_env = secret_env
+        self.retry = retry
+        self.max_wait_s = max_wait_s
+        self._check_response = check_response
+        self._sleep = sleep
+        self.session = requests.Session()
+        self.session.headers.update({"accept": "application/json", **(headers or {})})
+        self.session.auth = auth
+
+    def url(self, path_template: str, path_params: Mapping[str, object] | None = None) -> str:
+        """Base URL + filled template; a template that is a whole URL is used as it is."""
+        path = fill_path(path_template, path_params)
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    def send(
+        self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,
+        route: str | None = None, **kwargs: Any,
+    ) -> requests.Response:
+        """One HTTP call, unclassified; transport failures become retryable errors naming the route."""
+        route = route or f"{method} {path_template}"
+        url = self.url(path_template, path_params)
+        try:
+            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+        except requests.Timeout as exc:
+            raise RetryableError(self.system, f"timeout after {self.timeout_s} s on {route}") from exc
+        except requests.ConnectionError as exc:
+            raise RetryableError(self.system, f"connection failed on {route}") from exc
+        if self._check_response is not None:
+            self._check_response(response, route)
+        return response
+
+    def classify(self, response: requests.Response, route: str) -> None:
+        """Raise the taxonomy's error for a failed answer (the one classifier)."""
+        classify_response(response, self.system, route, self.secret_env)
+
+    def request(
+        self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,
+        route: str | None = None, return_statuses: Collection[int] = (), **kwargs: Any,
+    ) -> requests.Response:
+        """Send and classify, retrying per the policy; `return_statuses` come back unclassified."""
+        route = route or f"{method} {path_template}"
+
+        def attempt() -> requests.Response:
+            response = self.send(method, path_template, path_params, route=route, **kwargs)
+            if response.status_code not in return_statuses:
+                self.classify(response, route)
+            return response
+
+        return call_with_retries(attempt, max_wait_s=self.max_wait_s, sleep=self._sleep, policy=self.retry)
+
+    def json(
+        self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,
+        route: str | None = None, **kwargs: Any,
+    ) -> Any:
+        """The JSON answer of a successful call; one that is not JSON is a permanent error."""
+        route = route or f"{method} {path_template}"
+        response = self.request(method, path_template, path_params, route=route, **kwargs)
+        return json_answer(response, self.system, route)
+
+    def json_object(
+        self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,
+        route: str | None = None, **kwargs: Any,
+    ) -> dict[str, Any]:
+        route = route or f"{method} {path_template}"
+        response = self.request(method, path_template, path_params, route=route, **kwargs)
+        return json_object(response, self.system, route)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ProcessorClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

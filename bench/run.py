@@ -24,15 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaConsumer, KafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run from a checkout as well as from an installed package
 
 from pipeline.devstack.broker import find_or_start  # noqa: E402
 from pipeline.devstack.demo import Person  # noqa: E402
+from pipeline.devstack.local import LocalPipeline  # noqa: E402
+from pipeline.kafka_clients import group_consumer, producer  # noqa: E402
 from pipeline.ledger import requests_table, utc  # noqa: E402
-from tests.harness import RunningPipeline  # noqa: E402
+from pipeline.streaming import topics  # noqa: E402
+
+# Each request moves 7 messages (request, plan, 2 tasks, 2 outcomes, completion).
+MESSAGES_PER_REQUEST = 7
 
 
 def rss_mb(pid: int) -> float:
@@ -59,19 +63,18 @@ class RssSampler(threading.Thread):
 
 
 def broker_ceiling(bootstrap: str, count: int, size: int) -> dict[str, float]:
-    """kafka-python producing then consuming `count` messages of `size` bytes on a fresh topic."""
+    """The project's Kafka clients producing, then consuming, `count` messages of `size` bytes."""
     topic = f"bench.ceiling.{uuid.uuid4().hex[:8]}"
     payload = os.urandom(size // 2).hex().encode()[:size]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                             linger_ms=5)
+    sender = producer(bootstrap, "bench-ceiling", linger_ms=5)
     start = time.perf_counter()
     for index in range(count):
-        producer.send(topic, key=str(index).encode(), value=payload)
-    producer.flush()
+        sender.send(topic, key=str(index).encode(), value=payload)
+    sender.flush()
     produced = time.perf_counter()
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    consumer = group_consumer(bootstrap, f"g-{topic}", "bench-ceiling", session_timeout_s=6.0,
+                              heartbeat_s=1.0)
+    consumer.subscribe([topic])
     seen = 0
     first_poll = time.perf_counter()
     while seen < count:
@@ -81,11 +84,66 @@ def broker_ceiling(bootstrap: str, count: int, size: int) -> dict[str, float]:
             seen += len(records)
     consumed = time.perf_counter()
     consumer.close()
-    producer.close()
+    sender.close()
     produce_s = produced - start
     consume_s = consumed - first_poll  # group join excluded: it is a Tansu session-timeout artefact
     return {"produce_msgs_per_s": count / produce_s, "consume_msgs_per_s": count / consume_s,
             "round_trip_msgs_per_s": count / (produce_s + consume_s)}
+
+
+def publish(pipeline: LocalPipeline, requests: int, rate: float) -> tuple[dict[str, float], float, float]:
+    """Publish `requests` requests (at `rate` per second, or as a burst when 0).
+
+    Returns when each was published, the start time, and how long publishing took."""
+    published: dict[str, float] = {}
+    start = time.time()
+    for index in range(requests):
+        if rate > 0:
+            time.sleep(max(0.0, start + index / rate - time.time()))
+        event = pipeline.intake.build({"email": f"bench.{index % 400}@example.test"}, datetime.now(UTC))
+        published[event.request_id] = time.time()
+        pipeline.intake.producer.send(topics.REQUESTS, key=event.request_id.encode(),
+                                      value=event.model_dump_json(exclude_none=True).encode())
+    pipeline.intake.producer.flush()
+    return published, start, time.time() - start
+
+
+def wait_completed(ledger_url: str, requests: int, timeout_s: float) -> dict[str, float]:
+    """When each completed request completed (epoch seconds), polling the ledger until all or timeout."""
+    engine = sa.create_engine(ledger_url)
+    done: dict[str, float] = {}
+    deadline = time.time() + timeout_s
+    while len(done) < requests and time.time() < deadline:
+        time.sleep(1.0)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.completed_at)
+                                .where(requests_table.c.completed_at.is_not(None))).all()
+        done = {r.request_id: utc(r.completed_at).timestamp() for r in rows}  # type: ignore[union-attr]
+        print(f"  {len(done)}/{requests} completed", file=sys.stderr)
+    engine.dispose()
+    return done
+
+
+def report(args: argparse.Namespace, broker_kind: str, ceiling: dict[str, float], message_size: int,
+           published: dict[str, float], done: dict[str, float], start: float, publish_s: float,
+           peak_rss: dict[str, float]) -> dict[str, Any]:
+    latencies = sorted(done[r] - published[r] for r in done if r in published)
+    elapsed_s = max(done.values()) - start if done else float("nan")
+    pipeline_rps = len(done) / elapsed_s
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {
+        "requests": args.requests, "completed": len(done), "broker": broker_kind,
+        "publish_rate_per_s": args.rate or "burst",
+        "publish_s": round(publish_s, 2), "elapsed_s": round(elapsed_s, 2),
+        "completed_requests_per_s": round(pipeline_rps, 1),
+        "latency_s": {"p50": round(quantiles[49], 3), "p95": round(quantiles[94], 3),
+                      "p99": round(quantiles[98], 3)},
+        "message_size_bytes": message_size,
+        "broker_ceiling": {k: round(v, 1) for k, v in ceiling.items()},
+        "pipeline_share_of_ceiling": round(
+            pipeline_rps * MESSAGES_PER_REQUEST / ceiling["round_trip_msgs_per_s"], 3),
+        "peak_rss_mb": {k: round(v, 1) for k, v in peak_rss.items()},
+    }
 
 
 def main() -> None:
@@ -101,64 +159,24 @@ def main() -> None:
     ledger_url = f"sqlite:///{work / 'ledger.db'}"
     people = [Person(f"Bench Person {i}", f"bench.{i}@example.test", f"+3360000{i:04d}",
                      in_brevo=i % 2 == 0) for i in range(200)]
-    pipeline = RunningPipeline(work, broker.bootstrap, ledger_url, people)
+    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people)
     pipeline.brevo.bucket.limit = 10**9
     try:
         pipeline.start()
-        pids = {name: p.pid for name, p in pipeline.processes.items()}
-        if broker._process is not None:
-            pids["tansu"] = broker._process.pid
+        pids = pipeline.supervisor.pids()
+        if broker.pid is not None:
+            pids["tansu"] = broker.pid
         pids["bench (publisher, fake Brevo)"] = os.getpid()
         sampler = RssSampler(pids)
         sampler.start()
-
-        published: dict[str, float] = {}
         sample = pipeline.intake.build({"email": "bench.0@example.test"}, datetime.now(UTC))
         message_size = len(sample.model_dump_json(exclude_none=True))
-        start = time.time()
-        futures = []
-        for index in range(args.requests):
-            if args.rate > 0:
-                time.sleep(max(0.0, start + index / args.rate - time.time()))
-            event = pipeline.intake.build({"email": f"bench.{index % 400}@example.test"},
-                                          datetime.now(UTC))
-            published[event.request_id] = time.time()
-            futures.append(pipeline.intake.producer.send(
-                "erasure.requests.v1", key=event.request_id.encode(),
-                value=event.model_dump_json(exclude_none=True).encode()))
-        pipeline.intake.producer.flush()
-        publish_s = time.time() - start
-
-        engine = sa.create_engine(ledger_url)
-        done: dict[str, float] = {}
-        deadline = time.time() + args.timeout_s
-        while len(done) < args.requests and time.time() < deadline:
-            time.sleep(1.0)
-            with engine.connect() as conn:
-                rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.completed_at)
-                                    .where(requests_table.c.completed_at.is_not(None))).all()
-            done = {r.request_id: utc(r.completed_at).timestamp() for r in rows}  # type: ignore[union-attr]
-            print(f"  {len(done)}/{args.requests} completed", file=sys.stderr)
-        engine.dispose()
+        published, start, publish_s = publish(pipeline, args.requests, args.rate)
+        done = wait_completed(ledger_url, args.requests, args.timeout_s)
         sampler.stop_event.set()
-        latencies = sorted(done[r] - published[r] for r in done if r in published)
-        elapsed_s = max(done.values()) - start if done else float("nan")
-        pipeline_rps = len(done) / elapsed_s
         ceiling = broker_ceiling(broker.bootstrap, args.requests, message_size)
-        quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-        result: dict[str, Any] = {
-            "requests": args.requests, "completed": len(done), "broker": broker.kind,
-            "publish_rate_per_s": args.rate or "burst",
-            "publish_s": round(publish_s, 2), "elapsed_s": round(elapsed_s, 2),
-            "completed_requests_per_s": round(pipeline_rps, 1),
-            "latency_s": {"p50": round(quantiles[49], 3), "p95": round(quantiles[94], 3),
-                          "p99": round(quantiles[98], 3)},
-            "message_size_bytes": message_size,
-            "broker_ceiling": {k: round(v, 1) for k, v in ceiling.items()},
-            # Each request moves 7 messages (request, plan, 2 tasks, 2 outcomes, completion).
-            "pipeline_share_of_ceiling": round(pipeline_rps * 7 / ceiling["round_trip_msgs_per_s"], 3),
-            "peak_rss_mb": {k: round(v, 1) for k, v in sampler.peak.items()},
-        }
+        result = report(args, broker.kind, ceiling, message_size, published, done, start, publish_s,
+                        sampler.peak)
         print(json.dumps(result, indent=2))
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)

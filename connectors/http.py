@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from connectors.base import AuthError, PermanentError, RetryableError
 from connectors.retry import RetryPolicy
@@ -95,11 +96,6 @@ def announced_wait_s(response: requests.Response, now_epoch_s: float | None = No
     return wait
 
 
-def backoff_s(attempt: int, cap_s: float, base_s: float = 1.0) -> float:
-    """Kept for callers outside connectors until they use `RetryPolicy` themselves."""
-    return RetryPolicy(base_s=base_s, cap_s=cap_s).backoff_s(attempt)
-
-
 def _is_rate_limit_403(response: requests.Response) -> bool:
     if response.status_code != 403:
         return False
@@ -161,13 +157,19 @@ def call_with_retries(
         if attempts is None or backoff_cap_s is None:
             raise TypeError("call_with_retries needs a policy, or attempts and backoff_cap_s")
         policy = RetryPolicy(max_attempts=attempts, cap_s=backoff_cap_s)
-    attempt = 1
-    while True:
-        try:
-            return operation()
-        except RetryableError as exc:
-            announced_s = exc.retry_after_s
-            if policy.exhausted(attempt) or (announced_s is not None and announced_s > max_wait_s):
-                raise
-            sleep(min(policy.wait_s(attempt, announced_s), max_wait_s))
-        attempt += 1
+    def announced(state: RetryCallState) -> float | None:
+        exc = state.outcome.exception() if state.outcome else None
+        return exc.retry_after_s if isinstance(exc, RetryableError) else None
+
+    def retryable_and_short(exc: BaseException) -> bool:
+        return isinstance(exc, RetryableError) and (exc.retry_after_s is None
+                                                    or exc.retry_after_s <= max_wait_s)
+
+    retrying = Retrying(
+        retry=retry_if_exception(retryable_and_short),
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=lambda state: min(policy.wait_s(state.attempt_number, announced(state)), max_wait_s),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(operation)

@@ -19,7 +19,7 @@ import pytest
 from connectors.auth import ApiKeyHeaderAuth, BearerTokenAuth, HttpBasicAuth, OAuth2ClientCredentials
 from connectors.base import AuthError, PermanentError, RetryableError
 from connectors.client import ProcessorClient, fill_path
-from connectors.http import backoff_s, call_with_retries
+from connectors.http import call_with_retries
 from connectors.retry import RetryPolicy
 from pipeline.devstack.fake_server import FakeProcessor, Reply
 
@@ -261,4 +261,4 @@ def test_call_with_retries_takes_a_policy_or_the_old_keywords() -> None:
     assert waits == [1.0, 3.0]
     with pytest.raises(TypeError):
         call_with_retries(lambda: "ok", max_wait_s=5)
-    assert all(0 <= backoff_s(4, cap_s=2.0) <= 2.0 for _ in range(50))
+    assert all(0 <= RetryPolicy(cap_s=2.0).backoff_s(4) <= 2.0 for _ in range(50))

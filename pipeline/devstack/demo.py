@@ -11,11 +11,17 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import sqlalchemy as sa
 import yaml
+
+from pipeline.codec import now_utc
+from pipeline.devstack.fake_brevo import FakeBrevo
+
+if TYPE_CHECKING:
+    from pipeline.ledger import Ledger
 
 DEMO_BREVO_KEY_ENV = "ERASURE_DEMO_BREVO_API_KEY"
 DEMO_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -256,3 +262,26 @@ def write_demo(home: Path, brevo_url: str) -> Path:
 
 def demo_api_key() -> str:
     return "xkeysib-demo-" + secrets.token_hex(16)
+
+
+def start_demo(home: Path) -> tuple[FakeBrevo, dict[str, str]]:
+    """Serve a seeded fake Brevo and write the demo register; the fake and the variables naming both."""
+    key = demo_api_key()
+    brevo = FakeBrevo({key})
+    url = brevo.start()
+    seed_brevo(url, key)
+    return brevo, {DEMO_BREVO_KEY_ENV: key, "ERASURE_SYSTEMS_FILE": str(write_demo(home, url).resolve())}
+
+
+def demo_accounts(ledger: Ledger, home: Path) -> None:
+    """A demo officer and intake client, their secrets in owner-only files of the home dir."""
+    from pipeline.ledger.accounts import Access
+    from pipeline.wiring import write_private
+
+    access = Access(ledger)
+    password_file = home / "demo-officer.password"
+    if not password_file.exists():
+        password = secrets.token_urlsafe(12)
+        access.set_user("demo-officer", "officer", password, now_utc())
+        write_private(password_file, password + "\n")
+        write_private(home / "demo-intake.token", access.add_client("demo", now_utc()) + "\n")

@@ -1,0 +1,68 @@
+"""Commands for whoever administers the desk: its accounts, its intake clients, the server itself."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from pipeline import wiring
+from pipeline.cli.common import CliError, configure_logging, settings
+from pipeline.codec import now_utc
+
+
+@click.command()
+@click.option("--host", default=None, help="Default: ERASURE_DESK_HOST (127.0.0.1)")
+@click.option("--port", type=int, default=None, help="Default: ERASURE_DESK_PORT (8640)")
+def desk(host: str | None, port: int | None) -> None:
+    """Serve the officer's desk and the HTTP intake (OpenAPI at /docs)."""
+    import uvicorn
+
+    current = settings()
+    configure_logging(current)
+    uvicorn.run(wiring.desk_app(current), host=host or current.desk_host, port=port or current.desk_port,
+                log_level="warning", access_log=False)
+
+
+@click.group()
+def users() -> None:
+    """Desk accounts: officers act on requests, viewers only look."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["officer", "viewer"]), required=True)
+@click.option("--password-env", default=None, help="Read the password from this variable, not a prompt")
+def users_add(name: str, role: str, password_env: str | None) -> None:
+    """Create or replace a desk account."""
+    from pipeline.ledger.accounts import Access
+
+    current = settings()
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise CliError(f"{password_env} is not set: put the new password in it")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        Access(wiring.ledger(current)).set_user(name, role, password, now_utc())  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"{role} {name} saved")
+
+
+@click.group()
+def clients() -> None:
+    """HTTP intake clients (one bearer token each)."""
+
+
+@clients.command("add")
+@click.argument("name")
+def clients_add(name: str) -> None:
+    """Create a client and print its token (shown once; stored hashed)."""
+    from pipeline.ledger.accounts import Access
+
+    click.echo(Access(wiring.ledger(settings())).add_client(name, now_utc()))
+
+
+COMMANDS: list[click.Command] = [desk, users, clients]

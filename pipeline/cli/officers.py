@@ -1,0 +1,162 @@
+"""Commands for the compliance officer: submit requests, follow them, confirm manual systems, audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from pipeline import wiring
+from pipeline.cli.common import CliError, settings
+from pipeline.codec import now_utc
+from pipeline.ledger import RequestView
+
+
+@click.command()
+@click.option("--email", help="The person's e-mail address")
+@click.option("--phone", help="The person's phone number")
+@click.option("--user-id", help="The person's account id on the site")
+@click.option("--request-id", help="UUID v4 idempotency key (default: a new one)")
+@click.option("--received-at", help="When the person asked, ISO 8601 (default: now)")
+def submit(email: str | None, phone: str | None, user_id: str | None, request_id: str | None,
+           received_at: str | None) -> None:
+    """Publish a deletion request; prints its request id."""
+    from pipeline.intake import IntakeClient
+
+    identities = {k: v for k, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v}
+    if not identities:
+        raise CliError("give at least one of --email, --phone, --user-id")
+    current = settings()
+    when = datetime.fromisoformat(received_at) if received_at else now_utc()
+    if when.tzinfo is None:
+        raise CliError("--received-at needs a time zone, e.g. 2026-11-26T10:00:00+01:00")
+    bootstrap = wiring.bootstrap_servers(current)  # first: with no broker, that is the error to show
+    with IntakeClient(bootstrap, wiring.pipeline_keys(current, need_private=False).intake_public) as client:
+        click.echo(client.submit(identities, when, request_id=request_id, channel="other"))
+
+
+def _view_json(view: RequestView) -> dict[str, Any]:
+    return {
+        "request_id": view.request_id, "status": view.status, "subject_ref": view.subject_ref,
+        "received_at": view.received_at.isoformat(), "due_at": view.due_at.isoformat(),
+        "completed_at": view.completed_at.isoformat() if view.completed_at else None,
+        "on_time": view.on_time, "deadline_flag": view.deadline_flag,
+        "systems": [{"system": s.system, "status": s.status, "attempt": s.attempt,
+                     "evidence": s.evidence, "holds": s.holds, "error": s.error,
+                     "updated_at": s.updated_at.isoformat()} for s in view.systems],
+    }
+
+
+def _echo_view(view: RequestView) -> None:
+    flag = f" [{view.deadline_flag}]" if view.deadline_flag else ""
+    click.echo(f"request {view.request_id}: {view.status}{flag}")
+    click.echo(f"  received {view.received_at:%Y-%m-%d %H:%M} UTC, due {view.due_at:%Y-%m-%d %H:%M} UTC"
+               + (f", completed {view.completed_at:%Y-%m-%d %H:%M:%S} UTC "
+                  f"({'on time' if view.on_time else 'late'})" if view.completed_at else ""))
+    for s in view.systems:
+        detail = ""
+        if s.evidence:
+            detail = " " + ", ".join(f"{k}={v}" for k, v in s.evidence.items() if v is not None)
+        if s.error:
+            detail += f" error: {s.error.get('message')}"
+        click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{detail}")
+        for hold in s.holds:
+            click.echo(f"    holds {hold['data_category']} until {hold['retain_until'][:10]}: "
+                       f"{hold['legal_basis']} ({hold['citation']})")
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(request_id: str, as_json: bool) -> None:
+    """Per-system outcomes and the deadline of one request."""
+    ledger = wiring.ledger(settings())
+    view = ledger.request(request_id, now_utc())
+    if view is None:
+        raise CliError(f"no request {request_id} in the ledger (yet): it may still be in the broker")
+    if as_json:
+        click.echo(json.dumps(_view_json(view), indent=2))
+        return
+    _echo_view(view)
+    for event in ledger.events(request_id):
+        if event.kind in ("release_requested", "released"):
+            click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
+
+
+@click.command("list")
+@click.option("--status", "status_filter", help="Only requests in this status")
+@click.option("--overdue", is_flag=True, help="Only unfinished requests past their deadline")
+@click.option("--json", "as_json", is_flag=True)
+def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> None:
+    """Requests, newest first."""
+    views = wiring.ledger(settings()).list_requests(now_utc(), status_filter, overdue)
+    if as_json:
+        click.echo(json.dumps([_view_json(v) for v in views], indent=2))
+        return
+    for v in views:
+        click.echo(f"{v.request_id}  {v.status:<22} received {v.received_at:%Y-%m-%d} "
+                   f"due {v.due_at:%Y-%m-%d} {v.deadline_flag or ''}")
+
+
+@click.command()
+@click.option("--system", help="Only this system's holds")
+@click.option("--json", "as_json", is_flag=True)
+def holds(system: str | None, as_json: bool) -> None:
+    """Active legal holds, by system and end date."""
+    rows = wiring.ledger(settings()).active_holds(system)
+    if as_json:
+        click.echo(json.dumps([{
+            "request_id": r.request_id, "system": r.system, "data_category": r.data_category,
+            "legal_basis": r.legal_basis, "citation": r.citation,
+            "retain_until": r.retain_until.isoformat(),
+            "release_requested_at": r.release_requested_at.isoformat()
+            if r.release_requested_at else None} for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no active holds")
+    for r in rows:
+        click.echo(f"{r.system:<16} {r.data_category:<18} until {r.retain_until:%Y-%m-%d}  "
+                   f"{r.request_id}  {r.citation}")
+
+
+@click.command()
+@click.argument("request_id")
+@click.argument("system")
+@click.option("--by", "author", required=True, help="Who confirms (recorded in the ledger)")
+@click.option("--outcome", type=click.Choice(["erased", "not_found", "held"]), required=True)
+@click.option("--category", help="With --outcome held: the data category kept")
+@click.option("--note", help="A reference: ticket, e-mail, letter")
+def confirm(request_id: str, system: str, author: str, outcome: str, category: str | None,
+            note: str | None) -> None:
+    """Confirm what a system with no API did (attributed and timestamped)."""
+    from pipeline.ledger.actions import ActionError, confirm_manual
+
+    current = settings()
+    policy = (wiring.retention_policy(current, wiring.systems_register(current))
+              if outcome == "held" else None)
+    try:
+        status = confirm_manual(wiring.ledger(current), request_id, system, outcome,  # type: ignore[arg-type]
+                                author, now_utc(), policy, category, note)
+    except ActionError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"{system} confirmed {outcome} by {author}; request {request_id} is {status}")
+
+
+@click.group()
+def ledger() -> None:
+    """The ledger's integrity."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Check the hash chain of the event log; names the first broken link."""
+    broken = wiring.ledger(settings()).verify_chain()
+    if broken is not None:
+        raise CliError(f"ledger event at chain position {broken} does not follow from the one "
+                       "before: the event log was altered")
+    click.echo("ledger chain intact")
+
+
+COMMANDS: list[click.Command] = [submit, status, list_requests, holds, confirm, ledger]

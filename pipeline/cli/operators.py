@@ -1,0 +1,234 @@
+"""Commands for whoever runs the pipeline: its processes, topics, keys, schemas, ledger schema, fakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from contextlib import ExitStack
+
+import click
+
+from pipeline import wiring
+from pipeline.cli.common import CliError, configure_logging, settings
+from pipeline.crypto import init_keys
+from pipeline.register import SystemsRegister
+from pipeline.settings import Settings
+from pipeline.streaming import topics
+from pipeline.wiring import SetupError
+
+
+# -- keys, topics, schemas, the ledger's schema -------------------------------------------
+@click.group()
+def keys() -> None:
+    """Intake key pair and subject_ref key."""
+
+
+@keys.command("init")
+@click.option("--force", is_flag=True, help="Replace existing keys (old requests become unreadable)")
+def keys_init(force: bool) -> None:
+    """Create the intake key pair; publishers need only the public key it prints."""
+    path = init_keys(settings().keys_dir, overwrite=force)
+    click.echo(f"intake public key ({path}): {path.read_text().strip()}")
+
+
+def create_topics(current: Settings, register: SystemsRegister, bootstrap: str) -> None:
+    from pipeline.kafka_clients import ensure_topics
+
+    ensure_topics(bootstrap, topics.all_topics(register.ids), current.topic_partitions,
+                  current.topic_replication_factor, topics.topic_configs(current.requests_retention_s))
+
+
+@click.command("topics")
+def topics_create() -> None:
+    """Create the pipeline's topics (idempotent)."""
+    current = settings()
+    create_topics(current, wiring.systems_register(current), wiring.bootstrap_servers(current))
+    click.echo("topics ready")
+
+
+@click.group()
+def schemas() -> None:
+    """Event contracts."""
+
+
+@schemas.command("export")
+def schemas_export() -> None:
+    """Rewrite schemas/*.schema.json from the models."""
+    from schemas.export import export_all
+
+    for path in export_all():
+        click.echo(str(path))
+
+
+@click.group()
+def db() -> None:
+    """The ledger's database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the ledger's schema up to date (idempotent)."""
+    click.echo(f"ledger schema at revision {wiring.prepare_ledger(settings())} (newest)")
+
+
+# -- components --------------------------------------------------------------------
+@click.command()
+def worker() -> None:
+    """Run the router and the aggregator (faust)."""
+    import faust
+
+    current = settings()
+    configure_logging(current)
+    app = wiring.stream_app(current)
+    faust.Worker(app, loglevel=current.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+@click.command()
+@click.argument("systems", nargs=-1, required=True)
+def connector(systems: tuple[str, ...]) -> None:
+    """Run the connector workers of one or more SYSTEMS (a thread each)."""
+    current = settings()
+    configure_logging(current)
+    runners = wiring.connector_workers(current, list(systems))
+
+    def stop(*_: object) -> None:
+        for runner in runners:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=r.run, name=f"connector-{r.system}") for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+
+
+@click.group()
+def systems() -> None:
+    """The systems register."""
+
+
+def _check_one(current: Settings, register: SystemsRegister, system: str) -> str:
+    """One row's result: the connector's own check, or why the system could not be reached."""
+    try:
+        instance = wiring.build_connectors(current, register, [system])[system]
+        check = getattr(instance, "check", None)
+        result = ("ok: " + str(check())) if callable(check) else "ok: configured (no check call)"
+        instance.close()
+        return result
+    except SetupError as exc:
+        return f"FAILED: {str(exc).splitlines()[-1].strip()}"
+    except Exception as exc:  # the table reports every system, whatever fails
+        message = getattr(exc, "message", None) or type(exc).__name__
+        return f"FAILED ({getattr(exc, 'kind', 'error')}): {message}"
+
+
+@systems.command("check")
+def systems_check() -> None:
+    """Try each system's credentials and reachability, erasing nothing; print a table."""
+    current = settings()
+    register = wiring.systems_register(current)
+    rows = [(entry.id, entry.kind, entry.connector.type, _check_one(current, register, entry.id))
+            for entry in register.systems]
+    width = max(len(r[0]) for r in rows)
+    click.echo(f"{'system':<{width}}  {'kind':<9}  {'type':<11}  result")
+    for system, kind, connector_type, result in rows:
+        click.echo(f"{system:<{width}}  {kind:<9}  {connector_type:<11}  {result}")
+    failures = sum(result.startswith("FAILED") for *_, result in rows)
+    if failures:
+        raise CliError(f"{failures} system(s) failed the check")
+
+
+# -- fakes and the embedded stack ------------------------------------------------------
+@click.command()
+@click.argument("processor", type=click.Choice(["brevo"]))
+@click.option("--port", type=int, default=0)
+@click.option("--api-key-env", default="BREVO_API_KEY", help="Variable holding the accepted key")
+def fake(processor: str, port: int, api_key_env: str) -> None:
+    """Serve a fake of a processor's API (tests and demos)."""
+    from pipeline.devstack.fake_brevo import FakeBrevo
+
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise CliError(f"set {api_key_env} to the API key the fake should accept")
+    server = FakeBrevo({key})
+    click.echo(f"fake {processor} on {server.start('127.0.0.1', port)}", err=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    server.stop()
+
+
+def _start_demo(current: Settings, env: dict[str, str], cleanup: ExitStack) -> Settings:
+    """Serve the demo's fake Brevo and write its register; the settings that point at them."""
+    from pipeline.devstack.demo import start_demo
+
+    brevo, demo_env = start_demo(current.home_dir)
+    cleanup.callback(brevo.stop)
+    env.update(demo_env)
+    os.environ.update(demo_env)
+    return settings()
+
+
+def _announce(current: Settings, bootstrap: str, broker_kind: str, register: SystemsRegister,
+              demo: bool) -> None:
+    click.echo(f"erasure pipeline up: broker {bootstrap} ({broker_kind}), "
+               f"ledger {current.ledger_url}, systems {', '.join(register.ids)}", err=True)
+    if not demo:
+        return
+    from pipeline.devstack.demo import demo_accounts
+
+    click.echo("demo: try `erasure submit --email alice.martin@example.org` (held, not found and "
+               "erased side by side), then `erasure status ID` and `erasure holds`", err=True)
+    demo_accounts(wiring.ledger(current), current.home_dir)
+    click.echo(f"desk: http://{current.desk_host}:{current.desk_port}/ (user demo-officer, "
+               f"password in {current.home_dir / 'demo-officer.password'}); "
+               f"intake token in {current.home_dir / 'demo-intake.token'}", err=True)
+
+
+@click.command()
+@click.option("--demo/--no-demo", default=None,
+              help="Use the demo register (fake Brevo, SQLite site db); default when no "
+                   "ERASURE_SYSTEMS_FILE is set")
+def up(demo: bool | None) -> None:
+    """Everything on one machine: broker, router/aggregator, one worker per system."""
+    from pipeline.devstack.broker import find_or_start
+    from pipeline.devstack.supervisor import Supervisor
+
+    current = settings()
+    configure_logging(current)
+    current.home_dir.mkdir(parents=True, exist_ok=True)
+    init_keys(current.keys_dir)
+    demo = current.systems_file is None if demo is None else demo
+    env = dict(os.environ, ERASURE_HOME_DIR=str(current.home_dir.resolve()))
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    with ExitStack() as cleanup:  # stops, in reverse: children, broker, broker file, fake Brevo
+        if demo:
+            current = _start_demo(current, env, cleanup)
+        register = wiring.systems_register(current)
+        wiring.prepare_ledger(current)
+        broker = find_or_start(current.kafka_bootstrap_servers, current.home_dir / "broker")
+        cleanup.callback(current.broker_file.unlink, missing_ok=True)
+        cleanup.callback(broker.stop)
+        current.broker_file.write_text(json.dumps({"bootstrap": broker.bootstrap, "kind": broker.kind}))
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        create_topics(current, register, broker.bootstrap)
+        supervisor = Supervisor(env)
+        cleanup.callback(supervisor.stop_all)
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        supervisor.spawn("worker", "worker")
+        supervisor.spawn("desk", "desk")
+        for system in register.ids:
+            supervisor.spawn(f"connector:{system}", "connector", system)
+        _announce(current, broker.bootstrap, broker.kind, register, demo)
+        supervisor.supervise(stopping.is_set)
+
+
+COMMANDS: list[click.Command] = [keys, topics_create, schemas, db, worker, connector, systems, fake, up]

@@ -1,0 +1,116 @@
+"""The real pipeline as separate processes on this machine, over the demo systems, for tests and the bench.
+
+The caller brings a broker and a ledger database; this seeds a fake Brevo and a
+SQLite site database with the given people, writes their register, and runs the
+router/aggregator and the connector workers under one `Supervisor`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from pipeline.crypto import init_keys, load_keys
+from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
+from pipeline.devstack.fake_brevo import FakeBrevo
+from pipeline.devstack.supervisor import Supervisor
+from pipeline.intake import IntakeClient
+from pipeline.kafka_clients import ensure_topics
+from pipeline.streaming import topics
+
+BREVO_KEY = "xkeysib-e2e-key"
+# These run a process each (tests kill them); any other system shares one process, a thread each.
+OWN_PROCESS_SYSTEMS = ("site-db", "brevo")
+STOP_TIMEOUT_S = 20.0
+
+
+class LocalPipeline:
+    def __init__(self, root: Path, bootstrap: str, database_url: str, people: list[Person],
+                 extra_env: dict[str, str] | None = None, extra_systems: list[dict[str, Any]] | None = None,
+                 ) -> None:
+        self.root = root
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.home = root / "home"
+        init_keys(self.home / "keys")
+        self.keys = load_keys(self.home / "keys")
+        self.brevo = FakeBrevo({BREVO_KEY})
+        self.brevo.start()
+        seed_brevo(self.brevo.url, BREVO_KEY, people)
+        self.site_url = f"sqlite:///{root / 'site.db'}"
+        seed_site_database(self.site_url, people)
+        self.systems_file = root / "systems.yaml"
+        register = demo_systems(self.site_url, self.brevo.url)
+        register["systems"] += extra_systems or []  # type: ignore[operator]
+        self.system_ids: list[str] = [s["id"] for s in register["systems"]]  # type: ignore[attr-defined]
+        self.systems_file.write_text(yaml.safe_dump(register))
+        self.supervisor = Supervisor({
+            **os.environ,
+            "ERASURE_HOME_DIR": str(self.home),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database_url,
+            "ERASURE_SYSTEMS_FILE": str(self.systems_file),
+            DEMO_BREVO_KEY_ENV: BREVO_KEY,
+            "ERASURE_REDRIVE_CHECK_INTERVAL_S": "1",
+            "ERASURE_RETRY_IN_PROCESS_MAX_WAIT_S": "1",
+            **(extra_env or {}),
+        }, root / "logs")
+        self.intake = IntakeClient(bootstrap, self.keys.intake_public)
+        ensure_topics(bootstrap, topics.all_topics(self.system_ids), 4)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.supervisor.env
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.supervisor.processes
+
+    def log_path(self, name: str) -> Path:
+        return self.supervisor.log_path(name)
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.supervisor.spawn(name, *args)
+
+    def wait_log(self, name: str, marker: str, timeout_s: float = 60.0, after: int = 0) -> None:
+        self.supervisor.wait_log(name, marker, timeout_s, after)
+
+    def start_connector(self, system: str) -> None:
+        """Start (again) the connector process of one system and wait until it has its partitions."""
+        name = f"connector-{system}"
+        offset = self.supervisor.log_size(name)
+        self.spawn(name, "connector", system)
+        self.wait_log(name, "assigned", after=offset)
+
+    def start(self) -> Self:
+        self.spawn("worker", "worker")
+        for system in OWN_PROCESS_SYSTEMS:
+            self.spawn(f"connector-{system}", "connector", system)
+        others = [s for s in self.system_ids if s not in OWN_PROCESS_SYSTEMS]
+        if others:
+            self.spawn("connector-others", "connector", *others)
+        self.wait_log("worker", "Worker]: Ready")
+        for system in OWN_PROCESS_SYSTEMS:
+            self.wait_log(f"connector-{system}", "assigned")
+        if others:
+            self.wait_log("connector-others", "assigned")
+        return self
+
+    def kill(self, name: str) -> None:
+        self.supervisor.kill(name)
+
+    def stop(self) -> None:
+        self.supervisor.stop_all(STOP_TIMEOUT_S)
+        self.intake.close()
+        self.brevo.stop()
+
+    def all_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs.glob("*.log"))

@@ -1,0 +1,207 @@
+"""The composition root: builds the pipeline's parts from `Settings`, and nothing else does.
+
+Every command of the CLI and the dev stack's supervisor ask this module for the
+register, the policy, the keys, the ledger, the broker address, the stream app,
+the connector workers and the desk. A setting or a file that cannot be used
+raises `SetupError`, whose message names the file and the key to fix.
+Heavy frameworks (faust, FastAPI, the connectors) are imported by the function
+that needs them, so a command only pays for what it builds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connectors.base import ConfigError
+from connectors.retention import RetentionPolicy
+from pipeline.crypto import MissingKeyError, PipelineKeys, load_keys
+from pipeline.ledger import Ledger, open_ledger
+from pipeline.policy import check_register_against_policy, load_policy
+from pipeline.register import SystemsRegister, load_systems
+from pipeline.settings import Settings
+from pipeline.streaming import topics
+
+if TYPE_CHECKING:
+    import faust
+    from fastapi import FastAPI
+
+    from connectors.base import Connector
+    from pipeline.desk.app import OpenDsrCallbacks, Publisher
+    from pipeline.worker.runtime import ConnectorWorker
+
+
+class SetupError(Exception):
+    """The settings, or a file they name, cannot build the pipeline; the message says what to fix."""
+
+
+# -- configuration files -----------------------------------------------------------
+def systems_file(settings: Settings) -> Path:
+    return settings.systems_file or settings.home_dir / "systems.yaml"
+
+
+def systems_register(settings: Settings) -> SystemsRegister:
+    try:
+        return load_systems(systems_file(settings))
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def retention_policy(settings: Settings, systems: SystemsRegister) -> RetentionPolicy:
+    """The retention policy, checked against the register: start-up fails on any mismatch."""
+    try:
+        policy, source = load_policy(settings.policy_file)
+        check_register_against_policy(systems, policy, systems_file(settings), source)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    return policy
+
+
+def pipeline_keys(settings: Settings, need_private: bool) -> PipelineKeys:
+    try:
+        return load_keys(settings.keys_dir, settings.intake_public_key, settings.intake_private_key,
+                         settings.subject_ref_key, need_private=need_private)
+    except MissingKeyError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """The broker's address: the setting, else the file `erasure up` writes for its embedded broker."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    if settings.broker_file.exists():
+        return str(json.loads(settings.broker_file.read_text())["bootstrap"])
+    raise SetupError("no broker: run `erasure up`, or set KAFKA_BOOTSTRAP_SERVERS")
+
+
+# -- the ledger --------------------------------------------------------------------
+def ledger(settings: Settings) -> Ledger:
+    """The ledger, its schema brought to the newest revision first (a no-op when it is there)."""
+    return open_ledger(settings.ledger_url)
+
+
+def prepare_ledger(settings: Settings) -> str | None:
+    """Bring the ledger's schema up to date; return the revision it is at."""
+    from pipeline.ledger.migrations import current_revision, upgrade
+
+    upgrade(settings.ledger_url)
+    return current_revision(settings.ledger_url)
+
+
+# -- the router and aggregator ---------------------------------------------------------
+def check_webhook(settings: Settings) -> None:
+    if settings.webhook_url and not settings.webhook_secret:
+        raise SetupError("ERASURE_WEBHOOK_URL is set but ERASURE_WEBHOOK_SECRET is not: "
+                         "set the secret the receiver checks signatures with")
+
+
+def stream_app(settings: Settings) -> faust.App:
+    """The faust app of the router and the aggregator, its configuration checked first."""
+    from pipeline.streaming.app import build_app
+
+    systems = systems_register(settings)
+    retention_policy(settings, systems)
+    check_webhook(settings)
+    return build_app(settings, systems, pipeline_keys(settings, need_private=True), ledger(settings),
+                     bootstrap_servers(settings))
+
+
+# -- connectors --------------------------------------------------------------------------
+def build_connectors(settings: Settings, systems: SystemsRegister,
+                     system_ids: list[str]) -> dict[str, Connector]:
+    """One connector per system id, built from its register entry."""
+    from connectors.registry import build_connector
+
+    built = {}
+    for system in system_ids:
+        try:
+            entry = systems.get(system)
+            built[system] = build_connector(entry.id, entry.connector.type, entry.connector_settings())
+        except ConfigError as exc:
+            raise SetupError(f"{systems_file(settings)}: {exc}") from None
+    return built
+
+
+def connector_workers(settings: Settings, system_ids: list[str]) -> list[ConnectorWorker]:
+    """The workers of the given systems, sharing one ledger (for data keys) and the policy."""
+    from pipeline.worker.runtime import ConnectorWorker
+
+    systems = systems_register(settings)
+    policy = retention_policy(settings, systems)
+    built = build_connectors(settings, systems, system_ids)
+    data_keys = ledger(settings).data_key
+    broker = bootstrap_servers(settings)
+    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy)
+            for system, instance in built.items()]
+
+
+# -- the desk ----------------------------------------------------------------------------
+def desk_secret(settings: Settings) -> str:
+    """The session-signing secret: the setting, else one generated once into the home dir."""
+    if settings.desk_secret:
+        return settings.desk_secret
+    path = settings.home_dir / "desk.secret"
+    if not path.exists():
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def desk_publisher(settings: Settings) -> Publisher:
+    """Publishes for the desk; the producer is built on first use, so the desk starts without a broker."""
+    from pipeline.desk.app import Publisher
+    from pipeline.kafka_clients import producer
+
+    producers: list[Any] = []
+
+    def send(topic: str, key: bytes, value: bytes) -> None:
+        if not producers:
+            producers.append(producer(bootstrap_servers(settings), "erasure-desk"))
+        producers[0].send(topic, key=key, value=value).get(30)
+
+    return Publisher(send)
+
+
+def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> OpenDsrCallbacks | None:
+    """Which OpenDSR processors may call back, and the CAs their certificates must chain to."""
+    from connectors.processors.opendsr import OpenDsrSettings
+    from connectors.processors.opendsr_callbacks import CallbackTrust
+    from pipeline.desk.app import OpenDsrCallbacks
+
+    domains = {}
+    for entry in systems.systems if systems else []:
+        connector_settings = entry.connector_settings()
+        if isinstance(connector_settings, OpenDsrSettings):
+            domains[connector_settings.processor_domain] = entry.id
+    if not domains:
+        return None
+    anchors = settings.opendsr_trust_anchors_file
+    if anchors is None or not anchors.exists():
+        raise SetupError("OpenDSR systems are configured: set ERASURE_OPENDSR_TRUST_ANCHORS_FILE to the PEM "
+                         "CA certificates that may issue their signing certificates")
+    return OpenDsrCallbacks(domains, CallbackTrust.from_pem(anchors.read_bytes()),
+                            settings.opendsr_callback_url, topics.OUTCOMES)
+
+
+def desk_app(settings: Settings) -> FastAPI:
+    """The officer's desk and the HTTP intake; the register is optional (the desk runs without one)."""
+    from pipeline.desk.app import create_app
+    from pipeline.ledger.accounts import Access
+
+    records = ledger(settings)
+    systems, policy = None, None
+    if systems_file(settings).exists():
+        systems = systems_register(settings)
+        policy = retention_policy(settings, systems)
+    return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
+                      topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems))

@@ -157,3 +157,37 @@ def test_upgrade_on_mariadb(mariadb_url: str) -> None:
         assert ledger.verify_chain() is None
     finally:
         ledger.close()
+
+
+def run_db_upgrade(database_url: str, home: Path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": database_url, "ERASURE_HOME_DIR": str(home)}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "db", "upgrade"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_erasure_db_upgrade_brings_an_empty_postgres_database_to_head(postgres_url: str,
+                                                                      tmp_path: Path) -> None:
+    assert HEAD is not None and HEAD in run_db_upgrade(postgres_url, tmp_path)
+    assert current_revision(postgres_url) == HEAD
+
+
+def test_erasure_db_upgrade_adopts_a_ledger_file_written_before_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(LEDGER_V0.read_text())
+        before = conn.execute("SELECT last_position, last_hash FROM erasure_chain_head").fetchone()
+    url = f"sqlite:///{path}"
+    assert HEAD is not None and HEAD in run_db_upgrade(url, tmp_path)
+    assert current_revision(url) == HEAD
+    ledger = Ledger(url)
+    try:
+        assert ledger.chain_head() == tuple(before)
+        assert ledger.verify_chain() is None
+    finally:
+        ledger.close()

@@ -20,6 +20,7 @@ from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.publishing import Received
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+from tests.fakes.flaky_ledger import FlakyLedger
 from tests.fakes.publisher import MemoryPublisher
 
 NOW = datetime.now(UTC)
@@ -97,26 +98,9 @@ def test_invalid_events_are_dead_lettered_and_the_rest_of_the_batch_recorded(led
     assert [e.kind for e in ledger.events(rid)] == ["planned"]
 
 
-class FlakyLedger:
-    """The real ledger, whose first `record` fails as a lost database connection would."""
-
-    def __init__(self, ledger: Ledger, failures: int) -> None:
-        self.ledger = ledger
-        self.failures = failures
-
-    def record(self, *args: Any) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("database went away")
-        return self.ledger.record(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ledger, name)
-
-
 def test_a_failed_ledger_write_is_retried_in_place_until_it_goes_through(ledger: Ledger) -> None:
     publisher = MemoryPublisher()
-    flaky = FlakyLedger(ledger, failures=3)
+    flaky = FlakyLedger(ledger, "record", failures=3)
     aggregator = Aggregator(flaky, publisher, {}, ledger_retry=NO_WAIT)  # type: ignore[arg-type]
     rid = str(uuid.uuid4())
     [completion] = take(aggregator, plan(rid, ("brevo",)), outcome(rid, "brevo"))

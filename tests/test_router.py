@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +21,7 @@ from pipeline.streaming import topics
 from pipeline.streaming.publishing import Received
 from pipeline.streaming.router import Router
 from schemas import ErasureRequested, Identity, Scope, SealedIdentities, SubjectIdentities
+from tests.fakes.flaky_ledger import FlakyLedger
 from tests.fakes.publisher import MemoryPublisher
 
 REGISTER = SystemsRegister.model_validate(demo_systems("sqlite:///x.db", "http://127.0.0.1:1"))
@@ -119,26 +119,9 @@ def test_invalid_requests_are_dead_lettered_by_coordinates_and_field_names_only(
     assert [m.key for m in publisher.sent if m.topic == topics.DEADLETTER] == [b"junk", b"", batch[2].key]
 
 
-class FlakyLedger:
-    """The real ledger, whose first `grant_data_keys` fails as a lost database connection would."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.failures = 1
-
-    def grant_data_keys(self, *args: Any) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("database went away")
-        return self.ledger.grant_data_keys(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ledger, name)
-
-
 def test_a_failing_ledger_is_retried_in_place(keys: PipelineKeys, ledger: Ledger) -> None:
     publisher = MemoryPublisher()
-    flaky = FlakyLedger(ledger)
+    flaky = FlakyLedger(ledger, "grant_data_keys")
     record = request_record(keys, 0)
     router = Router(REGISTER, keys, flaky, publisher, ledger_retry=NO_WAIT)  # type: ignore[arg-type]
     assert route(router, record) == [record.key.decode()]  # type: ignore[union-attr]

@@ -1,0 +1,61 @@
+"""What the desk's routes share: the `Desk` (ledger, access, publisher, policy, register,
+topics, templates), kept on `app.state` and handed to each route by the `DeskDep` dependency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+
+from connectors.processors.opendsr_callbacks import CallbackTrust
+from connectors.retention import RetentionPolicy
+from pipeline.ledger import Ledger
+from pipeline.ledger.accounts import Access
+from pipeline.register import SystemsRegister
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+@dataclass
+class OpenDsrCallbacks:
+    """Who may call back: processor domain -> our system id; the trust anchors; our URL."""
+
+    systems_by_domain: dict[str, str]
+    trust: CallbackTrust
+    callback_url: str | None
+    outcomes_topic: str
+
+
+class Publisher:
+    """What the desk needs of Kafka: publish a request (intake) and a task (retry)."""
+
+    def __init__(self, send: Callable[[str, bytes, bytes], None]) -> None:
+        self.send = send
+
+
+@dataclass(frozen=True)
+class Desk:
+    """Everything the routes need, built once by `create_app`."""
+
+    ledger: Ledger
+    access: Access
+    publisher: Publisher
+    policy: RetentionPolicy | None
+    register: SystemsRegister | None
+    task_topic: Callable[[str], str]
+    requests_topic: str
+    opendsr: OpenDsrCallbacks | None
+    templates: Jinja2Templates = TEMPLATES
+
+
+async def desk_of(request: Request) -> Desk:
+    """The FastAPI dependency: the `Desk` of the application serving `request`."""
+    desk: Desk = request.app.state.desk
+    return desk
+
+
+DeskDep = Annotated[Desk, Depends(desk_of)]

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
-from pipeline.crypto import MissingKeyError, PipelineKeys, load_keys
+from pipeline.crypto import MissingKeyError, PipelineKeys, load_kek, load_keys
+from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.register import SystemsRegister, load_systems
@@ -78,9 +79,17 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 # -- the ledger --------------------------------------------------------------------
+def key_wrapper(settings: Settings) -> KeyWrapper:
+    """What wraps the ledger's data keys: the KEK of ERASURE_KEK, else of <keys dir>/kek."""
+    try:
+        return load_kek(settings.keys_dir, settings.kek)
+    except MissingKeyError as exc:
+        raise SetupError(str(exc)) from None
+
+
 def ledger(settings: Settings) -> Ledger:
     """The ledger, its schema brought to the newest revision first (a no-op when it is there)."""
-    return open_ledger(settings.ledger_url)
+    return open_ledger(settings.ledger_url, key_wrapper(settings))
 
 
 def prepare_ledger(settings: Settings) -> str | None:

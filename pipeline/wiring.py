@@ -87,9 +87,13 @@ def key_wrapper(settings: Settings) -> KeyWrapper:
         raise SetupError(str(exc)) from None
 
 
-def ledger(settings: Settings) -> Ledger:
-    """The ledger, its schema brought to the newest revision first (a no-op when it is there)."""
-    return open_ledger(settings.ledger_url, key_wrapper(settings))
+def ledger(settings: Settings, data_keys: bool = True) -> Ledger:
+    """The ledger, its schema brought to the newest revision first (a no-op when it is there).
+
+    `data_keys=False` for a command that never touches them (an auditor verifying the chain
+    needs no KEK): that ledger refuses to store or read a data key.
+    """
+    return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
 
 
 def prepare_ledger(settings: Settings) -> str | None:

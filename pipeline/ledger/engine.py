@@ -33,8 +33,7 @@ def create_ledger_engine(url: str) -> sa.Engine:
 
 def _create_owner_only(path: Path) -> None:
     """Create the database file 0600 before SQLite does: its -wal and -shm take the file's mode."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and path.parent.is_dir():  # else SQLite's own error names the problem
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, OWNER_ONLY))
 
 

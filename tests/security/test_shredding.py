@@ -31,6 +31,7 @@ T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
     return tmp_path / "home" / "ledger.db"
 
 

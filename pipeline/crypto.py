@@ -19,6 +19,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.secret import SecretBox
 from nacl.utils import random as random_bytes
 
+from pipeline.keywrap import KEK_SIZE, AesGcmKeyWrapper, KeyWrapError, kek_id
 from schemas import Identity, SealedIdentities, SubjectIdentities
 from schemas.identity import normalised_value
 
@@ -112,6 +113,7 @@ class MissingKeyError(Exception):
 def init_keys(keys_dir: Path, overwrite: bool = False) -> Path:
     """Create the intake key pair and the subject_ref HMAC key; private files are 0600."""
     keys_dir.mkdir(parents=True, exist_ok=True)
+    init_kek(keys_dir)  # never replaced by --force: that would shred every request in flight
     public_path = keys_dir / PUBLIC_FILE
     if public_path.exists() and not overwrite:
         return public_path
@@ -162,3 +164,51 @@ def load_keys(
             subject_ref_b64, keys_dir, SUBJECT_REF_FILE, "ERASURE_SUBJECT_REF_KEY", need_private
         ),
     )
+
+
+# -- the key-encryption key (KEK) wrapping data keys in the ledger ------------------------------
+KEK_FILE = "kek"
+KEK_ENV = "ERASURE_KEK"
+
+
+def init_kek(keys_dir: Path) -> Path:
+    """Create `<keys_dir>/kek` (0600) unless it exists: an existing KEK is never replaced."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    path = keys_dir / KEK_FILE
+    if not path.exists():
+        _write_secret(path, _b64(os.urandom(KEK_SIZE)))
+    return path
+
+
+def rotate_kek(keys_dir: Path) -> str:
+    """Put a new KEK first in `<keys_dir>/kek`, keeping the older ones to unwrap; its key id.
+
+    Afterwards `erasure keys rewrap` moves every live data key to the new KEK; deleting the
+    old lines then shreds whatever old copies (backups, dead rows) still hold.
+    """
+    path = keys_dir / KEK_FILE
+    older = path.read_text(encoding="ascii").split() if path.exists() else []
+    new = os.urandom(KEK_SIZE)
+    # Written aside then renamed: a crash half-way must not lose the KEKs in force.
+    staged = path.with_name(KEK_FILE + ".new")
+    staged.unlink(missing_ok=True)
+    _write_secret(staged, "\n".join([_b64(new), *older]))
+    os.replace(staged, path)
+    return kek_id(new)
+
+
+def load_kek(keys_dir: Path, kek_b64: str | None = None) -> AesGcmKeyWrapper:
+    """The KEK ring from `kek_b64` (ERASURE_KEK), else `<keys_dir>/kek`: newest first, one a line or comma."""
+    path = keys_dir / KEK_FILE
+    if kek_b64:
+        text, source = kek_b64, KEK_ENV
+    elif path.exists():
+        text, source = path.read_text(encoding="ascii"), str(path)
+    else:
+        raise MissingKeyError(f"no key-encryption key: {path} does not exist and {KEK_ENV} is not set; "
+                              f"run `erasure keys init` or set {KEK_ENV} (base64, 32 bytes)")
+    try:
+        return AesGcmKeyWrapper([_unb64(part) for part in text.replace(",", " ").split()])
+    except (ValueError, KeyWrapError) as exc:
+        raise MissingKeyError(f"the key-encryption key in {source} is not usable ({exc}): "
+                              f"expected base64 of {KEK_SIZE} random bytes, newest first") from None

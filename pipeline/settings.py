@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     opendsr_callback_url: str | None = Field(default=None, description="Our public callback URL")
     desk_secret: str | None = Field(default=None, description="Signs desk sessions; generated when unset")
     log_level: str = "INFO"
+    # -- crypto-shredding: the key-encryption key wrapping data keys in the ledger (issue 9, item 5)
+    kek: str | None = Field(
+        default=None,
+        description="base64 32-byte key-encryption key wrapping the ledger's data keys; during a rotation "
+                    "the newest first, older ones after commas. Else <keys dir>/kek (`erasure keys init`)")
 
     @property
     def ledger_url(self) -> str:

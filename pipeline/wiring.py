@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
-from pipeline.crypto import MissingKeyError, PipelineKeys, load_keys
+from pipeline.crypto import MissingKeyError, PipelineKeys, load_kek, load_keys
+from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.register import SystemsRegister, load_systems
@@ -78,9 +79,21 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 # -- the ledger --------------------------------------------------------------------
-def ledger(settings: Settings) -> Ledger:
-    """The ledger, its schema brought to the newest revision first (a no-op when it is there)."""
-    return open_ledger(settings.ledger_url)
+def key_wrapper(settings: Settings) -> KeyWrapper:
+    """What wraps the ledger's data keys: the KEK of ERASURE_KEK, else of <keys dir>/kek."""
+    try:
+        return load_kek(settings.keys_dir, settings.kek)
+    except MissingKeyError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def ledger(settings: Settings, data_keys: bool = True) -> Ledger:
+    """The ledger, its schema brought to the newest revision first (a no-op when it is there).
+
+    `data_keys=False` for a command that never touches them (an auditor verifying the chain
+    needs no KEK): that ledger refuses to store or read a data key.
+    """
+    return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
 
 
 def prepare_ledger(settings: Settings) -> str | None:

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import notifications
 from pipeline.deadlines import due_at
+from pipeline.keywrap import AesGcmKeyWrapper
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.streaming import topics
 from pipeline.streaming.housekeeping import Housekeeping
@@ -23,7 +24,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", AesGcmKeyWrapper.generate())
     yield ledger
     ledger.close()
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from pipeline.keywrap import AesGcmKeyWrapper
 from pipeline.ledger import Ledger, events_table, open_ledger
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 
@@ -18,7 +19,7 @@ SEALED = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=RID, cipherte
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: object) -> Ledger:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    instance = open_ledger(url)
+    instance = open_ledger(url, AesGcmKeyWrapper.generate())
     request.addfinalizer(instance.close)
     return instance
 

@@ -14,6 +14,7 @@ from connectors.manual import ManualSettings
 from pipeline.crypto import new_data_key, seal_with_data_key
 from pipeline.deadlines import due_at
 from pipeline.desk.app import Publisher, create_app
+from pipeline.keywrap import AesGcmKeyWrapper
 from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
@@ -25,7 +26,7 @@ EMAIL = "manual.person@example.test"
 
 def test_officer_sees_the_message_viewer_does_not_and_the_ledger_holds_no_identity(tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", AesGcmKeyWrapper.generate())
     access = Access(ledger)
     access.set_user("olivia", "officer", "officer-password-1", now)
     access.set_user("victor", "viewer", "viewer-password-1", now)

@@ -15,6 +15,7 @@ from connectors.retry import RetryPolicy
 from pipeline.codec import encode
 from pipeline.crypto import PipelineKeys, init_keys, load_keys, open_with_data_key, seal_for_intake
 from pipeline.devstack.demo import demo_systems
+from pipeline.keywrap import AesGcmKeyWrapper
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.register import SystemsRegister
 from pipeline.streaming import topics
@@ -37,7 +38,7 @@ def keys(tmp_path: Path) -> PipelineKeys:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", AesGcmKeyWrapper.generate())
     yield ledger
     ledger.close()
 

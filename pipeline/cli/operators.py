@@ -12,7 +12,7 @@ import click
 
 from pipeline import wiring
 from pipeline.cli.common import CliError, configure_logging, settings
-from pipeline.crypto import init_keys
+from pipeline.crypto import init_keys, rotate_kek
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.streaming import topics
@@ -22,7 +22,7 @@ from pipeline.wiring import SetupError
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
 @click.group()
 def keys() -> None:
-    """Intake key pair and subject_ref key."""
+    """Intake key pair, subject_ref key, the KEK wrapping the ledger's data keys."""
 
 
 @keys.command("init")
@@ -31,6 +31,25 @@ def keys_init(force: bool) -> None:
     """Create the intake key pair; publishers need only the public key it prints."""
     path = init_keys(settings().keys_dir, overwrite=force)
     click.echo(f"intake public key ({path}): {path.read_text().strip()}")
+
+
+@keys.command("rotate-kek")
+def keys_rotate_kek() -> None:
+    """Put a new KEK first in <keys dir>/kek (older ones kept to unwrap); then run `keys rewrap`."""
+    current = settings()
+    if current.kek:
+        raise CliError("ERASURE_KEK is set: put a new base64 32-byte key first in it (comma, then the "
+                       "old ones), restart, run `erasure keys rewrap`, then drop the old ones")
+    click.echo(f"new KEK {rotate_kek(current.keys_dir)} first in {current.keys_dir / 'kek'}; "
+               "now run `erasure keys rewrap`, then delete the older lines to shred their copies")
+
+
+@keys.command("rewrap")
+def keys_rewrap() -> None:
+    """Wrap every live data key with the newest KEK (also wraps clear keys of older ledgers)."""
+    current = settings()
+    moved = wiring.ledger(current).rewrap_data_keys()
+    click.echo(f"{moved} data keys re-wrapped with KEK {wiring.key_wrapper(current).key_id}")
 
 
 def create_topics(current: Settings, register: SystemsRegister, bootstrap: str) -> None:

@@ -2,6 +2,7 @@
 
 Every write is idempotent (see `dedupe`), so at-least-once delivery never records anything
 twice. The schema is the migrations' business: `open_ledger` brings it to head first.
+Data keys are stored wrapped by the `KeyWrapper` it is given (see `pipeline.keywrap`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import dedupe
 from pipeline.ledger.chain import first_broken_link
 from pipeline.ledger.engine import create_ledger_engine, exclusive
@@ -24,14 +26,19 @@ from schemas import ErasureCompleted, ErasureOutcome, ErasurePlanned, ErasureTas
 
 
 class Ledger:
-    """A ledger whose schema is at head (see `open_ledger`)."""
+    """A ledger whose schema is at head (see `open_ledger`).
 
-    def __init__(self, url: str) -> None:
+    Without a `wrapper` (a ledger that never handles data keys: the desk's accounts, schema
+    tests), every call that would store or read a data key raises `NoKekError`: no key is
+    ever stored or returned in clear.
+    """
+
+    def __init__(self, url: str, wrapper: KeyWrapper | None = None) -> None:
         self.engine = create_ledger_engine(url)
         # Writers of the hash chain take the write lock when they begin, so no two read the same head.
         self.writer = exclusive(self.engine)
         self.is_postgres = self.engine.dialect.name == "postgresql"
-        self.keys = KeyStore(self.engine, self.writer)
+        self.keys = KeyStore(self.engine, self.writer, wrapper)
         self.housekeeping = Housekeeping(self.engine, self.writer)
         self.views = Views(self.engine)
 
@@ -62,6 +69,10 @@ class Ledger:
 
     def destroy_data_keys(self, now: datetime, grace_s: float) -> int:
         return self.keys.destroy(now, grace_s)
+
+    def rewrap_data_keys(self) -> int:
+        """Wrap every live data key with the current KEK (legacy clear keys, older KEKs); how many."""
+        return self.keys.rewrap()
 
     # -- housekeeping ----------------------------------------------------------
     def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
@@ -102,7 +113,7 @@ class Ledger:
         return first_broken_link(row._mapping for row in self.events())
 
 
-def open_ledger(url: str) -> Ledger:
-    """The ledger at `url`, its schema first brought to head."""
+def open_ledger(url: str, wrapper: KeyWrapper | None = None) -> Ledger:
+    """The ledger at `url`, its schema first brought to head; data keys wrapped by `wrapper`."""
     upgrade(url)
-    return Ledger(url)
+    return Ledger(url, wrapper)

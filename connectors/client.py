@@ -25,7 +25,7 @@ from urllib.parse import quote
 import requests
 from requests.auth import AuthBase
 
-from connectors.base import RetryableError
+from connectors.base import PermanentError, RetryableError
 from connectors.http import call_with_retries, classify_response, json_answer, json_object
 from connectors.retry import RetryPolicy
 
@@ -33,13 +33,32 @@ SINGLE_ATTEMPT = RetryPolicy(max_attempts=1)
 ResponseCheck = Callable[[requests.Response, str], None]
 
 
+class PathParameterError(ValueError):
+    """A path parameter would change the route's shape. Names the parameter, never its value."""
+
+    def __init__(self, path_template: str, name: str, problem: str) -> None:
+        super().__init__(f"route {path_template}: path parameter {name!r} {problem}")
+        self.name = name
+
+
 def fill_path(path_template: str, path_params: Mapping[str, object] | None = None) -> str:
-    """The template with each `{name}` replaced by its URL-quoted value (`/` and `+` included)."""
+    """The template with each `{name}` replaced by its URL-quoted value (`/` and `+` included).
+
+    Quoting keeps separators out, but `.`, `..` and an empty value survive it and turn
+    `/contacts/{id}` into `/contacts/` once the URL is normalised (a list call, not a
+    lookup): such values raise `PathParameterError`.
+    """
     params = path_params or {}
     names = [name for _, name, _, _ in string.Formatter().parse(path_template) if name is not None]
     missing = [name for name in names if name not in params]
     if missing:
         raise ValueError(f"route {path_template} needs the path parameter {missing[0]!r}")
+    for name in names:
+        value = str(params[name])
+        if not value.strip():
+            raise PathParameterError(path_template, name, "is blank")
+        if value.strip() in (".", ".."):
+            raise PathParameterError(path_template, name, "is a dot segment ('.' or '..')")
     return path_template.format(**{name: quote(str(params[name]), safe="") for name in names})
 
 
@@ -72,7 +91,10 @@ class ProcessorClient:
 
     def url(self, path_template: str, path_params: Mapping[str, object] | None = None) -> str:
         """Base URL + filled template; a template that is a whole URL is used as it is."""
-        path = fill_path(path_template, path_params)
+        try:
+            path = fill_path(path_template, path_params)
+        except PathParameterError as exc:
+            raise PermanentError(self.system, f"{exc}; nothing was sent") from None
         return path if path.startswith(("http://", "https://")) else self.base_url + path
 
     def send(

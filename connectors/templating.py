@@ -2,16 +2,38 @@
 
 A template is expanded once per combination of the identities it names; a
 template naming an identity the subject does not have expands to nothing.
+
+The contract validates identities already (`schemas.identity`); a connector does
+not rely on it alone. Where a value becomes part of a path or a key pattern it
+must not change the template's shape, so every value is checked for its target
+before anything is expanded: never blank, never control characters; in a path
+never a separator or a dot segment (`.`, `..`); in a Redis key pattern never the
+key separator `:`. Glob characters are escaped by the caller's `escape`.
 """
 
 from __future__ import annotations
 
 import itertools
 import string
+import unicodedata
 from collections.abc import Callable
+from typing import Literal
 
 from schemas import SubjectIdentities
 from schemas.identity import IDENTITY_TYPES
+
+Target = Literal["value", "path", "key_pattern"]
+PATH_SEPARATORS = ("/", "\\")
+DOT_SEGMENTS = (".", "..")
+KEY_SEPARATOR = ":"
+
+
+class UnsafeIdentityError(ValueError):
+    """A value would change a template's shape. The message names the identity type, never the value."""
+
+    def __init__(self, identity_type: str, problem: str) -> None:
+        super().__init__(f"identity {identity_type} {problem}")
+        self.identity_type = identity_type
 
 
 def template_fields(template: str) -> list[str]:
@@ -23,13 +45,33 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-def expand(template: str, subject: SubjectIdentities, escape: Callable[[str], str] = str) -> list[str]:
+def check_value(identity_type: str, value: str, target: Target) -> None:
+    """Raise `UnsafeIdentityError` if `value` (already stripped) is unsafe where it goes."""
+    if not value:
+        raise UnsafeIdentityError(identity_type, "is blank")
+    # Categories C*: control, format (e.g. bidi overrides), surrogates, private use, unassigned.
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise UnsafeIdentityError(identity_type, "holds control characters")
+    if target == "path":
+        if any(sep in value for sep in PATH_SEPARATORS):
+            raise UnsafeIdentityError(identity_type, "holds a path separator")
+        if value in DOT_SEGMENTS:
+            raise UnsafeIdentityError(identity_type, "is a dot segment ('.' or '..')")
+    if target == "key_pattern" and KEY_SEPARATOR in value:
+        raise UnsafeIdentityError(identity_type, f"holds the key separator {KEY_SEPARATOR!r}")
+
+
+def expand(template: str, subject: SubjectIdentities, escape: Callable[[str], str] = str,
+           target: Target = "value") -> list[str]:
+    """Every expansion of `template`; raises `UnsafeIdentityError` before expanding an unsafe value."""
     fields = template_fields(template)
     values: dict[str, list[str]] = {}
     for identity in subject.identities:
         value = identity.identity_value.strip()
         if identity.identity_type == "email":
             value = value.lower()
+        if identity.identity_type in fields:
+            check_value(identity.identity_type, value, target)
         values.setdefault(identity.identity_type, []).append(escape(value))
     if any(f not in values for f in fields):
         return []

@@ -19,16 +19,23 @@ from pipeline.codec import encode
 from pipeline.crypto import seal_for_intake
 from pipeline.streaming import topics
 from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
+from schemas.identity import InvalidIdentityError, check_identity
 
 IdentitiesInput = Mapping[str, str] | Sequence[Identity]
 
 
-def _identities(identities: IdentitiesInput) -> SubjectIdentities:
-    if isinstance(identities, Mapping):
-        items = [Identity.model_validate({"identity_type": k, "identity_value": v})
-                 for k, v in identities.items()]
-    else:
-        items = list(identities)
+def subject_identities(identities: IdentitiesInput) -> SubjectIdentities:
+    """The identities to seal, each checked against its type's rule.
+
+    Raises `InvalidIdentityError` naming the identity type and the rule, never the value. An
+    `Identity` handed in is checked again: one built with `model_construct` skipped validation.
+    """
+    pairs = list(identities.items()) if isinstance(identities, Mapping) else [
+        (i.identity_type, i.identity_value) for i in identities]
+    if not pairs:
+        raise InvalidIdentityError("identities", "at least one identity")
+    items = [Identity(identity_type=kind, identity_value=check_identity(kind, value))  # type: ignore[arg-type]
+             for kind, value in pairs]
     return SubjectIdentities(identities=items)
 
 
@@ -46,7 +53,7 @@ class IntakeClient:
         scope = fields.pop("scope", None)
         return ErasureRequested(
             request_id=request_id or str(uuid.uuid4()), received_at=received_at,
-            identities=seal_for_intake(self.public_key, _identities(identities)),
+            identities=seal_for_intake(self.public_key, subject_identities(identities)),
             scope=Scope(**scope) if isinstance(scope, dict) else scope, **fields,
         )
 

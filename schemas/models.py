@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
-from schemas.identity import IdentityType
+from schemas.identity import ID_TYPES, MAX_CHARS, PATTERNS, IdentityType, check_identity
 
 UUID4_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 SYSTEM_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -31,15 +41,44 @@ class Contract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _per_type_rules() -> list[JsonValue]:
+    """JSON Schema `if`/`then` per identity type: the value's pattern and length bound."""
+    rules: list[JsonValue] = []
+    for types in (("email",), ("phone",), ID_TYPES):
+        kind = types[0]
+        rules.append({
+            "if": {"properties": {"identity_type": {"enum": list(types)}}, "required": ["identity_type"]},
+            "then": {"properties": {"identity_value": {
+                "pattern": PATTERNS[kind], "maxLength": MAX_CHARS[kind]}}},
+        })
+    return rules
+
+
 class Identity(Contract):
-    """One identity of the data subject. Only ever travels inside a sealed envelope."""
+    """One identity of the data subject. Only ever travels inside a sealed envelope.
+
+    The value must match its type's rule (`schemas.identity`); surrounding spaces are stripped.
+    """
+
+    # The input is the person's identity: a printed error must not carry it.
+    model_config = ConfigDict(json_schema_extra={"allOf": _per_type_rules()}, hide_input_in_errors=True)
 
     identity_type: IdentityType
-    identity_value: Annotated[str, StringConstraints(min_length=1, max_length=320)]
+    identity_value: Annotated[str, StringConstraints(min_length=1, max_length=max(MAX_CHARS.values()))]
+
+    @field_validator("identity_value")
+    @classmethod
+    def _valid_for_its_type(cls, value: str, info: ValidationInfo) -> str:
+        identity_type = info.data.get("identity_type")
+        if identity_type is None:  # the type itself is invalid: that error is reported already
+            return value
+        return check_identity(identity_type, value)
 
 
 class SubjectIdentities(Contract):
     """The clear-text payload of a sealed envelope."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     identities: Annotated[list[Identity], Field(min_length=1, max_length=20)]
 

@@ -15,8 +15,9 @@ CONTEXT = TaskContext(request_id="7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f", system=
 
 
 def subject(**identities: str) -> SubjectIdentities:
-    return SubjectIdentities(identities=[Identity(identity_type=k, identity_value=v)  # type: ignore[arg-type]
-                                         for k, v in identities.items()])
+    """Built without the contract's checks: the connector must hold even when they are bypassed."""
+    return SubjectIdentities.model_construct(identities=[
+        Identity.model_construct(identity_type=k, identity_value=v) for k, v in identities.items()])
 
 
 def tree(root: Path) -> list[str]:
@@ -59,7 +60,7 @@ def test_erases_only_the_subjects_files(root: Path) -> None:
 
 
 def test_an_identity_cannot_climb_out_of_the_root(root: Path) -> None:
-    with pytest.raises(PermanentError, match="escapes the store's root"):
+    with pytest.raises(PermanentError, match="user_id holds a path separator"):
         store(root).erase(subject(user_id="../.."), CONTEXT)
     assert (root / "secret.txt").exists() and (root.parent / "files").exists()
 

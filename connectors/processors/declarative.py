@@ -23,6 +23,7 @@ from connectors.auth import ApiKeyHeaderAuth, BearerTokenAuth, HttpBasicAuth
 from connectors.base import (
     ConfigError,
     EraseResult,
+    PermanentError,
     TaskContext,
     load_yaml_model,
     require_secret,
@@ -30,6 +31,7 @@ from connectors.base import (
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
+from schemas.identity import InvalidIdentityError, check_identity
 
 SPEC_DIR = Path(__file__).parent / "specs"
 Outcome = Literal["erased", "not_found", "none"]
@@ -181,9 +183,17 @@ class DeclarativeConnector:
     def _answer(self, response: requests.Response, call: CallSpec) -> Any:
         return json_answer(response, self.system, f"{call.method} {call.path}") if response.content else None
 
+    def _identities(self, subject: SubjectIdentities) -> list[str]:
+        """The spec's identities, each checked again before any call: `.` as an e-mail made
+        `GET /contact/{identity}` a list call (dot segment removed) and erased every contact."""
+        try:
+            return [check_identity(self.spec.identity, i.identity_value) for i in subject.identities
+                    if i.identity_type == self.spec.identity]
+        except InvalidIdentityError as exc:
+            raise PermanentError(self.system, f"{exc}; nothing was sent") from None
+
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        identities = [i.identity_value.strip() for i in subject.identities
-                      if i.identity_type == self.spec.identity]
+        identities = self._identities(subject)
         if not identities:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         erased, last_status = 0, None

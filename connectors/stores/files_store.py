@@ -2,8 +2,12 @@
 
 Templates are globs under `root`, templated on the subject's identities (glob
 characters in an identity are escaped). A manifest is a JSON-lines file of
-`{"identity_type", "identity_value", "path"}` rows; erased rows leave it. No path
-may leave `root`.
+`{"identity_type", "identity_value", "path"}` rows; erased rows leave it.
+
+Whatever the identities hold, the connector removes only paths strictly inside
+`root`: never `root` itself, never anything outside it. An identity that would
+change a template's shape (blank, a separator, `.` or `..`, control characters)
+is refused with a permanent error naming its type before anything is removed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.base import EraseResult, PermanentError, TaskContext
-from connectors.templating import expand, template_fields
+from connectors.templating import UnsafeIdentityError, check_value, expand, template_fields
 from schemas import Evidence, SubjectIdentities
 
 
@@ -54,8 +58,12 @@ class FilesStoreConnector:
         self._manifest_lock = threading.Lock()
 
     def _inside_root(self, path: Path) -> Path:
+        """The resolved path if it lies strictly inside root (root itself is never removable)."""
         resolved = path.resolve()
-        if resolved != self.root and self.root not in resolved.parents:
+        if resolved == self.root:
+            raise PermanentError(self.system, "a path resolves to the store's root itself, which is never "
+                                 "removed; nothing was erased")
+        if self.root not in resolved.parents:
             raise PermanentError(self.system, "a path escapes the store's root; nothing was erased")
         return resolved
 
@@ -74,21 +82,42 @@ class FilesStoreConnector:
         if not self.root.is_dir():
             raise PermanentError(self.system, f"root directory {self.settings.root!r} does not exist")
         removed = 0
-        for template in self.settings.paths:
-            for pattern in expand(template, subject, glob.escape):
-                for match in sorted(glob.glob(str(self.root / pattern)), reverse=True):
-                    removed += self._remove(Path(match))
+        # Every identity and every match is checked before the first removal: a refused identity
+        # or path leaves the tree as it was.
+        wanted = self._wanted(subject) if self.settings.manifest else set()
+        targets = [self._inside_root(Path(match)) for pattern in self._patterns(subject)
+                   for match in sorted(glob.glob(pattern), reverse=True)]
+        for target in targets:
+            removed += self._remove(target)
         if self.settings.manifest:
-            removed += self._erase_manifest(subject)
+            removed += self._erase_manifest(wanted)
         return EraseResult(status="erased" if removed else "not_found",
                            evidence=Evidence(records_affected=removed))
 
-    def _erase_manifest(self, subject: SubjectIdentities) -> int:
+    def _patterns(self, subject: SubjectIdentities) -> list[str]:
+        """Absolute glob patterns, root escaped too; an unsafe identity is refused before any match."""
+        try:
+            return [os.path.join(glob.escape(str(self.root)), pattern) for template in self.settings.paths
+                    for pattern in expand(template, subject, glob.escape, target="path")]
+        except UnsafeIdentityError as exc:
+            raise PermanentError(self.system, f"{exc} where a path is built; nothing was erased") from None
+
+    def _wanted(self, subject: SubjectIdentities) -> set[tuple[str, str]]:
+        """The manifest keys of the subject; a blank one would match every row left blank."""
+        wanted: set[tuple[str, str]] = {
+            (i.identity_type, i.identity_value.strip().lower() if i.identity_type == "email"
+             else i.identity_value.strip()) for i in subject.identities}
+        try:
+            for identity_type, value in wanted:
+                check_value(identity_type, value, "value")
+        except UnsafeIdentityError as exc:
+            raise PermanentError(self.system, f"{exc}; nothing was erased") from None
+        return wanted
+
+    def _erase_manifest(self, wanted: set[tuple[str, str]]) -> int:
         manifest = self._inside_root(self.root / (self.settings.manifest or ""))
         if not manifest.exists():
             return 0
-        wanted = {(i.identity_type, i.identity_value.strip().lower() if i.identity_type == "email"
-                   else i.identity_value.strip()) for i in subject.identities}
         removed = 0
         with self._manifest_lock:
             kept = []

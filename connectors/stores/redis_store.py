@@ -1,7 +1,10 @@
 """An internal Redis store: keys by pattern, hash fields, set and sorted-set members.
 
 Patterns and members are templated on the subject's identities; glob characters
-in an identity are escaped, so `*` in an address never widens a pattern.
+in an identity are escaped, so `*` in an address never widens a pattern. An
+identity that is blank, holds control characters or (in a key pattern) the key
+separator `:` is refused with a permanent error naming its type, before any key
+is touched.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Annotated, Literal, cast
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.base import EraseResult, RetryableError, TaskContext, require_secret
-from connectors.templating import expand, template_fields
+from connectors.base import EraseResult, PermanentError, RetryableError, TaskContext, require_secret
+from connectors.templating import UnsafeIdentityError, expand, template_fields
 from schemas import Evidence, SubjectIdentities
 
 GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
@@ -88,18 +91,31 @@ class RedisStoreConnector:
         url = settings.url or require_secret(settings.url_env or "", system)
         self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
-    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        removed = 0
+    def _expanded(self, subject: SubjectIdentities) -> list[tuple[Rule, list[str]]]:
+        """Each rule with its patterns or members; every identity is checked before any key is touched."""
+        expanded: list[tuple[Rule, list[str]]] = []
         try:
             for rule in self.settings.rules:
                 if isinstance(rule, KeysRule):
-                    for pattern in expand(rule.pattern, subject, escape_glob):
+                    expanded.append((rule, expand(rule.pattern, subject, escape_glob, target="key_pattern")))
+                else:
+                    template = rule.field if rule.kind == "hash_field" else rule.member
+                    expanded.append((rule, expand(template or "", subject)))
+        except UnsafeIdentityError as exc:
+            raise PermanentError(self.system, f"{exc} where a key is built; nothing was erased") from None
+        return expanded
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        removed = 0
+        expanded = self._expanded(subject)
+        try:
+            for rule, values in expanded:
+                if isinstance(rule, KeysRule):
+                    for pattern in values:
                         keys = list(self._client.scan_iter(match=pattern, count=self.settings.scan_count))
                         if keys:
                             removed += _count(self._client.delete(*keys))
                     continue
-                template = rule.field if rule.kind == "hash_field" else rule.member
-                values = expand(template or "", subject)
                 if not values:
                     continue
                 if rule.kind == "hash_field":

@@ -23,11 +23,17 @@ from pipeline.ledger import RequestView
 def submit(email: str | None, phone: str | None, user_id: str | None, request_id: str | None,
            received_at: str | None) -> None:
     """Publish a deletion request; prints its request id."""
-    from pipeline.intake import IntakeClient
+    from pipeline.intake import IntakeClient, subject_identities
+    from schemas.identity import InvalidIdentityError
 
     identities = {k: v for k, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v}
     if not identities:
         raise CliError("give at least one of --email, --phone, --user-id")
+    try:  # before anything is sealed or sent; the error names the option, never its value
+        subject_identities(identities)
+    except InvalidIdentityError as exc:
+        option = "--" + exc.identity_type.replace("_", "-")
+        raise CliError(f"{option}: expected {exc.rule}") from None
     current = settings()
     when = datetime.fromisoformat(received_at) if received_at else now_utc()
     if when.tzinfo is None:

@@ -99,9 +99,16 @@ class Router:
         for record in batch:
             try:
                 request = ErasureRequested.model_validate_json(record.value)
-                subject = open_intake(self.intake_private, request.identities)
             except ValidationError as exc:
                 await self.publisher.dead_letter(record, describe_invalid(exc), CONSUMER)
+                continue
+            try:
+                subject = open_intake(self.intake_private, request.identities)
+            except ValidationError as exc:
+                # Opened, each identity meets its type's rule (schemas.identity) or the request is
+                # never planned; the reason names the field and the rule, never the value.
+                await self.publisher.dead_letter(
+                    record, f"sealed identities: {describe_invalid(exc)}", CONSUMER)
                 continue
             except SealError as exc:
                 await self.publisher.dead_letter(record, str(exc), CONSUMER)

@@ -220,6 +220,29 @@ def test_plaintext_clients_get_nothing_from_the_tls_listener(tls_broker: TlsBrok
         kafka_clients.producer(tls_broker.bootstrap, "plain-test", bootstrap_timeout_ms=3000)
 
 
+def test_the_site_topic_connector_erases_over_mutual_tls(tls_broker: TlsBroker) -> None:
+    from connectors.base import TaskContext
+    from connectors.stores.kafka_topic import KafkaTopicConnector, KafkaTopicSettings
+    from schemas import Identity, SubjectIdentities
+
+    pki, topic = tls_broker.pki, f"site.profiles.{uuid.uuid4().hex[:8]}"
+    security = wiring.kafka_security(tls_settings(pki))
+    kafka_clients.ensure_topics(tls_broker.bootstrap, [topic], 1, security=security)
+    producer = kafka_clients.producer(tls_broker.bootstrap, "site", security=security)
+    producer.send(topic, key=b"u2", value=b"profile").get(30)
+    producer.close()
+    store = KafkaTopicConnector("profiles", KafkaTopicSettings(
+        bootstrap=tls_broker.bootstrap, topic=topic, key_template="{user_id}", security_protocol="SSL",
+        ssl_cafile=pki.ca, ssl_certfile=pki.client_cert, ssl_keyfile=pki.client_key))
+    subject = SubjectIdentities(identities=[Identity(identity_type="user_id", identity_value="u2")])
+    context = TaskContext(request_id="7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f", system="profiles", attempt=1)
+    try:
+        assert store.erase(subject, context).status == "erased"
+        assert store.erase(subject, context).status == "not_found"
+    finally:
+        store.close()
+
+
 # -- SASL ------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not os.environ.get("KAFKA_SASL_TEST_BOOTSTRAP"), reason=(
     "needs a SASL cluster (KAFKA_SASL_TEST_BOOTSTRAP and ERASURE_KAFKA_* settings): the embedded "

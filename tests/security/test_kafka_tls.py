@@ -197,7 +197,7 @@ def test_faust_app_of_the_pipeline_round_trip_over_tls(tls_broker: TlsBroker) ->
         finally:
             await app.stop()
 
-    asyncio.run(run())
+    asyncio.run(asyncio.wait_for(run(), 120))  # a client that cannot connect fails, never hangs
     assert received == [b"faust over tls"]
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from kafka import KafkaProducer
-
+from pipeline import kafka_clients
 from pipeline.codec import encode
 from pipeline.crypto import seal_for_intake
+from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
 from pipeline.streaming import topics
 from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
@@ -40,13 +40,11 @@ def subject_identities(identities: IdentitiesInput) -> SubjectIdentities:
 
 
 class IntakeClient:
-    def __init__(self, bootstrap_servers: str, intake_public_key: bytes,
-                 **producer_options: Any) -> None:
+    def __init__(self, bootstrap_servers: str, intake_public_key: bytes, *,
+                 security: KafkaSecurity = PLAINTEXT, **producer_options: Any) -> None:
         self.public_key = intake_public_key
-        self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True,
-            client_id="erasure-intake", **producer_options,
-        )
+        self.producer = kafka_clients.producer(bootstrap_servers, "erasure-intake", security=security,
+                                               **producer_options)
 
     def build(self, identities: IdentitiesInput, received_at: datetime, request_id: str | None = None,
               **fields: Any) -> ErasureRequested:

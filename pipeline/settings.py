@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.kafka_security import Mechanism, Protocol, check_settings
 
 
 class Settings(BaseSettings):
@@ -68,6 +71,31 @@ class Settings(BaseSettings):
         default=None,
         description="base64 32-byte key-encryption key wrapping the ledger's data keys; during a rotation "
                     "the newest first, older ones after commas. Else <keys dir>/kek (`erasure keys init`)")
+
+    # -- Kafka security (issue 9, item 3): every Kafka client, kafka-python and faust, uses these.
+    kafka_security_protocol: Protocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Mechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the SASL password (never the "
+                                  "password itself)")
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        default=None, description="OAUTHBEARER: a file holding the current token, read at each login")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA certificates the brokers' certificates must chain to; the "
+                                  "system's CAs when unset")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM key of the client certificate")
+    kafka_ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Self:
+        check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                       self.kafka_sasl_password_env, self.kafka_sasl_oauth_token_file,
+                       {"kafka_ssl_cafile": self.kafka_ssl_cafile,
+                        "kafka_ssl_certfile": self.kafka_ssl_certfile,
+                        "kafka_ssl_keyfile": self.kafka_ssl_keyfile})
+        return self
 
     @property
     def ledger_url(self) -> str:

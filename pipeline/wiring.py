@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
 from pipeline.crypto import MissingKeyError, PipelineKeys, load_kek, load_keys
+from pipeline.kafka_security import KafkaSecurity, KafkaSecurityError
 from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.policy import check_register_against_policy, load_policy
@@ -78,6 +79,14 @@ def bootstrap_servers(settings: Settings) -> str:
     raise SetupError("no broker: run `erasure up`, or set KAFKA_BOOTSTRAP_SERVERS")
 
 
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """TLS and SASL for the Kafka clients: the password read from the variable the settings name."""
+    try:
+        return KafkaSecurity.from_settings(settings)
+    except KafkaSecurityError as exc:
+        raise SetupError(str(exc)) from None
+
+
 # -- the ledger --------------------------------------------------------------------
 def key_wrapper(settings: Settings) -> KeyWrapper:
     """What wraps the ledger's data keys: the KEK of ERASURE_KEK, else of <keys dir>/kek."""
@@ -118,6 +127,7 @@ def stream_app(settings: Settings) -> faust.App:
     systems = systems_register(settings)
     retention_policy(settings, systems)
     check_webhook(settings)
+    kafka_security(settings)  # a missing password or CA file is a SetupError before faust starts
     return build_app(settings, systems, pipeline_keys(settings, need_private=True), ledger(settings),
                      bootstrap_servers(settings))
 
@@ -147,7 +157,8 @@ def connector_workers(settings: Settings, system_ids: list[str]) -> list[Connect
     built = build_connectors(settings, systems, system_ids)
     data_keys = ledger(settings).data_key
     broker = bootstrap_servers(settings)
-    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy)
+    security = kafka_security(settings)
+    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy, security=security)
             for system, instance in built.items()]
 
 
@@ -179,7 +190,8 @@ def desk_publisher(settings: Settings) -> Publisher:
 
     def send(topic: str, key: bytes, value: bytes) -> None:
         if not producers:
-            producers.append(producer(bootstrap_servers(settings), "erasure-desk"))
+            producers.append(producer(bootstrap_servers(settings), "erasure-desk",
+                                      security=kafka_security(settings)))
         producers[0].send(topic, key=key, value=value).get(30)
 
     return Publisher(send)

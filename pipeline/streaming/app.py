@@ -18,6 +18,7 @@ import faust
 
 from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
+from pipeline.kafka_security import KafkaSecurity
 from pipeline.ledger import Ledger
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
@@ -26,7 +27,7 @@ from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
 from pipeline.streaming.router import Router
-from pipeline.streaming.transport import broker_url
+from pipeline.streaming.transport import broker_credentials, broker_url
 
 APP_ID = "erasure-pipeline"
 
@@ -35,6 +36,7 @@ def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
     return faust.App(
         APP_ID,
         broker=broker_url(bootstrap),
+        broker_credentials=broker_credentials(KafkaSecurity.from_settings(settings)),
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=settings.topic_partitions,

@@ -25,6 +25,7 @@ from connectors.base import Connector
 from connectors.retention import RetentionPolicy
 from pipeline import kafka_clients
 from pipeline.codec import dead_letter, decode, describe_invalid, encode, now_utc
+from pipeline.kafka_security import KafkaSecurity
 from pipeline.settings import Settings
 from pipeline.streaming import topics
 from pipeline.worker.erase import InProcessRetries, TaskEraser, requeue_policy
@@ -76,7 +77,8 @@ class ConnectorWorker:
     def __init__(self, settings: Settings, system: str, connector: Connector, bootstrap: str,
                  data_key: Callable[[str], bytes | None],
                  retention: RetentionPolicy | None = None, *,
-                 producer: Producer | None = None, consumer: Any = None) -> None:
+                 producer: Producer | None = None, consumer: Any = None,
+                 security: KafkaSecurity | None = None) -> None:
         self.settings = settings
         self.system = system
         self.connector = connector
@@ -88,13 +90,14 @@ class ConnectorWorker:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(settings.connector_threads, thread_name_prefix=system)
         client_id = f"erasure-connector-{system}"
+        security = security or KafkaSecurity.from_settings(settings)
         self.producer: Producer = producer if producer is not None else kafka_clients.producer(
-            bootstrap, client_id, linger_ms=2)
+            bootstrap, client_id, security=security, linger_ms=2)
         self.consumer = consumer if consumer is not None else kafka_clients.group_consumer(
             bootstrap, group_id=client_id, client_id=client_id,
             session_timeout_s=settings.group_session_timeout_s,
             heartbeat_s=settings.group_heartbeat_interval_s,
-            max_poll_records=settings.connector_max_in_flight)
+            max_poll_records=settings.connector_max_in_flight, security=security)
 
     def stop(self) -> None:
         self._stop.set()

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     opendsr_callback_url: str | None = Field(default=None, description="Our public callback URL")
     desk_secret: str | None = Field(default=None, description="Signs desk sessions; generated when unset")
     log_level: str = "INFO"
+    # Issue 9, OpenDSR callbacks (item 6): whose callbacks the desk accepts.
+    opendsr_controller_id: str | None = Field(
+        default=None, description="The controller_id OpenDSR processors know us by; callbacks "
+        "naming another are refused (required when OpenDSR systems are configured)")
 
     @property
     def ledger_url(self) -> str:

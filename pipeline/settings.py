@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM key of the client certificate")
     kafka_ssl_check_hostname: bool = True
 
+    # Issue 9, OpenDSR callbacks (item 6): whose callbacks the desk accepts.
+    opendsr_controller_id: str | None = Field(
+        default=None, description="The controller_id OpenDSR processors know us by; callbacks "
+        "naming another are refused (required when OpenDSR systems are configured)")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

@@ -214,8 +214,11 @@ def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> Op
     if anchors is None or not anchors.exists():
         raise SetupError("OpenDSR systems are configured: set ERASURE_OPENDSR_TRUST_ANCHORS_FILE to the PEM "
                          "CA certificates that may issue their signing certificates")
+    if not settings.opendsr_controller_id:
+        raise SetupError("OpenDSR systems are configured: set ERASURE_OPENDSR_CONTROLLER_ID to the "
+                         "controller_id your processors know you by (their callbacks must name it)")
     return OpenDsrCallbacks(domains, CallbackTrust.from_pem(anchors.read_bytes()),
-                            settings.opendsr_callback_url, topics.OUTCOMES)
+                            settings.opendsr_callback_url, topics.OUTCOMES, settings.opendsr_controller_id)
 
 
 def desk_app(settings: Settings) -> FastAPI:

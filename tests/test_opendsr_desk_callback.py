@@ -43,7 +43,7 @@ def desk(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, bytes, bytes]], 
     trust = CallbackTrust.from_pem(pki.ca_pem, discovery_urls={DOMAIN: f"{fake.url}/v2/discovery"})
     app = create_app(ledger, Access(ledger), Publisher(lambda t, k, v: sent.append((t, k, v))), None, "s",
                      topics.task_topic, topics.REQUESTS, None,
-                     OpenDsrCallbacks({DOMAIN: "mparticle"}, trust, CALLBACK_URL, topics.OUTCOMES))
+                     OpenDsrCallbacks({DOMAIN: "mparticle"}, trust, CALLBACK_URL, topics.OUTCOMES, "site"))
     with serve(app) as url:
         yield url, sent, rid, pki
     fake.stop()

@@ -1,7 +1,9 @@
 """Any processor speaking OpenDSR 2.0 (mParticle, AppsFlyer, Singular, ...).
 
 Create `POST /v2/requests` with our request id as `subject_request_id` (the idempotency key: a
-repeat never makes a second request) -> 201, then `pending` with `job_ref` = that id; polls
+repeat never makes a second request) -> 201, then `pending` with `job_ref` = that id; a later
+submission (an officer's retry, a re-drive) is a new OpenDSR request with its own id and callback
+URL (`opendsr_callbacks.submission_id`), so a callback says which attempt it answers; polls
 `GET /v2/requests/{subject_request_id}`: pending/in_progress stay pending, completed is erased,
 cancelled is a permanent error. Callbacks, when `callback_url` is set, are verified by
 `connectors.processors.opendsr_callbacks`; polling stays the fallback. `encoded_request` is never kept.
@@ -23,7 +25,13 @@ from connectors.auth import BearerTokenAuth, HttpBasicAuth
 from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
 from connectors.client import ProcessorClient
 from connectors.http import json_object
-from connectors.processors.opendsr_callbacks import CallbackRejected, CallbackTrust, verify_signed
+from connectors.processors.opendsr_callbacks import (
+    CallbackRejected,
+    CallbackTrust,
+    callback_url_for,
+    submission_id,
+    verify_signed,
+)
 from schemas import Evidence, SubjectIdentities
 
 REQUESTS = "/requests"
@@ -102,7 +110,7 @@ class OpenDsrConnector:
         identities = self._identities(subject)
         if not identities:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-        request_id = context.request_id.lower()
+        request_id = submission_id(context.request_id, context.attempt)
         body: dict[str, Any] = {
             "regulation": self.settings.regulation,
             "subject_request_id": request_id,
@@ -112,7 +120,8 @@ class OpenDsrConnector:
             "api_version": "2.0",
         }
         if self.settings.callback_url:
-            body["status_callback_urls"] = [self.settings.callback_url]
+            body["status_callback_urls"] = [
+                callback_url_for(self.settings.callback_url, context.request_id, context.attempt)]
         response = self._client.request("POST", REQUESTS, route=CREATE, json=body, return_statuses=(400, 409))
         if response.status_code == 409:  # a repeat of a request the processor already has
             return self._pending(request_id, 409)

@@ -8,8 +8,15 @@ The controller-side checks of OpenDSR 2.0 (§4, §8.8 and the security guideline
    carry the domain in its SAN and not be self-signed, else 401;
 3. the Base64 `X-OpenDSR-Signature` must verify over the RAW body with SHA-256, before any
    parsing, else 403 (§8.8; the security guidelines say 400: the spec wins here);
-4. only then is the body parsed (400 if it is not a status object) and, when given,
-   `status_callback_url` compared with our own endpoint.
+4. only then is the body parsed (400 if it is not a status object), `status_callback_url`
+   (required by §8.6) compared with our own endpoint, and `controller_id` with ours (403).
+
+Each submission to a processor is its own OpenDSR request: the first (attempt 1) uses our
+request id as `subject_request_id` and our plain callback URL; a later one (an officer's retry,
+a re-drive) gets a `subject_request_id` derived from the request id and its attempt, and a
+callback URL naming both (`?request_id=...&attempt=N`). The processor signs the callback body,
+which repeats both: `CallbackBinding` says which attempt a callback answers, so the receiver can
+refuse one that answers an attempt already superseded (a captured callback replayed later).
 
 Pure: no web framework. The web app calls `verify_callback` with the request's headers and raw
 bytes, answers `error.http_status` on `CallbackRejected`, 202 otherwise. Revocation (CRL/OCSP) is
@@ -21,14 +28,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from cryptography import x509
@@ -46,7 +55,8 @@ from cryptography.x509.verification import (
 DOMAIN_HEADERS = ("x-opendsr-processor-domain", "x-opengdpr-processor-domain")
 SIGNATURE_HEADERS = ("x-opendsr-signature", "x-opengdpr-signature")
 REQUEST_STATUSES = frozenset({"pending", "in_progress", "completed", "cancelled"})
-CALLBACK_REQUIRED = ("controller_id", "subject_request_id", "request_status", "expected_completion_time")
+CALLBACK_REQUIRED = ("controller_id", "status_callback_url", "subject_request_id", "request_status",
+                     "expected_completion_time")
 
 
 class CallbackRejected(Exception):
@@ -73,6 +83,12 @@ class SignatureInvalid(CallbackRejected):
 
 class MalformedCallback(CallbackRejected):
     http_status = 400
+
+
+class NotOurController(CallbackRejected):
+    """Signed by the processor, but for another of its controllers."""
+
+    http_status = 403
 
 
 Fetch = Callable[[str], bytes]
@@ -254,9 +270,67 @@ def verify_signed(headers: Mapping[str, str], raw_body: bytes, allowed_domains: 
     raise SignatureInvalid(f"the signature does not match the body ({domain})")
 
 
-def verify_callback(headers: Mapping[str, str], raw_body: bytes, allowed_domains: Iterable[str],
-                    trust: CallbackTrust, *, expected_callback_url: str | None = None) -> dict[str, Any]:
-    """Verify a status callback and return its body; raise `CallbackRejected` (see `http_status`)."""
+@dataclass(frozen=True)
+class CallbackBinding:
+    """The submission a callback answers: our request and the attempt that created it there."""
+
+    request_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class VerifiedCallback:
+    processor_domain: str  # lower-case, as checked against the allow-list
+    body: dict[str, Any]
+    binding: CallbackBinding
+
+
+def submission_id(request_id: str, attempt: int) -> str:
+    """The `subject_request_id` of the submission made at `attempt` (a UUID v4, as §7.1 asks).
+
+    Attempt 1 is our request id itself; a later submission must be a new OpenDSR request (the
+    processor answers a known id with the old, possibly cancelled, request), and derived, so that
+    a repeat of the same attempt is still the same request."""
+    request_id = request_id.lower()
+    if attempt <= 1:
+        return request_id
+    digest = hashlib.sha256(f"opendsr-submission:{request_id}:{attempt}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def callback_url_for(base_url: str, request_id: str, attempt: int) -> str:
+    """Our callback URL for the submission made at `attempt`."""
+    if attempt <= 1:
+        return base_url
+    joiner = "&" if urlsplit(base_url).query else "?"
+    return f"{base_url}{joiner}{urlencode({'request_id': request_id.lower(), 'attempt': attempt})}"
+
+
+def callback_binding(body: Mapping[str, Any], domain: str,
+                     expected_callback_url: str | None = None) -> CallbackBinding:
+    """The attempt a verified callback answers, read from what the processor signed."""
+    url, answered = str(body["status_callback_url"]), str(body["subject_request_id"]).lower()
+    params = parse_qs(urlsplit(url).query)
+    binding = CallbackBinding(answered, 1)
+    if "attempt" in params:
+        try:
+            binding = CallbackBinding(str(uuid.UUID(params["request_id"][-1])), int(params["attempt"][-1]))
+        except (KeyError, ValueError):
+            raise MalformedCallback(f"the callback URL from {domain} names no request and attempt") from None
+        if binding.attempt < 2 or submission_id(binding.request_id, binding.attempt) != answered:
+            raise MalformedCallback(f"the callback from {domain} answers another subject_request_id "
+                                    "than its callback URL names")
+    if expected_callback_url is not None and url != callback_url_for(
+            expected_callback_url, binding.request_id, binding.attempt):
+        raise MalformedCallback(f"the callback from {domain} names another status_callback_url")
+    return binding
+
+
+def verified_callback(headers: Mapping[str, str], raw_body: bytes, allowed_domains: Iterable[str],
+                      trust: CallbackTrust, *, expected_callback_url: str | None = None,
+                      expected_controller_id: str | None = None) -> VerifiedCallback:
+    """Verify a status callback: its processor, its body and the attempt it answers; raise
+    `CallbackRejected` (see `http_status`)."""
     domain = verify_signed(headers, raw_body, allowed_domains, trust)
     try:
         body = json.loads(raw_body)
@@ -269,6 +343,15 @@ def verify_callback(headers: Mapping[str, str], raw_body: bytes, allowed_domains
         raise MalformedCallback(f"the callback from {domain} lacks {missing[0]}")
     if body["request_status"] not in REQUEST_STATUSES:
         raise MalformedCallback(f"the callback from {domain} has an unknown request_status")
-    if expected_callback_url is not None and body.get("status_callback_url") != expected_callback_url:
-        raise MalformedCallback(f"the callback from {domain} names another status_callback_url")
-    return body
+    if expected_controller_id is not None and body["controller_id"] != expected_controller_id:
+        raise NotOurController(f"the callback from {domain} is for another controller_id than ours")
+    return VerifiedCallback(domain, body, callback_binding(body, domain, expected_callback_url))
+
+
+def verify_callback(headers: Mapping[str, str], raw_body: bytes, allowed_domains: Iterable[str],
+                    trust: CallbackTrust, *, expected_callback_url: str | None = None,
+                    expected_controller_id: str | None = None) -> dict[str, Any]:
+    """Verify a status callback and return its body; raise `CallbackRejected` (see `http_status`)."""
+    return verified_callback(headers, raw_body, allowed_domains, trust,
+                             expected_callback_url=expected_callback_url,
+                             expected_controller_id=expected_controller_id).body

@@ -4,7 +4,10 @@ Each rule deletes the subject's rows, anonymises named columns, or holds rows a
 retention rule covers: marked with `retain_until` in place, or moved into the
 store's restricted archive table. Rules run in the order declared (declare
 children before parents so foreign keys hold), all in one transaction per request.
-When a hold ends, a release task deletes exactly the held rows of that category.
+When a hold ends, a release task deletes the held rows of that category whose own
+`retain_until` has passed, and only those: the store checks the date itself, whatever the task
+says (a forged or early release deletes nothing). Rows still under hold are reported back as a
+`held` result naming each category and its end, so the ledger knows the hold is still in force.
 """
 
 from __future__ import annotations
@@ -183,10 +186,9 @@ class SqlStoreConnector:
         try:
             with self._engine.begin() as connection:
                 if context.release_categories is not None:
-                    affected = self._release(connection, context)
-                    return EraseResult(status="erased" if affected else "not_found",
-                                       evidence=Evidence(records_affected=affected))
-                affected, holds = self._erase(connection, subject, context)
+                    affected, holds = self._release(connection, subject, context)
+                else:
+                    affected, holds = self._erase(connection, subject, context)
         except OperationalError as exc:
             # The statement's parameters are the person's identities: never quote the error text.
             raise RetryableError(
@@ -265,26 +267,59 @@ class SqlStoreConnector:
                 connection.execute(sa.delete(table).where(where))
         return len(rows), policy.hold(category, latest) if latest is not None else None
 
-    def _release(self, connection: sa.Connection, context: TaskContext) -> int:
-        """Erase the held rows of the released categories: their holds have ended."""
+    def _release(self, connection: sa.Connection, subject: SubjectIdentities, context: TaskContext,
+                 ) -> tuple[int, dict[str, Hold]]:
+        """Erase the held rows of the released categories whose retention has ended, and only
+        those; whatever of them is still under hold is returned, category -> its latest end."""
         released = set(context.release_categories or ())
+        now = self.clock()
         affected = 0
+        still_held: dict[str, datetime] = {}
         for rule in self.settings.tables:
             if rule.action != "hold" or rule.category not in released:
                 continue
             if rule.hold_mode == "archive":
-                affected += max(connection.execute(sa.delete(archive_table).where(
-                    archive_table.c.request_id == context.request_id,
-                    archive_table.c.source_table == rule.table,
-                    archive_table.c.data_category == rule.category)).rowcount, 0)
-                continue
-            # Rows held in place may no longer match the person (the parent row was anonymised):
-            # a mark whose date has passed is what makes a row erasable.
-            table = self._table(rule.table, connection)
-            marker = self._column(table, rule, rule.retain_until_column)
-            affected += max(connection.execute(sa.delete(table).where(
-                marker.is_not(None), marker <= self.clock())).rowcount, 0)
-        return affected
+                count, until = self._release_archived(connection, rule, context.request_id, now)
+            else:
+                count, until = self._release_marked(connection, rule, subject, now)
+            affected += count
+            if until is not None:
+                category = rule.category or ""
+                still_held[category] = max(until, still_held.get(category, until))
+        return affected, {c: self._still_held(c, until, context) for c, until in still_held.items()}
+
+    def _release_archived(self, connection: sa.Connection, rule: TableRule, request_id: str,
+                          now: datetime) -> tuple[int, datetime | None]:
+        held = sa.and_(archive_table.c.request_id == request_id,
+                       archive_table.c.source_table == rule.table,
+                       archive_table.c.data_category == rule.category)
+        count = max(connection.execute(sa.delete(archive_table).where(
+            held, archive_table.c.retain_until <= now)).rowcount, 0)
+        return count, _aware(connection.execute(
+            sa.select(sa.func.max(archive_table.c.retain_until)).where(held)).scalar())
+
+    def _release_marked(self, connection: sa.Connection, rule: TableRule, subject: SubjectIdentities,
+                        now: datetime) -> tuple[int, datetime | None]:
+        # Rows held in place may no longer match the person (the parent row was anonymised):
+        # a mark whose date has passed is what makes a row erasable, and only that.
+        table = self._table(rule.table, connection)
+        marker = self._column(table, rule, rule.retain_until_column)
+        count = max(connection.execute(sa.delete(table).where(
+            marker.is_not(None), marker <= now)).rowcount, 0)
+        # What still matches the person is still held (rows found only through an anonymised
+        # parent cannot be told apart: none of them was deleted early either way).
+        condition = self._condition(table, rule, subject, connection)
+        if condition is None:
+            return count, None
+        return count, _aware(connection.execute(
+            sa.select(sa.func.max(marker)).where(condition, marker.is_not(None))).scalar())
+
+    def _still_held(self, category: str, until: datetime, context: TaskContext) -> Hold:
+        policy = context.retention
+        if policy is None or policy.rule(category) is None:
+            raise PermanentError(self.system, f"release refused: category {category!r} is held until "
+                                              f"{until.date().isoformat()} and has no retention rule")
+        return policy.hold(category, until)
 
     def check(self) -> str:
         try:
@@ -297,6 +332,14 @@ class SqlStoreConnector:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _aware(value: Any) -> datetime | None:
+    """A stored end of hold as an aware UTC datetime (SQLite and MariaDB return it naive, in UTC)."""
+    moment = _as_date(value)
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _as_date(value: Any) -> datetime | date | None:

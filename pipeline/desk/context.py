@@ -22,12 +22,14 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 @dataclass
 class OpenDsrCallbacks:
-    """Who may call back: processor domain -> our system id; the trust anchors; our URL."""
+    """Who may call back: processor domain -> our system id; the trust anchors; our URL; the
+    `controller_id` the processors know us by (a callback naming another is refused)."""
 
     systems_by_domain: dict[str, str]
     trust: CallbackTrust
     callback_url: str | None
     outcomes_topic: str
+    controller_id: str
 
 
 class Publisher:

@@ -67,6 +67,7 @@ class RequestStateMachine:
         self.new_holds: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.released: list[tuple[str, str]] = []
+        self.still_held: dict[tuple[str, str], dict[str, datetime]] = {}
 
     @classmethod
     def load(cls, conn: sa.Connection, request_ids: Iterable[str], now: datetime,
@@ -117,15 +118,21 @@ class RequestStateMachine:
         self.touched.add(plan.request_id)
 
     def release(self, outcome: ErasureOutcome) -> None:
-        """The outcome of a release task: a hold ended and its data was erased (or was gone)."""
+        """The outcome of a release task: a hold ended and its data was erased (or was gone).
+
+        A store checks each row's own end of hold: `held` names what it still keeps (a clock
+        ahead of the store's, a forged task). Those categories stay in force, asked again at
+        the end the store gave; the other categories asked for are released."""
         if outcome.system not in self.systems.get(outcome.request_id, {}):
             return
         done = outcome.status in ("erased", "not_found")
         kind = "released" if done else "release_outcome"
         if self.chain.append(outcome.request_id, outcome.system, kind, outcome.attempt, outcome.status,
                              outcome.model_dump(mode="json", exclude={"event_type"}), self.now,
-                             dedupe.of_event(outcome)) and done:
+                             dedupe.of_event(outcome)) and (done or outcome.status == "held"):
             self.released.append((outcome.request_id, outcome.system))
+            self.still_held[(outcome.request_id, outcome.system)] = {
+                h.data_category: h.retain_until for h in outcome.holds}
 
     def outcome(self, outcome: ErasureOutcome) -> None:
         if outcome.purpose == "release":
@@ -209,9 +216,17 @@ class RequestStateMachine:
         if self.notifications:
             conn.execute(notifications_table.insert(), self.notifications)
         for request_id, system in self.released:
+            still_held = self.still_held.get((request_id, system), {})
             # Only the holds this release was asked for: one that ends later stays in force.
+            asked = sa.and_(holds_table.c.request_id == request_id, holds_table.c.system == system,
+                            holds_table.c.release_requested_at.is_not(None),
+                            holds_table.c.released_at.is_(None))
             conn.execute(holds_table.update().where(
-                holds_table.c.request_id == request_id, holds_table.c.system == system,
-                holds_table.c.release_requested_at.is_not(None),
-                holds_table.c.released_at.is_(None)).values(released_at=self.now))
+                asked, holds_table.c.data_category.not_in(sorted(still_held))).values(released_at=self.now))
+            for category, until in sorted(still_held.items()):
+                conn.execute(holds_table.update().where(
+                    asked, holds_table.c.data_category == category,
+                    holds_table.c.retain_until < until).values(retain_until=until))
+                conn.execute(holds_table.update().where(asked, holds_table.c.data_category == category)
+                             .values(release_requested_at=None))
         self.chain.write(conn)

@@ -8,7 +8,8 @@ a `subject_request_id` already known answers with the existing request (no secon
 `DELETE /v2/requests/{id}` cancels while pending (202), 400 otherwise. Errors are 400 with an
 `error` object. Every response carries X-OpenDSR-Processor-Domain and X-OpenDSR-Signature
 (Base64 signature of the body with SHA-256). On every state change the fake POSTs a signed
-status callback to each `status_callback_urls` entry, retrying failures.
+status callback to each `status_callback_urls` entry, retrying failures, and keeps a copy
+(`sent_callbacks`) that a test can replay as an eavesdropper would.
 
 UNCONFIRMED in the spec, hence switches: the answer to a repeated subject_request_id
 (`duplicate_status`: 201 with the existing request, 200, or 409 error), the RSA padding
@@ -165,7 +166,7 @@ class FakeOpenDsr(FakeProcessor):
                  duplicate_status: Literal[200, 201, 409] = 201,
                  rsa_padding: Literal["pkcs1v15", "pss"] = "pkcs1v15",
                  legacy_headers: bool = False, callback_attempts: int = 5,
-                 callback_backoff_s: float = 0.05) -> None:
+                 callback_backoff_s: float = 0.05, controller_id: str | None = None) -> None:
         super().__init__()
         self.credentials = set(credentials)
         self.signing_key = signing_key
@@ -176,11 +177,13 @@ class FakeOpenDsr(FakeProcessor):
         self.legacy_headers = legacy_headers
         self.callback_attempts = callback_attempts
         self.callback_backoff_s = callback_backoff_s
-        self.controller_id = "controller-" + uuid.uuid4().hex[:8]
+        self.controller_id = controller_id or "controller-" + uuid.uuid4().hex[:8]
         self.requests: dict[str, _Request] = {}
         self.posts = 0  # every accepted POST /v2/requests, duplicates included
         self.people: set[tuple[str, str]] = set()  # (identity_type, raw value) the processor holds
         self.callback_log: list[tuple[str, str, int | None]] = []  # (url, request_status, HTTP status)
+        # Every callback as sent (status, signed body, headers): what an eavesdropper could replay.
+        self.sent_callbacks: list[tuple[str, bytes, dict[str, str]]] = []
         self._threads: list[threading.Thread] = []
         self._cert_server: ThreadingHTTPServer | None = None
         self._lock = threading.RLock()
@@ -386,6 +389,8 @@ class FakeOpenDsr(FakeProcessor):
     def _deliver(self, url: str, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
         headers = {"content-type": "application/json", **self.signed_headers(payload)}
+        with self._lock:
+            self.sent_callbacks.append((body["request_status"], payload, headers))
         for attempt in range(self.callback_attempts):
             status: int | None = None
             try:

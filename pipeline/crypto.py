@@ -116,13 +116,13 @@ def init_keys(keys_dir: Path, overwrite: bool = False) -> Path:
     if public_path.exists() and not overwrite:
         return public_path
     private = PrivateKey.generate()
-    _write_secret(keys_dir / PRIVATE_FILE, _b64(bytes(private)))
-    _write_secret(keys_dir / SUBJECT_REF_FILE, _b64(os.urandom(32)))
+    write_secret(keys_dir / PRIVATE_FILE, _b64(bytes(private)))
+    write_secret(keys_dir / SUBJECT_REF_FILE, _b64(os.urandom(32)))
     public_path.write_text(_b64(bytes(private.public_key)) + "\n", encoding="ascii")
     return public_path
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text + "\n")

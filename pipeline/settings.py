@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     opendsr_callback_url: str | None = Field(default=None, description="Our public callback URL")
     desk_secret: str | None = Field(default=None, description="Signs desk sessions; generated when unset")
     log_level: str = "INFO"
+    # Signed events (issue 9, item 2): the signers register, this component's private keys, rotation.
+    signers_file: Path | None = Field(
+        default=None, description="The signers register (public keys, entitlements); <keys dir>/signers.json")
+    signing_keys_dir: Path | None = Field(
+        default=None, description="Where this component's private signing keys are; <keys dir>/signing")
+    signing_key_grace_s: float = Field(
+        default=7 * 86400, ge=0, description="After `erasure keys rotate`, the old key is accepted this long")
 
     @property
     def ledger_url(self) -> str:

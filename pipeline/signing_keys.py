@@ -14,6 +14,7 @@ period, so records signed just before the rotation are still accepted.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ from pipeline.codec import now_utc
 from pipeline.crypto import MissingKeyError, write_secret
 from pipeline.signing import Signer, SignerEntry, SignerKey, SignersRegister, Verifier, default_entitlements
 from schemas.codec import describe_config_error
+
+log = logging.getLogger(__name__)
 
 
 class RegisterError(Exception):
@@ -59,8 +62,12 @@ def load_signer(signing_dir: Path, signer_id: str) -> Signer:
     if not path.exists():
         raise MissingKeyError(f"no signing key for {signer_id!r} at {path}: run `erasure keys init` "
                               "(or mount this component's key there)")
-    seed = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
-    return Signer(signer_id, SigningKey(seed))
+    try:
+        return Signer(signer_id, SigningKey(base64.b64decode(path.read_text(encoding="ascii").strip(),
+                                                             validate=True)))
+    except ValueError:  # binascii.Error, nacl's wrong length, non-ASCII text
+        raise MissingKeyError(f"{path} is not a base64 Ed25519 signing key: restore it, or run "
+                              f"`erasure keys rotate {signer_id}`") from None
 
 
 def register_verifier(path: Path) -> Verifier:
@@ -72,7 +79,11 @@ def register_verifier(path: Path) -> Verifier:
         if mtime == seen[0]:
             return None
         seen[0] = mtime
-        return load_register(path)
+        try:
+            return load_register(path)
+        except RegisterError as exc:  # a bad edit must not stop the consumers: keep the last good register
+            log.error("signers register not reloaded, the previous one stays in force: %s", exc)
+            return None
 
     return Verifier(load_register(path), reload)
 

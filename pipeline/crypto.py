@@ -118,13 +118,13 @@ def init_keys(keys_dir: Path, overwrite: bool = False) -> Path:
     if public_path.exists() and not overwrite:
         return public_path
     private = PrivateKey.generate()
-    _write_secret(keys_dir / PRIVATE_FILE, _b64(bytes(private)))
-    _write_secret(keys_dir / SUBJECT_REF_FILE, _b64(os.urandom(32)))
+    write_secret(keys_dir / PRIVATE_FILE, _b64(bytes(private)))
+    write_secret(keys_dir / SUBJECT_REF_FILE, _b64(os.urandom(32)))
     public_path.write_text(_b64(bytes(private.public_key)) + "\n", encoding="ascii")
     return public_path
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(text + "\n")
@@ -176,7 +176,7 @@ def init_kek(keys_dir: Path) -> Path:
     keys_dir.mkdir(parents=True, exist_ok=True)
     path = keys_dir / KEK_FILE
     if not path.exists():
-        _write_secret(path, _b64(os.urandom(KEK_SIZE)))
+        write_secret(path, _b64(os.urandom(KEK_SIZE)))
     return path
 
 
@@ -192,7 +192,7 @@ def rotate_kek(keys_dir: Path) -> str:
     # Written aside then renamed: a crash half-way must not lose the KEKs in force.
     staged = path.with_name(KEK_FILE + ".new")
     staged.unlink(missing_ok=True)
-    _write_secret(staged, "\n".join([_b64(new), *older]))
+    write_secret(staged, "\n".join([_b64(new), *older]))
     os.replace(staged, path)
     return kek_id(new)
 

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         default=None, description="The controller_id OpenDSR processors know us by; callbacks "
         "naming another are refused (required when OpenDSR systems are configured)")
 
+    # Signed events (issue 9, item 2): the signers register, this component's private keys, rotation.
+    signers_file: Path | None = Field(
+        default=None, description="The signers register (public keys, entitlements); <keys dir>/signers.json")
+    signing_keys_dir: Path | None = Field(
+        default=None, description="Where this component's private signing keys are; <keys dir>/signing")
+    signing_key_grace_s: float = Field(
+        default=7 * 86400, ge=0, description="After `erasure keys rotate`, the old key is accepted this long")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

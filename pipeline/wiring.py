@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ from pipeline.ledger import Ledger, open_ledger
 from pipeline.policy import check_register_against_policy, load_policy
 from pipeline.register import SystemsRegister, load_systems
 from pipeline.settings import Settings
+from pipeline.signing import DESK, ROUTER, Signer, Verifier, connector_signer
+from pipeline.signing_keys import RegisterError, ensure_signers, load_signer, register_verifier
 from pipeline.streaming import topics
 
 if TYPE_CHECKING:
@@ -67,6 +70,44 @@ def pipeline_keys(settings: Settings, need_private: bool) -> PipelineKeys:
         return load_keys(settings.keys_dir, settings.intake_public_key, settings.intake_private_key,
                          settings.subject_ref_key, need_private=need_private)
     except MissingKeyError as exc:
+        raise SetupError(str(exc)) from None
+
+
+# -- signed events ------------------------------------------------------------------
+def signers_file(settings: Settings) -> Path:
+    return settings.signers_file or settings.keys_dir / "signers.json"
+
+
+def signing_keys_dir(settings: Settings) -> Path:
+    return settings.signing_keys_dir or settings.keys_dir / "signing"
+
+
+def signer_ids(system_ids: Iterable[str]) -> list[str]:
+    """Every signer of a deployment: the router, the desk, one connector per registered system."""
+    return [ROUTER, DESK, *(connector_signer(s) for s in system_ids)]
+
+
+def ensure_signing_keys(settings: Settings, systems: SystemsRegister | None) -> list[str]:
+    """Create the missing signing keys and register entries; the ids of those created."""
+    try:
+        return ensure_signers(signers_file(settings), signing_keys_dir(settings),
+                              signer_ids(systems.ids if systems else []))
+    except RegisterError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def signer(settings: Settings, signer_id: str) -> Signer:
+    """This component's own signing key, and no other."""
+    try:
+        return load_signer(signing_keys_dir(settings), signer_id)
+    except MissingKeyError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def verifier(settings: Settings) -> Verifier:
+    try:
+        return register_verifier(signers_file(settings))
+    except RegisterError as exc:
         raise SetupError(str(exc)) from None
 
 
@@ -129,7 +170,7 @@ def stream_app(settings: Settings) -> faust.App:
     check_webhook(settings)
     kafka_security(settings)  # a missing password or CA file is a SetupError before faust starts
     return build_app(settings, systems, pipeline_keys(settings, need_private=True), ledger(settings),
-                     bootstrap_servers(settings))
+                     bootstrap_servers(settings), signer(settings, ROUTER), verifier(settings))
 
 
 # -- connectors --------------------------------------------------------------------------
@@ -158,7 +199,8 @@ def connector_workers(settings: Settings, system_ids: list[str]) -> list[Connect
     data_keys = ledger(settings).data_key
     broker = bootstrap_servers(settings)
     security = kafka_security(settings)
-    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy, security=security)
+    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy, security=security,
+                            signer=signer(settings, connector_signer(system)), verifier=verifier(settings))
             for system, instance in built.items()]
 
 
@@ -187,14 +229,15 @@ def desk_publisher(settings: Settings) -> Publisher:
     from pipeline.kafka_clients import producer
 
     producers: list[Any] = []
+    desk_signer = signer(settings, DESK)
 
-    def send(topic: str, key: bytes, value: bytes) -> None:
+    def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         if not producers:
             producers.append(producer(bootstrap_servers(settings), "erasure-desk",
                                       security=kafka_security(settings)))
-        producers[0].send(topic, key=key, value=value).get(30)
+        producers[0].send(topic, key=key, value=value, headers=headers).get(30)
 
-    return Publisher(send)
+    return Publisher(send, desk_signer)
 
 
 def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> OpenDsrCallbacks | None:

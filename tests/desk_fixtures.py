@@ -28,6 +28,7 @@ from schemas import (
     SealedIdentities,
 )
 from tests.desk_server import serve
+from tests.fakes.signers import TestSigners
 
 OFFICER = ("olivia", "officer-password-1")
 VIEWER = ("victor", "viewer-password-1")
@@ -88,11 +89,12 @@ def seeded_desk(root: Path, kafka: Broker) -> Iterator[Desk]:
     ensure_topics(kafka.bootstrap, topics.all_topics(SYSTEMS), 2)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
 
-    def send(topic: str, key: bytes, value: bytes) -> None:
-        producer.send(topic, key=key, value=value).get(30)
+    def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        producer.send(topic, key=key, value=value, headers=headers).get(30)
 
     policy, _ = load_policy(None)
-    app = create_app(ledger, access, Publisher(send), policy, "test-session-secret", topics.task_topic,
+    publisher = Publisher(send, TestSigners().signer("desk"))
+    app = create_app(ledger, access, publisher, policy, "test-session-secret", topics.task_topic,
                      topics.REQUESTS)
     with serve(app) as url:
         yield Desk(url, ledger, access, overdue, failed, held, fresh, kafka.bootstrap)

@@ -13,7 +13,6 @@ import pytest
 from pydantic import BaseModel
 
 from connectors.retry import RetryPolicy
-from pipeline.codec import encode
 from pipeline.deadlines import due_at
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.streaming import topics
@@ -22,9 +21,11 @@ from pipeline.streaming.publishing import Received
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.fakes.flaky_ledger import FlakyLedger
 from tests.fakes.publisher import MemoryPublisher
+from tests.fakes.signers import TestSigners
 
 NOW = datetime.now(UTC)
 NO_WAIT = RetryPolicy(base_s=0.0, jitter=False)
+SIGNERS = TestSigners("site-db", "brevo")
 
 
 @pytest.fixture
@@ -48,8 +49,7 @@ def outcome(rid: str, system: str, status: str = "erased") -> ErasureOutcome:
 
 
 def records(*events: BaseModel | bytes, first_offset: int = 0) -> list[Received]:
-    return [Received(topics.OUTCOMES, 0, first_offset + i, b"k",
-                     e if isinstance(e, bytes) else encode(e)) for i, e in enumerate(events)]
+    return [SIGNERS.received(topics.OUTCOMES, first_offset + i, b"k", e) for i, e in enumerate(events)]
 
 
 def take(aggregator: Aggregator, *events: BaseModel | bytes) -> list[Any]:
@@ -58,7 +58,7 @@ def take(aggregator: Aggregator, *events: BaseModel | bytes) -> list[Any]:
 
 def test_a_batch_that_finishes_a_request_is_recorded_and_announced_once(ledger: Ledger) -> None:
     publisher, progress = MemoryPublisher(), dict[str, Any]()
-    aggregator = Aggregator(ledger, publisher, progress)
+    aggregator = Aggregator(ledger, publisher, progress, SIGNERS.verifier())
     rid = str(uuid.uuid4())
     assert take(aggregator, plan(rid), outcome(rid, "site-db")) == []
     assert progress[rid] == {"systems": {"site-db": "erased", "brevo": "planned"}}
@@ -74,11 +74,11 @@ def test_a_batch_that_finishes_a_request_is_recorded_and_announced_once(ledger: 
 def test_duplicates_are_dropped_by_the_working_state_and_by_the_ledger(ledger: Ledger) -> None:
     publisher, progress = MemoryPublisher(), dict[str, Any]()
     rid = str(uuid.uuid4())
-    take(Aggregator(ledger, publisher, progress), plan(rid), plan(rid), outcome(rid, "site-db"),
-         outcome(rid, "site-db"))
+    take(Aggregator(ledger, publisher, progress, SIGNERS.verifier()), plan(rid), plan(rid),
+         outcome(rid, "site-db"), outcome(rid, "site-db"))
     assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome"]
     # Redelivered to a worker whose table has not seen the request: the ledger dedupes.
-    other = Aggregator(ledger, publisher, {})
+    other = Aggregator(ledger, publisher, {}, SIGNERS.verifier())
     take(other, plan(rid), outcome(rid, "site-db"), outcome(rid, "brevo"))
     take(other, outcome(rid, "brevo"))
     assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome", "outcome", "completed"]
@@ -90,7 +90,7 @@ def test_invalid_events_are_dead_lettered_and_the_rest_of_the_batch_recorded(led
     rid = str(uuid.uuid4())
     secret = b'{"event_type": "erasure.outcome", "request_id": "x", "system": "brevo", ' \
              b'"identity_value": "someone@example.test"}'
-    take(Aggregator(ledger, publisher, {}), b"{not json", secret, plan(rid))
+    take(Aggregator(ledger, publisher, {}, SIGNERS.verifier()), b"{not json", secret, plan(rid))
     letters = publisher.dead_letters()
     assert [(d["source_topic"], d["offset"], d["consumer"]) for d in letters] == [
         (topics.OUTCOMES, 0, "aggregator"), (topics.OUTCOMES, 1, "aggregator")]
@@ -101,7 +101,7 @@ def test_invalid_events_are_dead_lettered_and_the_rest_of_the_batch_recorded(led
 def test_a_failed_ledger_write_is_retried_in_place_until_it_goes_through(ledger: Ledger) -> None:
     publisher = MemoryPublisher()
     flaky = FlakyLedger(ledger, "record", failures=3)
-    aggregator = Aggregator(flaky, publisher, {}, ledger_retry=NO_WAIT)  # type: ignore[arg-type]
+    aggregator = Aggregator(flaky, publisher, {}, SIGNERS.verifier(), ledger_retry=NO_WAIT)  # type: ignore[arg-type]
     rid = str(uuid.uuid4())
     [completion] = take(aggregator, plan(rid, ("brevo",)), outcome(rid, "brevo"))
     assert flaky.failures == 0
@@ -111,7 +111,7 @@ def test_a_failed_ledger_write_is_retried_in_place_until_it_goes_through(ledger:
 
 def test_a_release_always_reaches_the_ledger(ledger: Ledger) -> None:
     progress: dict[str, Any] = {}
-    aggregator = Aggregator(ledger, MemoryPublisher(), progress)
+    aggregator = Aggregator(ledger, MemoryPublisher(), progress, SIGNERS.verifier())
     rid = str(uuid.uuid4())
     take(aggregator, plan(rid, ("site-db",)), outcome(rid, "site-db", "held"))
     release = ErasureOutcome(request_id=rid, system="site-db", attempt=2, status="erased", purpose="release",

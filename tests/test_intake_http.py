@@ -21,6 +21,7 @@ from pipeline.ledger.accounts import Access
 from pipeline.streaming import topics
 from schemas import Identity, SubjectIdentities
 from tests.desk_server import serve
+from tests.fakes.signers import TestSigners
 from tests.harness import read_topic
 
 EMAIL = "http.intake.person@example.test"
@@ -53,10 +54,11 @@ def intake(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     ensure_topics(kafka.bootstrap, [requests_topic], 2)
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True)
 
-    def send(topic: str, key: bytes, value: bytes) -> None:
-        producer.send(topic, key=key, value=value).get(30)
+    def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        producer.send(topic, key=key, value=value, headers=headers).get(30)
 
-    app = create_app(ledger, access, Publisher(send), None, "s", topics.task_topic, requests_topic)
+    publisher = Publisher(send, TestSigners().signer("desk"))
+    app = create_app(ledger, access, publisher, None, "s", topics.task_topic, requests_topic)
     with serve(app) as url:
         yield Intake(url, token, load_keys(root / "keys").intake_public, kafka.bootstrap, requests_topic)
     producer.close()

@@ -20,6 +20,7 @@ from pipeline.streaming import topics
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.desk_server import serve
 from tests.fakes.opendsr import FakeOpenDsr, make_pki, sign
+from tests.fakes.signers import TestSigners
 
 DOMAIN = "opendsr.fake-processor.test"
 CALLBACK_URL = "https://erasure.site.example/opendsr/callbacks"
@@ -41,7 +42,8 @@ def desk(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, bytes, bytes]], 
     ], now)
     sent: list[tuple[str, bytes, bytes]] = []
     trust = CallbackTrust.from_pem(pki.ca_pem, discovery_urls={DOMAIN: f"{fake.url}/v2/discovery"})
-    app = create_app(ledger, Access(ledger), Publisher(lambda t, k, v: sent.append((t, k, v))), None, "s",
+    app = create_app(ledger, Access(ledger), Publisher(lambda t, k, v, h: sent.append((t, k, v)),
+                                                       TestSigners().signer("desk")), None, "s",
                      topics.task_topic, topics.REQUESTS, None,
                      OpenDsrCallbacks({DOMAIN: "mparticle"}, trust, CALLBACK_URL, topics.OUTCOMES, "site"))
     with serve(app) as url:

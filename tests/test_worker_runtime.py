@@ -20,12 +20,14 @@ from schemas import DeadLetter, ErasureOutcome, ErasureTask
 from tests.worker_fakes import (
     EMAIL,
     NOW,
+    SIGNERS,
     Keys,
     MemoryConsumer,
     MemoryProducer,
     Record,
     ScriptedConnector,
     sealed_task,
+    task_record,
 )
 
 TOPIC = topics.task_topic("crm")
@@ -42,6 +44,7 @@ def keys() -> Keys:
 def parts(keys: Keys) -> Iterator[tuple[ConnectorWorker, MemoryProducer, MemoryConsumer]]:
     producer, consumer = MemoryProducer(), MemoryConsumer()
     worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", keys,
+                             signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
                              producer=producer, consumer=consumer)
     yield worker, producer, consumer
     worker._pool.shutdown(wait=True)
@@ -77,7 +80,7 @@ def test_a_task_not_yet_due_is_held_and_its_offset_not_committed(
     worker, producer, _ = parts
     task = sealed_task(keys.key, attempt=2, not_before=NOW + timedelta(minutes=5))
     monkeypatch.setattr(runtime, "now_utc", lambda: NOW)
-    worker.accept(TP, Record(3, encode(task)))
+    worker.accept(TP, task_record(3, task))
     worker.release_due()
     assert len(worker.delayed) == 1 and committed_positions(worker) == {TP: 3}
     monkeypatch.setattr(runtime, "now_utc", lambda: NOW + timedelta(minutes=5))
@@ -106,6 +109,7 @@ def test_outcome_and_requeued_task_are_published_before_the_offset_is_done(
 def test_an_unacknowledged_outcome_keeps_the_offset_in_flight(keys: Keys) -> None:
     producer = MemoryProducer(failing=(topics.OUTCOMES,))
     worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", keys,
+                             signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
                              producer=producer, consumer=MemoryConsumer())
     worker.tracker.started(TP, 0)
     worker.process(Accepted(TP, 0, sealed_task(keys.key)))
@@ -115,9 +119,10 @@ def test_an_unacknowledged_outcome_keeps_the_offset_in_flight(keys: Keys) -> Non
 
 def test_run_erases_publishes_commits_and_closes(keys: Keys) -> None:
     tasks = [sealed_task(keys.key) for _ in range(3)]
-    consumer = MemoryConsumer(batches=[{TP: [Record(i, encode(t)) for i, t in enumerate(tasks)]}])
+    consumer = MemoryConsumer(batches=[{TP: [task_record(i, t) for i, t in enumerate(tasks)]}])
     producer, connector = MemoryProducer(), ScriptedConnector(EraseResult("not_found"))
     worker = ConnectorWorker(SETTINGS, "crm", connector, "unused:9092", keys,
+                             signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
                              producer=producer, consumer=consumer)
     consumer.when_drained = worker.stop
     worker.run()

@@ -11,12 +11,17 @@ from typing import Any
 from kafka import TopicPartition
 
 from connectors.base import EraseResult, TaskContext
+from pipeline.codec import encode
 from pipeline.crypto import new_data_key, seal_with_data_key
+from pipeline.signing import ROUTER
+from pipeline.streaming import topics
 from schemas import ErasureTask, Identity, SubjectIdentities
+from tests.fakes.signers import TestSigners
 
 EMAIL = "camille.durand@example.org"
 PERSON = SubjectIdentities(identities=[Identity(identity_type="email", identity_value=EMAIL)])
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SIGNERS = TestSigners("crm")
 
 
 def sealed_task(data_key: bytes, system: str = "crm", **fields: Any) -> ErasureTask:
@@ -74,13 +79,16 @@ class MemoryProducer:
 
     def __init__(self, failing: tuple[str, ...] = ()) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []  # of each record sent, in order
         self.failing = failing
         self.closed = False
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> _Sent:
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> _Sent:
         if topic in self.failing:
             return _Sent(TimeoutError(f"{topic} did not acknowledge"))
         self.sent.append((topic, key, value))
+        self.headers.append(headers or [])
         return _Sent()
 
     def to(self, topic: str) -> list[bytes]:
@@ -98,6 +106,14 @@ class Record:
     offset: int
     value: bytes
     key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def task_record(offset: int, task: ErasureTask, signer: str = ROUTER, topic: str | None = None) -> Record:
+    """A task as `signer` published it on `topic` (its own system's topic unless said)."""
+    value, key = encode(task), task.request_id.encode()
+    topic = topic or topics.task_topic(task.system)
+    return Record(offset, value, key, SIGNERS.headers(signer, topic, key, value))
 
 
 @dataclass

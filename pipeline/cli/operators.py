@@ -22,15 +22,54 @@ from pipeline.wiring import SetupError
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
 @click.group()
 def keys() -> None:
-    """Intake key pair, subject_ref key, the KEK wrapping the ledger's data keys."""
+    """Intake key pair, subject_ref key, the KEK wrapping the ledger's data keys, signing keys."""
+
+
+def _configured_register(current: Settings) -> SystemsRegister | None:
+    """The systems register when one is configured: each system's connector gets a signing key."""
+    if current.systems_file is None and not wiring.systems_file(current).exists():
+        return None
+    return wiring.systems_register(current)
 
 
 @keys.command("init")
-@click.option("--force", is_flag=True, help="Replace existing keys (old requests become unreadable)")
+@click.option("--force", is_flag=True,
+              help="Replace the intake keys (old requests become unreadable); rotate signing keys instead")
 def keys_init(force: bool) -> None:
-    """Create the intake key pair; publishers need only the public key it prints."""
-    path = init_keys(settings().keys_dir, overwrite=force)
+    """Create the intake key pair and the missing signing keys with their register.
+
+    Publishers need only the intake public key it prints. Signing keys: the router, the desk,
+    and one connector per system of the register when one is configured.
+    """
+    current = settings()
+    path = init_keys(current.keys_dir, overwrite=force)
     click.echo(f"intake public key ({path}): {path.read_text().strip()}")
+    created = wiring.ensure_signing_keys(current, _configured_register(current))
+    click.echo(f"signing keys created: {', '.join(created) or 'none (all present)'}; private keys in "
+               f"{wiring.signing_keys_dir(current)}, register {wiring.signers_file(current)}")
+
+
+@keys.command("rotate")
+@click.argument("signer")
+@click.option("--grace-s", type=float, default=None,
+              help="How long the old key stays valid (default ERASURE_SIGNING_KEY_GRACE_S)")
+def keys_rotate(signer: str, grace_s: float | None) -> None:
+    """Give SIGNER (router, desk, connector:SYSTEM) a new signing key; restart that component.
+
+    The old public key stays in the register, accepted for the grace period, so records signed
+    before the restart still verify; verifiers re-read the register by themselves.
+    """
+    from pipeline.signing_keys import RegisterError, rotate
+
+    current = settings()
+    grace = current.signing_key_grace_s if grace_s is None else grace_s
+    try:
+        entry = rotate(wiring.signers_file(current), wiring.signing_keys_dir(current), signer, grace)
+    except RegisterError as exc:
+        raise CliError(str(exc)) from None
+    old = [k.not_after.isoformat() for k in entry.keys if k.not_after is not None]
+    click.echo(f"{signer}: new key in {wiring.signing_keys_dir(current)}; previous key(s) accepted until "
+               f"{', '.join(old) or 'now'}. Restart {signer} to sign with the new key.")
 
 
 @keys.command("rotate-kek")
@@ -232,6 +271,7 @@ def up(demo: bool | None) -> None:
         if demo:
             current = _start_demo(current, env, cleanup)
         register = wiring.systems_register(current)
+        wiring.ensure_signing_keys(current, register)
         wiring.prepare_ledger(current)
         broker = find_or_start(current.kafka_bootstrap_servers, current.home_dir / "broker")
         cleanup.callback(current.broker_file.unlink, missing_ok=True)

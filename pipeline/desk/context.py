@@ -16,6 +16,7 @@ from connectors.retention import RetentionPolicy
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
+from pipeline.signing import Headers, Signer
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -33,10 +34,17 @@ class OpenDsrCallbacks:
 
 
 class Publisher:
-    """What the desk needs of Kafka: publish a request (intake) and a task (retry)."""
+    """What the desk needs of Kafka: publish a request (intake), a task (retry), an outcome (callback).
 
-    def __init__(self, send: Callable[[str, bytes, bytes], None]) -> None:
-        self.send = send
+    Every record is signed with the desk's key; `send_signed(topic, key, value, headers)` is the producer.
+    """
+
+    def __init__(self, send_signed: Callable[[str, bytes, bytes, Headers], None], signer: Signer) -> None:
+        self.send_signed = send_signed
+        self.signer = signer
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.send_signed(topic, key, value, self.signer.headers(topic, key, value))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.devstack.supervisor import Supervisor
 from pipeline.intake import IntakeClient
 from pipeline.kafka_clients import ensure_topics
+from pipeline.signing_keys import ensure_signers
 from pipeline.streaming import topics
+from pipeline.wiring import signer_ids
 
 BREVO_KEY = "xkeysib-e2e-key"
 # These run a process each (tests kill them); any other system shares one process, a thread each.
@@ -48,6 +50,8 @@ class LocalPipeline:
         register["systems"] += extra_systems or []  # type: ignore[operator]
         self.system_ids: list[str] = [s["id"] for s in register["systems"]]  # type: ignore[attr-defined]
         self.systems_file.write_text(yaml.safe_dump(register))
+        self.signers_file = self.home / "keys" / "signers.json"
+        ensure_signers(self.signers_file, self.home / "keys" / "signing", signer_ids(self.system_ids))
         self.supervisor = Supervisor({
             **os.environ,
             "ERASURE_HOME_DIR": str(self.home),

@@ -3,8 +3,11 @@
 Contract (in the spirit of quix-streams' sink contract), for each batch the
 agent takes off the outcomes topic (`Aggregator.take`):
 
-1. Validate. An event that is not a plan or an outcome is dead-lettered (its
-   coordinates and the wrong fields' names, never values) and goes no further.
+1. Validate and verify. An event that is not a plan or an outcome is
+   dead-lettered (its coordinates and the wrong fields' names, never values) and
+   goes no further; so is one that is unsigned, mis-signed, or signed by a signer
+   the register does not entitle to it (a plan: the router; an outcome of a
+   system: that system's connector, or the desk), with the reason.
 2. Dedupe against the working state, a table keyed by request id (faust Table in
    production, partitioned like the outcomes topic). A second plan of a request,
    or an outcome for a system already final, is dropped. The table only filters;
@@ -44,6 +47,7 @@ from pydantic import ValidationError
 from connectors.retry import RetryPolicy
 from pipeline.codec import describe_invalid, encode, now_utc
 from pipeline.ledger import Ledger
+from pipeline.signing import Unverified, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.publishing import Message, Publisher, Received
 from pipeline.streaming.retrying import LEDGER_RETRY, until_done
@@ -62,10 +66,11 @@ CONSUMER = "aggregator"
 
 class Aggregator:
     def __init__(self, ledger: Ledger, publisher: Publisher, progress: MutableMapping[str, Any],
-                 ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
+                 verifier: Verifier, ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
         self.ledger = ledger
         self.publisher = publisher
         self.progress = progress  # request id -> {"systems": {system: status}}
+        self.verifier = verifier
         self.ledger_retry = ledger_retry
 
     async def take(self, batch: Sequence[Received]) -> list[ErasureCompleted]:
@@ -74,8 +79,12 @@ class Aggregator:
         for record in batch:
             try:
                 parsed = outcomes_topic_adapter.validate_json(record.value)
+                self.verify(record, parsed)
             except ValidationError as exc:
                 await self.publisher.dead_letter(record, describe_invalid(exc), CONSUMER)
+                continue
+            except Unverified as exc:
+                await self.publisher.dead_letter(record, str(exc), CONSUMER)
                 continue
             if self.remember(parsed):
                 fresh.append(parsed)
@@ -85,6 +94,14 @@ class Aggregator:
                                        self.ledger.record, fresh, now_utc())
         await announce(self.ledger, self.publisher, completions, self.ledger_retry)
         return completions
+
+    def verify(self, record: Received, event: ErasurePlanned | ErasureOutcome) -> None:
+        """Raise `Unverified` unless the record's signer may publish this plan or this system's outcome."""
+        if isinstance(event, ErasurePlanned):
+            self.verifier.check(record.topic, record.key, record.value, record.headers, "plan")
+        else:
+            self.verifier.check(record.topic, record.key, record.value, record.headers, "outcome",
+                                event.system)
 
     def remember(self, event: ErasurePlanned | ErasureOutcome) -> bool:
         """Update the working state; False for what it shows to be a duplicate."""

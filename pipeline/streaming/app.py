@@ -12,6 +12,7 @@ Tansu broker included) is always the leader.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -22,6 +23,7 @@ from pipeline.kafka_security import KafkaSecurity
 from pipeline.ledger import Ledger
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
+from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.housekeeping import Housekeeping
@@ -58,23 +60,26 @@ def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
 
 def _received(event: Any) -> Received:
     message = event.message
-    return Received(message.topic, message.partition, message.offset, message.key, event.value)
+    headers = message.headers or ()
+    pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    return Received(message.topic, message.partition, message.offset, message.key, event.value, pairs)
 
 
 def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys, ledger: Ledger,
-              bootstrap: str) -> faust.App:
+              bootstrap: str, signer: Signer, verifier: Verifier) -> faust.App:
+    """The app; `signer` signs all it publishes (the router's key), `verifier` checks plans and outcomes."""
     app = _faust_app(settings, bootstrap)
     names = topics.all_topics([entry.id for entry in register.systems])
     faust_topics = {name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw", partitions=settings.topic_partitions)
                     for name in names}
-    publisher = TopicPublisher(faust_topics)
+    publisher = TopicPublisher(faust_topics, signer)
     # Working state per request; the ledger is the record. Partitioned by key like the
     # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
     progress = app.Table("request-progress", key_type=str, use_partitioner=True,
                          partitions=settings.topic_partitions)
     router = Router(register, keys, ledger, publisher)
-    aggregator = Aggregator(ledger, publisher, progress)
+    aggregator = Aggregator(ledger, publisher, progress, verifier)
     housekeeping = Housekeeping(ledger, publisher, [entry.id for entry in register.systems],
                                 settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret)
 

@@ -1,9 +1,11 @@
 """What the router, the aggregator and housekeeping need from the broker, and nothing more.
 
 They read `Received` records (a consumed event with its coordinates) and write
-`Message`s through a `Publisher`; `TopicPublisher` is the faust implementation.
-Keeping faust out of their signatures lets them run in unit tests against an
-in-memory publisher.
+`Message`s through a `Publisher`; `TopicPublisher` is the faust implementation,
+which signs every record it sends with the stream worker's key (`signed`): the
+router's plans and tasks, housekeeping's re-drives and releases. Keeping faust
+out of their signatures lets them run in unit tests against an in-memory
+publisher.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from pipeline.codec import dead_letter
+from pipeline.signing import Signer
 from pipeline.streaming import topics
 
 log = logging.getLogger(__name__)
 
 
 class Message(NamedTuple):
-    """One record to publish: topic name, key, encoded value."""
+    """One record to publish: topic name, key, encoded value, and its signature headers once signed."""
 
     topic: str
     key: bytes
     value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class Received(NamedTuple):
@@ -35,6 +39,7 @@ class Received(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class Publisher(Protocol):
@@ -50,14 +55,22 @@ def dead_letter_message(record: Received, reason: str, consumer: str) -> Message
                    dead_letter(record.topic, record.partition, record.offset, reason, consumer))
 
 
-class TopicPublisher:
-    """A `Publisher` over faust topics, looked up by name."""
+def signed(message: Message, signer: Signer) -> Message:
+    return message._replace(headers=signer.headers(message.topic, message.key, message.value))
 
-    def __init__(self, faust_topics: Mapping[str, Any]) -> None:
+
+class TopicPublisher:
+    """A `Publisher` over faust topics, looked up by name, signing each record."""
+
+    def __init__(self, faust_topics: Mapping[str, Any], signer: Signer) -> None:
         self.faust_topics = faust_topics
+        self.signer = signer
 
     async def send_all(self, messages: Sequence[Message]) -> None:
-        pending = [await self.faust_topics[m.topic].send(key=m.key, value=m.value) for m in messages]
+        pending = []
+        for message in (signed(m, self.signer) for m in messages):
+            pending.append(await self.faust_topics[message.topic].send(
+                key=message.key, value=message.value, headers=message.headers))
         await asyncio.gather(*pending)
 
     async def dead_letter(self, record: Received, reason: str, consumer: str) -> None:

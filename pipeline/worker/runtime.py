@@ -1,9 +1,11 @@
 """Connector runtime: one kafka-python consumer group per system, a thread pool of erasures.
 
 The poll thread accepts each task record (a record that is not a task of this
-system is dead-lettered), holds it until its `not_before` (`schedule`), then hands
-it to the pool. A pool thread erases (`erase`), publishes the outcome (and the
-task again when it comes back later), and only then marks the offset done.
+system, or not signed by a signer the register entitles to this system's tasks,
+is dead-lettered and never run), holds it until its `not_before` (`schedule`),
+then hands it to the pool. A pool thread erases (`erase`), publishes the outcome
+(and the task again when it comes back later), signed with this system's
+connector key, and only then marks the offset done.
 Offsets are committed up to the lowest task still in flight (`offsets`), so a
 crash re-delivers, never loses.
 """
@@ -27,6 +29,7 @@ from pipeline import kafka_clients
 from pipeline.codec import dead_letter, decode, describe_invalid, encode, now_utc
 from pipeline.kafka_security import KafkaSecurity
 from pipeline.settings import Settings
+from pipeline.signing import Headers, Signer, Unverified, Verifier
 from pipeline.streaming import topics
 from pipeline.worker.erase import InProcessRetries, TaskEraser, requeue_policy
 from pipeline.worker.offsets import OffsetTracker
@@ -46,7 +49,8 @@ class Sent(Protocol):
 class Producer(Protocol):
     """What the worker needs of a Kafka producer (an in-memory one in unit tests)."""
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Sent: ...
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: Headers | None = None) -> Sent: ...
 
     def flush(self) -> None: ...
 
@@ -72,16 +76,21 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConnectorWorker:
-    """The tasks of one system: `run()` until `stop()`. Clients are built from settings unless given."""
+    """The tasks of one system: `run()` until `stop()`. Clients are built from settings unless given.
+
+    `signer` is this system's connector key; `verifier` checks each task against the signers register.
+    """
 
     def __init__(self, settings: Settings, system: str, connector: Connector, bootstrap: str,
                  data_key: Callable[[str], bytes | None],
-                 retention: RetentionPolicy | None = None, *,
+                 retention: RetentionPolicy | None = None, *, signer: Signer, verifier: Verifier,
                  producer: Producer | None = None, consumer: Any = None,
                  security: KafkaSecurity | None = None) -> None:
         self.settings = settings
         self.system = system
         self.connector = connector
+        self.signer = signer
+        self.verifier = verifier
         self.topic = topics.task_topic(system)
         self.eraser = TaskEraser(system, connector, data_key, requeue_policy(settings),
                                  InProcessRetries.from_settings(settings), retention)
@@ -146,11 +155,13 @@ class ConnectorWorker:
             task = decode(ErasureTask, record.value)
             if task.system != self.system:
                 raise ValueError(f"task for system {task.system!r} on the topic of {self.system!r}")
-        except (ValidationError, ValueError) as exc:
+            self.verifier.check(tp.topic, record.key, record.value, record.headers,
+                                "task", task.system)
+        except (ValidationError, ValueError, Unverified) as exc:
             reason = describe_invalid(exc) if isinstance(exc, ValidationError) else str(exc)
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.system, tp.topic, tp.partition,
                         record.offset, reason)
-            self.producer.send(topics.DEADLETTER, key=record.key, value=dead_letter(
+            self.send(topics.DEADLETTER, record.key, dead_letter(
                 tp.topic, tp.partition, record.offset, reason, f"connector:{self.system}",
             )).get(SEND_TIMEOUT_S)
             self.tracker.done(tp, record.offset)
@@ -176,6 +187,10 @@ class ConnectorWorker:
             log.warning("%s: commit failed (%s); tasks since the last commit will be redone",
                         self.system, type(exc).__name__)
 
+    def send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
+        """Publish one record signed with this system's connector key."""
+        return self.producer.send(topic, key=key, value=value, headers=self.signer.headers(topic, key, value))
+
     # -- one task (pool threads) ------------------------------------------------
     def process(self, accepted: Accepted) -> None:
         """Erase, publish the outcome (and the re-queued task), then mark the offset done."""
@@ -183,9 +198,9 @@ class ConnectorWorker:
         try:
             handled = self.eraser.erase(task)
             key = task.request_id.encode()
-            sent = [self.producer.send(topics.OUTCOMES, key=key, value=encode(handled.outcome))]
+            sent = [self.send(topics.OUTCOMES, key, encode(handled.outcome))]
             if handled.requeue is not None:
-                sent.append(self.producer.send(self.topic, key=key, value=encode(handled.requeue)))
+                sent.append(self.send(self.topic, key, encode(handled.requeue)))
             for future in sent:
                 future.get(SEND_TIMEOUT_S)
             self.tracker.done(accepted.tp, accepted.offset)

@@ -18,6 +18,7 @@ from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasurePlanned, Identity, PlannedTarget, SubjectIdentities
+from tests.desk_fixtures import PLAIN_HTTP
 from tests.desk_server import login, serve
 
 EMAIL = "manual.person@example.test"
@@ -42,7 +43,8 @@ def test_officer_sees_the_message_viewer_does_not_and_the_ledger_holds_no_identi
     register = SystemsRegister.model_validate({"systems": [{
         "id": "paper-vendor", "kind": "processor", "location": "FR", "data_categories": ["newsletter"],
         "connector": {"type": "manual", "contact": "dpo@paper-vendor.example"}}]})
-    app = create_app(ledger, access, Publisher(lambda *_: None), None, "s", lambda s: s, "r", register)
+    app = create_app(ledger, access, Publisher(lambda *_: None), None, "s", lambda s: s, "r", register,
+                     security=PLAIN_HTTP)
     with serve(app) as url:
         officer_page = login(url, "olivia", "officer-password-1").get(f"/requests/{rid}").text
         viewer_page = login(url, "victor", "viewer-password-1").get(f"/requests/{rid}").text

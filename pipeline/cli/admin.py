@@ -87,4 +87,19 @@ def clients_revoke(name: str) -> None:
     click.echo(f"client {name} revoked")
 
 
-COMMANDS: list[click.Command] = [desk, users, clients]
+@click.group()
+def notes() -> None:
+    """Officers' free text (confirmation notes, extension reasons), kept apart from the hash chain."""
+
+
+@notes.command("erase")
+@click.argument("request_id")
+def notes_erase(request_id: str) -> None:
+    """Erase a request's notes and extension reason; the chain keeps their SHA-256 and still verifies."""
+    from pipeline.ledger.actions import erase_notes
+
+    count = erase_notes(wiring.ledger(settings()), request_id)
+    click.echo(f"{count} note(s) of request {request_id} erased")
+
+
+COMMANDS: list[click.Command] = [desk, users, clients, notes]

@@ -268,3 +268,18 @@ def test_an_extension_reason_and_a_note_stay_out_of_the_chain_but_show_on_the_pa
     page = officer.get(f"/requests/{desk.request_id}").text
     assert reason not in page and "Zoe" not in page and "(text erased)" in page
     assert desk.ledger.verify_chain() is None
+
+
+def test_erasure_notes_erase_removes_the_text_and_the_chain_still_verifies(desk: SmallDesk,
+                                                                          tmp_path: Path) -> None:
+    officer = login(desk.url, *OFFICER)
+    officer.post(f"/requests/{desk.request_id}/extend",
+                 data={"csrf": csrf(officer, desk.request_id), "months": "1", "reason": "many accounts"})
+    env = {"ERASURE_HOME_DIR": str(tmp_path / "home"), "ERASURE_DATABASE_URL": str(desk.ledger.engine.url)}
+    status = CliRunner().invoke(main, ["status", desk.request_id], env=env)
+    assert "deadline extended: many accounts" in status.output, status.output
+    erased = CliRunner().invoke(main, ["notes", "erase", desk.request_id], env=env)
+    assert erased.exit_code == 0 and "1 note(s)" in erased.output
+    status = CliRunner().invoke(main, ["status", desk.request_id], env=env)
+    assert "many accounts" not in status.output and "(text erased)" in status.output
+    assert CliRunner().invoke(main, ["ledger", "verify"], env=env).output.strip() == "ledger chain intact"

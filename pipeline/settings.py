@@ -101,6 +101,28 @@ class Settings(BaseSettings):
     signing_key_grace_s: float = Field(
         default=7 * 86400, ge=0, description="After `erasure keys rotate`, the old key is accepted this long")
 
+    # -- desk and intake hardening (issue 9, item 7): sessions, login throttling, body caps, intake window --
+    desk_cookie_secure: bool = Field(
+        default=True, description="Session cookie sent over HTTPS only; false for plain-HTTP development")
+    desk_session_idle_s: float = Field(default=30 * 60, gt=0, description="A session unused this long ends")
+    desk_session_max_s: float = Field(
+        default=12 * 3600, gt=0, description="A session ends this long after login")
+    desk_login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins for one account before it is locked out for a while")
+    desk_login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins from one client address before it is locked out")
+    desk_login_lockout_s: float = Field(
+        default=30.0, gt=0, description="First lockout; it doubles with each further failure")
+    desk_login_lockout_cap_s: float = Field(default=3600.0, gt=0, description="Longest lockout")
+    desk_form_max_body_bytes: int = Field(default=16 * 1024, ge=1, description="Desk forms (login, actions)")
+    intake_max_body_bytes: int = Field(default=64 * 1024, ge=1, description="POST /v1/erasure-requests")
+    opendsr_callback_max_body_bytes: int = Field(
+        default=256 * 1024, ge=1, description="POST /opendsr/callbacks")
+    intake_max_clock_skew_s: float = Field(
+        default=300.0, ge=0, description="How far in the future an intake received_at may be")
+    intake_max_age_s: float = Field(
+        default=90 * 86400, gt=0, description="How old an intake received_at may be (clients set the clock)")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

@@ -266,7 +266,7 @@ def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> Op
 
 def desk_app(settings: Settings) -> FastAPI:
     """The officer's desk and the HTTP intake; the register is optional (the desk runs without one)."""
-    from pipeline.desk.app import create_app
+    from pipeline.desk.app import DeskSecurity, create_app
     from pipeline.ledger.accounts import Access
 
     records = ledger(settings)
@@ -275,4 +275,5 @@ def desk_app(settings: Settings) -> FastAPI:
         systems = systems_register(settings)
         policy = retention_policy(settings, systems)
     return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
-                      topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems))
+                      topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
+                      security=DeskSecurity.from_settings(settings))

@@ -11,7 +11,7 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from pipeline.deadlines import due_at
-from pipeline.desk.app import Publisher, create_app
+from pipeline.desk.app import DeskSecurity, Publisher, create_app
 from pipeline.devstack.broker import Broker
 from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import Ledger, open_ledger
@@ -33,6 +33,8 @@ from tests.fakes.signers import TestSigners
 OFFICER = ("olivia", "officer-password-1")
 VIEWER = ("victor", "viewer-password-1")
 SYSTEMS = ["brevo", "paper-vendor", "site-db"]
+# The test desk is served on http://127.0.0.1: a `Secure` cookie would never come back.
+PLAIN_HTTP = DeskSecurity(cookie_secure=False)
 
 
 @dataclass
@@ -95,7 +97,7 @@ def seeded_desk(root: Path, kafka: Broker) -> Iterator[Desk]:
     policy, _ = load_policy(None)
     publisher = Publisher(send, TestSigners().signer("desk"))
     app = create_app(ledger, access, publisher, policy, "test-session-secret", topics.task_topic,
-                     topics.REQUESTS)
+                     topics.REQUESTS, security=PLAIN_HTTP)
     with serve(app) as url:
         yield Desk(url, ledger, access, overdue, failed, held, fresh, kafka.bootstrap)
     producer.close()

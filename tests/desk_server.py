@@ -34,9 +34,19 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(10)
 
 
+def form_token(client: httpx.Client, path: str = "/login") -> str:
+    """The CSRF token of the form on `path` (the login form's, before any session)."""
+    import re
+
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert match, f"the form on {path} carries a CSRF token"
+    return match.group(1)
+
+
 def login(url: str, name: str, password: str) -> httpx.Client:
     client = httpx.Client(base_url=url, follow_redirects=False)
-    response = client.post("/login", data={"username": name, "password": password})
+    form = {"username": name, "password": password, "csrf": form_token(client)}
+    response = client.post("/login", data=form)
     assert response.status_code == 303, response.text
     return client
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.devstack.broker import free_port
+from tests.desk_server import form_token
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,8 @@ def test_up_then_submit_a_seeded_person_completes(tmp_path: Path) -> None:
         desk = f"http://127.0.0.1:{env['ERASURE_DESK_PORT']}"
         password = (tmp_path / ".erasure" / "demo-officer.password").read_text().strip()
         with httpx.Client(base_url=desk, follow_redirects=True) as browser:
-            page = browser.post("/login", data={"username": "demo-officer", "password": password})
+            page = browser.post("/login", data={"username": "demo-officer", "password": password,
+                                                "csrf": form_token(browser)})
             assert page.status_code == 200 and alice in page.text
     finally:
         os.killpg(up.pid, signal.SIGTERM)

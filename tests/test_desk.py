@@ -14,7 +14,7 @@ import pytest
 from pipeline.devstack.broker import Broker
 from pipeline.streaming import topics
 from tests.desk_fixtures import OFFICER, VIEWER, Desk, seeded_desk
-from tests.desk_server import csrf, login
+from tests.desk_server import csrf, form_token, login
 from tests.harness import read_topic
 
 
@@ -28,7 +28,9 @@ def test_pages_need_a_login(desk: Desk) -> None:
 
     response = httpx.get(f"{desk.url}/requests/{desk.fresh}")
     assert response.status_code == 303 and response.headers["location"] == "/login"
-    bad = httpx.post(f"{desk.url}/login", data={"username": OFFICER[0], "password": "wrong-password"})
+    with httpx.Client(base_url=desk.url) as client:
+        bad = client.post("/login", data={"username": OFFICER[0], "password": "wrong-password",
+                                          "csrf": form_token(client)})
     assert bad.status_code == 401 and "wrong password" in bad.text
 
 

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 
 from pipeline.crypto import init_keys, load_keys, seal_for_intake
-from pipeline.desk.app import Publisher, create_app
+from pipeline.desk.app import DeskSecurity, Publisher, create_app
 from pipeline.devstack.broker import Broker
 from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import open_ledger
@@ -58,7 +58,11 @@ def intake(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         producer.send(topic, key=key, value=value, headers=headers).get(30)
 
     publisher = Publisher(send, TestSigners().signer("desk"))
-    app = create_app(ledger, access, publisher, None, "s", topics.task_topic, requests_topic)
+    # This module checks the contract and the deadline arithmetic on fixed dates (31 January): the window
+    # of accepted `received_at` is checked in tests/security/test_desk_hardening.py.
+    contract_dates = DeskSecurity(intake_max_age_s=1000 * 365 * 86400)
+    app = create_app(ledger, access, publisher, None, "s", topics.task_topic, requests_topic,
+                     security=contract_dates)
     with serve(app) as url:
         yield Intake(url, token, load_keys(root / "keys").intake_public, kafka.bootstrap, requests_topic)
     producer.close()

@@ -19,6 +19,7 @@ from pipeline.ledger import open_ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
 from schemas import ErasureOutcome, ErasurePlanned, Identity, PlannedTarget, SubjectIdentities
+from tests.desk_fixtures import PLAIN_HTTP
 from tests.desk_server import login, serve
 from tests.fakes.signers import TestSigners
 
@@ -45,7 +46,7 @@ def test_officer_sees_the_message_viewer_does_not_and_the_ledger_holds_no_identi
         "id": "paper-vendor", "kind": "processor", "location": "FR", "data_categories": ["newsletter"],
         "connector": {"type": "manual", "contact": "dpo@paper-vendor.example"}}]})
     publisher = Publisher(lambda *_: None, TestSigners().signer("desk"))
-    app = create_app(ledger, access, publisher, None, "s", lambda s: s, "r", register)
+    app = create_app(ledger, access, publisher, None, "s", lambda s: s, "r", register, security=PLAIN_HTTP)
     with serve(app) as url:
         officer_page = login(url, "olivia", "officer-password-1").get(f"/requests/{rid}").text
         viewer_page = login(url, "victor", "viewer-password-1").get(f"/requests/{rid}").text

@@ -15,7 +15,7 @@ from pipeline.codec import now_utc
 @click.option("--host", default=None, help="Default: ERASURE_DESK_HOST (127.0.0.1)")
 @click.option("--port", type=int, default=None, help="Default: ERASURE_DESK_PORT (8640)")
 def desk(host: str | None, port: int | None) -> None:
-    """Serve the officer's desk and the HTTP intake (OpenAPI at /docs)."""
+    """Serve the officer's desk and the HTTP intake (OpenAPI document at /openapi.json)."""
     import uvicorn
 
     current = settings()
@@ -34,7 +34,7 @@ def users() -> None:
 @click.option("--role", type=click.Choice(["officer", "viewer"]), required=True)
 @click.option("--password-env", default=None, help="Read the password from this variable, not a prompt")
 def users_add(name: str, role: str, password_env: str | None) -> None:
-    """Create or replace a desk account."""
+    """Create or replace a desk account (a replaced account's sessions end: everyone logs in again)."""
     from pipeline.ledger.accounts import Access
 
     current = settings()
@@ -51,6 +51,17 @@ def users_add(name: str, role: str, password_env: str | None) -> None:
     click.echo(f"{role} {name} saved")
 
 
+@users.command("remove")
+@click.argument("name")
+def users_remove(name: str) -> None:
+    """Delete a desk account and end its sessions at once."""
+    from pipeline.ledger.accounts import Access
+
+    if not Access(wiring.ledger(settings())).remove_user(name):
+        raise CliError(f"no desk account {name}")
+    click.echo(f"{name} removed; its sessions ended")
+
+
 @click.group()
 def clients() -> None:
     """HTTP intake clients (one bearer token each)."""
@@ -65,4 +76,30 @@ def clients_add(name: str) -> None:
     click.echo(Access(wiring.ledger(settings())).add_client(name, now_utc()))
 
 
-COMMANDS: list[click.Command] = [desk, users, clients]
+@clients.command("revoke")
+@click.argument("name")
+def clients_revoke(name: str) -> None:
+    """Delete a client's token: its requests are refused (401) from now on."""
+    from pipeline.ledger.accounts import Access
+
+    if not Access(wiring.ledger(settings())).revoke_client(name):
+        raise CliError(f"no intake client {name}")
+    click.echo(f"client {name} revoked")
+
+
+@click.group()
+def notes() -> None:
+    """Officers' free text (confirmation notes, extension reasons), kept apart from the hash chain."""
+
+
+@notes.command("erase")
+@click.argument("request_id")
+def notes_erase(request_id: str) -> None:
+    """Erase a request's notes and extension reason; the chain keeps their SHA-256 and still verifies."""
+    from pipeline.ledger.actions import erase_notes
+
+    count = erase_notes(wiring.ledger(settings()), request_id)
+    click.echo(f"{count} note(s) of request {request_id} erased")
+
+
+COMMANDS: list[click.Command] = [desk, users, clients, notes]

@@ -29,8 +29,14 @@ def settings() -> Settings:
     return load_settings()
 
 
+# Libraries whose DEBUG and INFO lines carry URLs, headers or bodies: processors' URLs hold e-mails
+# (`GET /v3/contacts/ada%40example.net`), so they log warnings only, whatever ERASURE_LOG_LEVEL says.
+QUIET_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "hpack", "kafka", "aiokafka", "uvicorn.access")
+
+
 def configure_logging(settings: Settings) -> None:
+    """The one logging set-up: our loggers at ERASURE_LOG_LEVEL, chatty libraries pinned to WARNING."""
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

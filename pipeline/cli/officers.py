@@ -12,6 +12,7 @@ from pipeline import wiring
 from pipeline.cli.common import CliError, settings
 from pipeline.codec import now_utc
 from pipeline.ledger import RequestView
+from pipeline.ledger.views import note_text
 
 
 @click.command()
@@ -87,9 +88,14 @@ def status(request_id: str, as_json: bool) -> None:
         click.echo(json.dumps(_view_json(view), indent=2))
         return
     _echo_view(view)
+    notes = ledger.views.notes(request_id)  # officers' texts live apart from the chain, until erased
     for event in ledger.events(request_id):
         if event.kind in ("release_requested", "released"):
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
+        elif event.kind in ("manual_confirmed", "deadline_extended"):
+            text = note_text(json.loads(event.payload), notes)
+            click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system or 'request'}: "
+                       f"{event.kind.replace('_', ' ')}" + (f": {text}" if text else ""))
 
 
 @click.command("list")

@@ -262,6 +262,8 @@ def up(demo: bool | None) -> None:
     init_keys(current.keys_dir)
     demo = current.systems_file is None if demo is None else demo
     env = dict(os.environ, ERASURE_HOME_DIR=str(current.home_dir.resolve()))
+    # The local desk is served over plain HTTP (http://127.0.0.1): its cookie cannot be `Secure` there.
+    env.setdefault("ERASURE_DESK_COOKIE_SECURE", "false")
     stopping = threading.Event()
 
     def stop(*_: object) -> None:

@@ -9,11 +9,16 @@ a request's page with its systems, holds and hash-chained timeline (`pages.py`);
 failed systems, confirm manual ones, extend deadlines (`actions.py`). Exports: evidence JSON,
 a printable certificate, all requests as CSV (`exports.py`).
 
-`create_app` builds the `Desk` (`context.py`) the routes share and puts the routers together.
+`create_app` builds the `Desk` (`context.py`) the routes share and puts the routers together,
+hardened as `DeskSecurity` (`security.py`) says: server-side sessions in a `Secure` cookie, login
+throttling (`throttle.py`), security headers on every answer (`headers.py`), a body cap on every
+route (checked before the body is read: a Content-Length over it is a 413 at once). The OpenAPI
+document is at `/openapi.json`; no Swagger UI is served (it would load scripts from a CDN).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -23,29 +28,42 @@ from connectors.retention import RetentionPolicy
 from pipeline.desk import actions, auth, callbacks, exports, intake, pages
 from pipeline.desk.context import TEMPLATES, Desk, OpenDsrCallbacks, Publisher
 from pipeline.desk.errors import add_error_handlers
+from pipeline.desk.headers import SecurityHeaders
 from pipeline.desk.intake import INTAKE_PATH
 from pipeline.desk.openapi import publish_intake_only
 from pipeline.desk.pages import STATUSES
+from pipeline.desk.security import DeskSecurity
+from pipeline.desk.throttle import LoginThrottle
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
 
-__all__ = ["INTAKE_PATH", "STATUSES", "TEMPLATES", "OpenDsrCallbacks", "Publisher", "create_app"]
+__all__ = ["INTAKE_PATH", "STATUSES", "TEMPLATES", "DeskSecurity", "OpenDsrCallbacks", "Publisher",
+           "create_app"]
 
-ROUTERS = (intake.router, callbacks.router, auth.router, pages.router, actions.router, exports.router)
+FORM_ROUTERS = (auth.router, pages.router, actions.router, exports.router)
 
 
 def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: RetentionPolicy | None,
                session_secret: str, task_topic: Callable[[str], str], requests_topic: str,
-               register: SystemsRegister | None = None, opendsr: OpenDsrCallbacks | None = None) -> FastAPI:
+               register: SystemsRegister | None = None, opendsr: OpenDsrCallbacks | None = None,
+               security: DeskSecurity | None = None) -> FastAPI:
+    security = security or DeskSecurity()
     app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
-                  description="HTTP intake for backends in any language, and the compliance officer's desk.")
+                  description="HTTP intake for backends in any language, and the compliance officer's desk.",
+                  docs_url=None, redoc_url=None)
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
-                       session_cookie="erasure_desk", https_only=False)
+                       session_cookie="erasure_desk", https_only=security.cookie_secure,
+                       max_age=math.ceil(security.session_max_s))
+    app.add_middleware(SecurityHeaders)
     app.state.desk = Desk(ledger=ledger, access=access, publisher=publisher, policy=policy, register=register,
                           task_topic=task_topic, requests_topic=requests_topic, opendsr=opendsr)
+    app.state.security = security
+    app.state.login_throttle = LoginThrottle(security.login_lockout_s, security.login_lockout_cap_s)
     add_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    app.include_router(intake.router, max_body_size=security.intake_max_body_bytes)
+    app.include_router(callbacks.router, max_body_size=security.opendsr_callback_max_body_bytes)
+    for router in FORM_ROUTERS:
+        app.include_router(router, max_body_size=security.form_max_body_bytes)
     publish_intake_only(app, intake.router)
     return app

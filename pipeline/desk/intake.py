@@ -1,12 +1,21 @@
 """The HTTP intake, `POST /v1/erasure-requests`: bearer tokens per client (hashed at rest); the body
 is an `ErasureRequested` exactly as `schemas/ErasureRequested.schema.json` describes it (identities
 sealed with the intake public key); 202 with the request id and the deadline; the same request id
-again gets the same answer; 422 names the field at fault, never its value; 401 without a valid token."""
+again, from the same client, gets the same answer; 422 names the field at fault, never its value
+(and never the name of a key the contract does not define); 401 without a valid token.
+
+The client sets the legal clock, so `received_at` must be recent (`DeskSecurity.intake_max_age_s`)
+and not in the future (beyond `intake_max_clock_skew_s`); `subject_ref`, which travels in clear,
+must be a pseudonym of the router's form, never an identity. A receipt belongs to the client that
+made it: another client's request id is refused as a conflict, without telling whose it is."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
@@ -17,13 +26,41 @@ from pipeline.codec import now_utc
 from pipeline.deadlines import due_at
 from pipeline.desk.context import Desk, DeskDep
 from pipeline.desk.errors import problem
+from pipeline.desk.security import DeskSecurity
 from pipeline.ledger import receipts_table
 from schemas import ErasureRequested
 from schemas.codec import problem_details
 
 log = logging.getLogger("pipeline.desk.app")  # the name operators know from the logs
 INTAKE_PATH = "/v1/erasure-requests"
+# The form `pipeline.crypto.subject_ref` gives a pseudonym: nothing else may travel in clear.
+SUBJECT_REF = re.compile(r"sr_[0-9a-f]{32}")
+CONFLICT = ("request_id {} was already submitted with a different body, or by another client: "
+            "choose a new UUID for a new request")
 router = APIRouter()
+
+
+def known_fields_only(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A key the contract does not define is reported at its parent, its name not echoed back."""
+    return [{**p, "loc": p["loc"][:-1], "msg": "a field the contract does not define: remove it"}
+            if p["type"] == "extra_forbidden" else p for p in problems]
+
+
+def out_of_bounds(event: ErasureRequested, now: datetime, security: DeskSecurity) -> list[dict[str, Any]]:
+    """What the contract cannot say: a recent `received_at`, a pseudonymous `subject_ref`."""
+    problems = []
+    if event.received_at > now + timedelta(seconds=security.intake_max_clock_skew_s):
+        problems.append({"loc": ["body", "received_at"], "type": "received_at_future",
+                         "msg": "received_at is in the future: send when the person asked, with its offset"})
+    elif event.received_at < now - timedelta(seconds=security.intake_max_age_s):
+        days = round(security.intake_max_age_s / 86400)
+        problems.append({"loc": ["body", "received_at"], "type": "received_at_too_old",
+                         "msg": f"received_at is more than {days} days ago: submit requests as they arrive"})
+    if event.subject_ref is not None and not SUBJECT_REF.fullmatch(event.subject_ref):
+        problems.append({"loc": ["body", "subject_ref"], "type": "subject_ref_pattern",
+                         "msg": "subject_ref is a pseudonym (sr_ and 32 hex digits), never an identity: "
+                                "leave it out"})
+    return problems
 
 
 def client_of(desk: Desk, request: Request) -> str:
@@ -49,7 +86,10 @@ async def submit(request: Request, desk: DeskDep) -> Response:
     try:
         event = ErasureRequested.model_validate_json(body)
     except ValidationError as exc:
-        return problem(422, problem_details(exc, loc_prefix=("body",)))
+        return problem(422, known_fields_only(problem_details(exc, loc_prefix=("body",))))
+    bounds = out_of_bounds(event, now_utc(), request.app.state.security)
+    if bounds:
+        return problem(422, bounds)
     digest = hashlib.sha256(body).hexdigest()
     deadline = due_at(event.received_at)
     answer = {"request_id": event.request_id, "status": "accepted",
@@ -58,9 +98,9 @@ async def submit(request: Request, desk: DeskDep) -> Response:
         known = conn.execute(sa.select(receipts_table).where(
             receipts_table.c.request_id == event.request_id)).first()
         if known is not None:
-            if known.body_sha256 != digest:
-                return problem(409, f"request_id {event.request_id} was already submitted with a "
-                                    "different body: choose a new UUID for a new request")
+            # Another client's receipt is neither read nor overwritten; the answer does not say whose.
+            if known.client != client or known.body_sha256 != digest:
+                return problem(409, CONFLICT.format(event.request_id))
             return JSONResponse(answer, status_code=202)
         conn.execute(receipts_table.insert().values(
             request_id=event.request_id, client=client, body_sha256=digest,

@@ -3,10 +3,14 @@
 - retry a failed system (a new attempt is published; the request is reopened);
 - confirm a manual system (erased, not found, or held under a policy rule);
 - extend the deadline (reason required, only within the first month, two months at most).
+
+Free text (a confirmation's note, an extension's reason) never enters the append-only chain: the
+chain carries its SHA-256, the text a row of `erasure_notes` that `erase_notes` can delete.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -19,7 +23,7 @@ from pipeline.ledger.chain import open_chain
 from pipeline.ledger.rebuild import task_for
 from pipeline.ledger.state import RequestStateMachine, Rows, load_rows
 from pipeline.ledger.store import Ledger
-from pipeline.ledger.tables import requests_table, systems_table
+from pipeline.ledger.tables import notes_table, requests_table, systems_table
 from schemas import ErasureOutcome, ErasureTask, Evidence, Hold
 
 ConfirmOutcome = Literal["erased", "not_found", "held"]
@@ -44,6 +48,25 @@ def _system_row(systems: Rows, request_id: str, system: str, status: str,
     if row["status"] != status:
         raise ActionError(f"{system} is {row['status']}: {awaited}")
     return row
+
+
+def keep_note(conn: sa.Connection, request_id: str, text: str, now: datetime) -> str:
+    """Store an officer's free text apart from the chain; returns the digest the chain records."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    known = conn.execute(sa.select(notes_table.c.sha256).where(
+        notes_table.c.request_id == request_id, notes_table.c.sha256 == digest)).first()
+    if known is None:
+        conn.execute(notes_table.insert().values(request_id=request_id, sha256=digest, text=text,
+                                                 recorded_at=now))
+    return digest
+
+
+def erase_notes(ledger: Ledger, request_id: str) -> int:
+    """Erase the officers' free text of a request (the chain keeps the digests); how many notes."""
+    with ledger.writer.begin() as conn:
+        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
+            extension_reason=None))
+        return conn.execute(notes_table.delete().where(notes_table.c.request_id == request_id)).rowcount
 
 
 def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now: datetime) -> ErasureTask:
@@ -82,7 +105,7 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
         if outcome == "held":
             assert policy is not None and category is not None
             holds = [policy.hold(category, policy.retain_until(category, request["received_at"]))]
-        reference = f"confirmed by {author}" + (f": {note}" if note else "")
+        reference = f"confirmed by {author}"  # the note stays out of the outcome: it is chained
         confirmed = dedupe.manual_confirmed(request_id, system, attempt, outcome)
         chain = open_chain(conn, [dedupe.outcome(request_id, system, attempt, outcome),
                                   dedupe.completion(request_id, request["reopened"]), confirmed])
@@ -90,8 +113,9 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
         machine.outcome(ErasureOutcome(
             request_id=request_id, system=system, attempt=attempt, status=outcome, holds=holds,
             evidence=Evidence(reference=reference[:200]), occurred_at=now))
+        note_sha256 = keep_note(conn, request_id, note, now) if note else None
         chain.append(request_id, system, "manual_confirmed", attempt, outcome,
-                     {"author": author, "note": note}, now, confirmed)
+                     {"author": author, "note_sha256": note_sha256}, now, confirmed)
         machine.complete_if_final(request_id)
         machine.write(conn)
         return machine.status(request_id)
@@ -121,7 +145,7 @@ def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, a
         conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
             due_at=new_due, extension_months=total, extension_reason=reason.strip()))
         chain.append(request_id, None, "deadline_extended", None, "in_progress",
-                      {"author": author, "months": months, "reason": reason.strip(),
-                       "due_at": new_due.isoformat()}, now, key)
+                     {"author": author, "months": months, "due_at": new_due.isoformat(),
+                      "reason_sha256": keep_note(conn, request_id, reason.strip(), now)}, now, key)
         chain.write(conn)
     return new_due

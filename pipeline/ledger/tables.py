@@ -157,6 +157,24 @@ clients_table = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
+sessions_table = sa.Table(
+    "desk_sessions", metadata,
+    sa.Column("session_sha256", sa.String(64), primary_key=True),
+    sa.Column("user_name", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+)
+
+# Free text officers write (confirmation notes, extension reasons): the hash chain carries only its
+# SHA-256, the text lives here, where it can be erased.
+notes_table = sa.Table(
+    "erasure_notes", metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+)
+
 # One system row updated by (request, system); callers add the values they set.
 system_row_update = systems_table.update().where(
     systems_table.c.request_id == sa.bindparam("b_request_id"),

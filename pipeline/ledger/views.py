@@ -11,7 +11,28 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipeline.deadlines import DUE_SOON_WINDOW, deadline_flag
-from pipeline.ledger.tables import chain_head_table, events_table, holds_table, requests_table, systems_table
+from pipeline.ledger.tables import (
+    chain_head_table,
+    events_table,
+    holds_table,
+    notes_table,
+    requests_table,
+    systems_table,
+)
+
+ERASED_NOTE = "(text erased)"
+
+
+def note_text(payload: Any, notes: dict[str, str]) -> str | None:
+    """The free text an event refers to: by digest (kept apart, maybe erased since), or, for events
+    recorded before texts left the chain, as the payload carries it."""
+    if not isinstance(payload, dict):
+        return None
+    digest = payload.get("reason_sha256") or payload.get("note_sha256")
+    if isinstance(digest, str):
+        return notes.get(digest, ERASED_NOTE)
+    legacy = payload.get("reason") or payload.get("note")
+    return legacy if isinstance(legacy, str) else None
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,13 @@ class Views:
             query = query.where(events_table.c.request_id == request_id)
         with self.engine.connect() as conn:
             return list(conn.execute(query).all())
+
+    def notes(self, request_id: str) -> dict[str, str]:
+        """The officers' texts of a request that still exist, by SHA-256."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(notes_table.c.sha256, notes_table.c.text).where(
+                notes_table.c.request_id == request_id)).all()
+        return {row.sha256: row.text for row in rows}
 
     def chain_head(self) -> tuple[int, str]:
         with self.engine.connect() as conn:

@@ -137,11 +137,12 @@ def key_wrapper(settings: Settings) -> KeyWrapper:
         raise SetupError(str(exc)) from None
 
 
-def ledger(settings: Settings, data_keys: bool = True) -> Ledger:
+def ledger(settings: Settings, data_keys: bool = False) -> Ledger:
     """The ledger, its schema brought to the newest revision first (a no-op when it is there).
 
-    `data_keys=False` for a command that never touches them (an auditor verifying the chain
-    needs no KEK): that ledger refuses to store or read a data key.
+    Only the components that open identities (router, connector workers, the desk's manual
+    messages) ask for `data_keys=True` and need the KEK; every other command gets a ledger that
+    refuses to store or read a data key (least privilege: an officer's shell needs no KEK).
     """
     return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
 
@@ -169,8 +170,9 @@ def stream_app(settings: Settings) -> faust.App:
     retention_policy(settings, systems)
     check_webhook(settings)
     kafka_security(settings)  # a missing password or CA file is a SetupError before faust starts
-    return build_app(settings, systems, pipeline_keys(settings, need_private=True), ledger(settings),
-                     bootstrap_servers(settings), signer(settings, ROUTER), verifier(settings))
+    keys = pipeline_keys(settings, need_private=True)
+    return build_app(settings, systems, keys, ledger(settings, data_keys=True), bootstrap_servers(settings),
+                     signer(settings, ROUTER), verifier(settings))
 
 
 # -- connectors --------------------------------------------------------------------------
@@ -196,7 +198,7 @@ def connector_workers(settings: Settings, system_ids: list[str]) -> list[Connect
     systems = systems_register(settings)
     policy = retention_policy(settings, systems)
     built = build_connectors(settings, systems, system_ids)
-    data_keys = ledger(settings).data_key
+    data_keys = ledger(settings, data_keys=True).data_key
     broker = bootstrap_servers(settings)
     security = kafka_security(settings)
     return [ConnectorWorker(settings, system, instance, broker, data_keys, policy, security=security,
@@ -269,7 +271,7 @@ def desk_app(settings: Settings) -> FastAPI:
     from pipeline.desk.app import DeskSecurity, create_app
     from pipeline.ledger.accounts import Access
 
-    records = ledger(settings)
+    records = ledger(settings, data_keys=True)
     systems, policy = None, None
     if systems_file(settings).exists():
         systems = systems_register(settings)

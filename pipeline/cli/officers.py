@@ -165,7 +165,7 @@ def ledger() -> None:
 @ledger.command("verify")
 def ledger_verify() -> None:
     """Check the hash chain of the event log; names the first broken link."""
-    broken = wiring.ledger(settings(), data_keys=False).verify_chain()
+    broken = wiring.ledger(settings()).verify_chain()
     if broken is not None:
         raise CliError(f"ledger event at chain position {broken} does not follow from the one "
                        "before: the event log was altered")

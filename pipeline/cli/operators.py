@@ -87,7 +87,7 @@ def keys_rotate_kek() -> None:
 def keys_rewrap() -> None:
     """Wrap every live data key with the newest KEK (also wraps clear keys of older ledgers)."""
     current = settings()
-    moved = wiring.ledger(current).rewrap_data_keys()
+    moved = wiring.ledger(current, data_keys=True).rewrap_data_keys()
     click.echo(f"{moved} data keys re-wrapped with KEK {wiring.key_wrapper(current).key_id}")
 
 

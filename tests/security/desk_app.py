@@ -19,6 +19,7 @@ from pipeline.ledger.accounts import Access
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.desk_fixtures import OFFICER, PLAIN_HTTP
 from tests.desk_server import serve
+from tests.fakes.signers import TestSigners
 
 
 @dataclass
@@ -50,7 +51,8 @@ def small_desk(root: Path, security: DeskSecurity = PLAIN_HTTP) -> Iterator[Smal
         ErasureOutcome(request_id=rid, system="paper-vendor", attempt=1, status="manual", occurred_at=now),
     ], now)
     sent: list[tuple[str, bytes, bytes]] = []
-    app = create_app(ledger, access, Publisher(lambda *message: sent.append(message)), None, "secret",
+    publisher = Publisher(lambda *message: sent.append(message[:3]), TestSigners().signer("desk"))
+    app = create_app(ledger, access, publisher, None, "secret",
                      lambda system: f"tasks.{system}", "requests", security=security)
     with serve(app) as url:
         yield SmallDesk(url, ledger, access, rid, tokens, sent)

@@ -32,6 +32,7 @@ from pipeline.streaming import topics
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.desk_server import serve
 from tests.fakes.opendsr import FakeOpenDsr, Pki, make_pki, sign
+from tests.fakes.signers import TestSigners
 from tests.processors.common import email_subject
 
 DOMAIN = "opendsr.fake-processor.test"
@@ -101,7 +102,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     trust = CallbackTrust.from_pem(pki.ca_pem, discovery_urls={DOMAIN: f"{fake.url}/v2/discovery"})
     callbacks = OpenDsrCallbacks({DOMAIN: SYSTEM}, trust, None, topics.OUTCOMES, OURS)
     app = create_app(ledger, Access(ledger), Publisher(
-        lambda t, k, v: sent.append(ErasureOutcome.model_validate_json(v))), None, "s",
+        lambda t, k, v, h: sent.append(ErasureOutcome.model_validate_json(v)),
+        TestSigners().signer("desk")), None, "s",
         topics.task_topic, topics.REQUESTS, None, callbacks)
     with serve(app) as url:
         callbacks.callback_url = f"{url}/opendsr/callbacks"  # known once the desk listens

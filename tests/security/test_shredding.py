@@ -117,7 +117,7 @@ def test_without_the_kek_the_keys_cannot_be_read(sqlite_ledger: Ledger, db_path:
     # The pipeline itself never opens a ledger without its KEK: the error names file and variable.
     home = tmp_path / "bare"
     with pytest.raises(wiring.SetupError, match=re.escape(str(home / "keys" / "kek")) + ".*ERASURE_KEK"):
-        wiring.ledger(Settings(home_dir=home, database_url=f"sqlite:///{home / 'ledger.db'}"))
+        wiring.ledger(Settings(home_dir=home, database_url=f"sqlite:///{home / 'ledger.db'}"), data_keys=True)
 
 
 def mode(path: Path) -> int:
@@ -184,7 +184,7 @@ def test_kek_rotation_then_rewrap_then_retiring_the_old_kek(tmp_path: Path) -> N
     assert runner.invoke(main, ["keys", "init"], env=env).exit_code == 0
     settings = Settings(home_dir=home, database_url=env["ERASURE_DATABASE_URL"])
     key = new_data_key()
-    ledger = wiring.ledger(settings)
+    ledger = wiring.ledger(settings, data_keys=True)
     ledger.grant_data_keys({RID: key}, T0)
     ledger.close()
     old_kek_id = wiring.key_wrapper(settings).key_id
@@ -198,7 +198,7 @@ def test_kek_rotation_then_rewrap_then_retiring_the_old_kek(tmp_path: Path) -> N
 
     kek_file = home / "keys" / "kek"
     kek_file.write_text(kek_file.read_text().split()[0] + "\n")  # the old KEK retired
-    ledger = wiring.ledger(settings)
+    ledger = wiring.ledger(settings, data_keys=True)
     try:
         assert ledger.data_key(RID) == key
     finally:

@@ -96,12 +96,17 @@ class Housekeeping:
             chain.write(conn)
         return tasks
 
-    def unpublished_completions(self) -> list[ErasureCompleted]:
-        """Completions recorded but not yet announced (a crash between the two)."""
+    def unpublished_completions(self, completed_before: datetime | None = None) -> list[ErasureCompleted]:
+        """Completions recorded but not yet announced (a crash between the two).
+
+        `completed_before` leaves alone the completions the aggregator is announcing right now.
+        """
+        query = sa.select(requests_table).where(requests_table.c.status != "in_progress",
+                                                requests_table.c.completion_published.is_(False))
+        if completed_before is not None:
+            query = query.where(requests_table.c.completed_at < completed_before)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(requests_table).where(
-                requests_table.c.status != "in_progress",
-                requests_table.c.completion_published.is_(False))).all()
+            rows = conn.execute(query).all()
             result = []
             for request in rows:
                 systems = conn.execute(sa.select(systems_table).where(

@@ -81,8 +81,8 @@ class Ledger:
     def request_releases(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
         return self.housekeeping.request_releases(now, max_tasks)
 
-    def unpublished_completions(self) -> list[ErasureCompleted]:
-        return self.housekeeping.unpublished_completions()
+    def unpublished_completions(self, completed_before: datetime | None = None) -> list[ErasureCompleted]:
+        return self.housekeeping.unpublished_completions(completed_before)
 
     def mark_completion_published(self, request_ids: Iterable[str]) -> None:
         self.housekeeping.mark_completion_published(request_ids)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pipeline import notifications
 from pipeline.codec import encode, now_utc
@@ -25,6 +25,8 @@ from pipeline.streaming.publishing import Message, Publisher
 from schemas import ErasureTask
 
 log = logging.getLogger(__name__)
+
+ANNOUNCE_GRACE = timedelta(seconds=30)
 
 
 class Housekeeping:
@@ -42,7 +44,7 @@ class Housekeeping:
         now = now or now_utc()
         await self.redrive_silent_systems(now)
         await self.release_ended_holds(now)
-        await self.announce_unpublished_completions()
+        await self.announce_unpublished_completions(now)
         await self.notify(now)
         await self.shred_data_keys(now)
 
@@ -61,9 +63,13 @@ class Housekeeping:
             log.info("aggregator: %d hold(s) ended; release tasks published", len(releases))
         return len(releases)
 
-    async def announce_unpublished_completions(self) -> None:
-        """Completions recorded but not announced (a crash between the two)."""
-        completions = await asyncio.to_thread(self.ledger.unpublished_completions)
+    async def announce_unpublished_completions(self, now: datetime) -> None:
+        """Completions recorded but not announced (a crash between the two).
+
+        Only those older than `ANNOUNCE_GRACE`: the aggregator announces a completion right after
+        recording it, on the same event loop; without the grace this timer could announce it too.
+        """
+        completions = await asyncio.to_thread(self.ledger.unpublished_completions, now - ANNOUNCE_GRACE)
         await announce(self.ledger, self.publisher, completions)
 
     async def notify(self, now: datetime) -> None:

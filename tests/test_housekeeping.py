@@ -61,7 +61,7 @@ def test_a_completion_is_announced_and_notified_once(ledger: Ledger) -> None:
     rid = planned(ledger, ("brevo",), finish=True)
     housekeeping = Housekeeping(ledger, publisher, ["brevo"], data_key_grace_s=3600)
     asyncio.run(housekeeping.run(NOW))
-    assert publisher.values(topics.COMPLETED) == [], "just recorded: the aggregator announces it, not this timer"
+    assert publisher.values(topics.COMPLETED) == [], "just recorded: the aggregator announces it"
     asyncio.run(housekeeping.run(NOW + timedelta(seconds=60)))
     asyncio.run(housekeeping.run(NOW + timedelta(seconds=65)))
     assert [c["request_id"] for c in publisher.values(topics.COMPLETED)] == [rid], "unpublished: announced"

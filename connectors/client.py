@@ -26,7 +26,14 @@ import requests
 from requests.auth import AuthBase
 
 from connectors.base import PermanentError, RetryableError
-from connectors.http import call_with_retries, classify_response, json_answer, json_object
+from connectors.http import (
+    DEFAULT_QUIRKS,
+    Quirks,
+    call_with_retries,
+    classify_response,
+    json_answer,
+    json_object,
+)
 from connectors.retry import RetryPolicy
 
 SINGLE_ATTEMPT = RetryPolicy(max_attempts=1)
@@ -68,7 +75,8 @@ class ProcessorClient:
     `secret_env` names the variable(s) holding the credential, for auth errors.
     `check_response(response, route)` runs on every answer before it is classified
     (OpenDSR verifies response signatures there). `max_wait_s` bounds an in-process
-    wait; a longer announced wait is raised for the worker to re-queue.
+    wait; a longer announced wait is raised for the worker to re-queue. `quirks` are the
+    processor's departures from the common classification (`connectors.http.Quirks`).
     """
 
     def __init__(
@@ -76,6 +84,7 @@ class ProcessorClient:
         headers: Mapping[str, str] | None = None, secret_env: str | None = None,
         retry: RetryPolicy = SINGLE_ATTEMPT, max_wait_s: float = 30.0,
         check_response: ResponseCheck | None = None, sleep: Callable[[float], None] = time.sleep,
+        quirks: Quirks = DEFAULT_QUIRKS,
     ) -> None:
         self.system = system
         self.base_url = base_url.rstrip("/")
@@ -85,6 +94,7 @@ class ProcessorClient:
         self.max_wait_s = max_wait_s
         self._check_response = check_response
         self._sleep = sleep
+        self.quirks = quirks
         self.session = requests.Session()
         self.session.headers.update({"accept": "application/json", **(headers or {})})
         self.session.auth = auth
@@ -116,7 +126,7 @@ class ProcessorClient:
 
     def classify(self, response: requests.Response, route: str) -> None:
         """Raise the taxonomy's error for a failed answer (the one classifier)."""
-        classify_response(response, self.system, route, self.secret_env)
+        classify_response(response, self.system, route, self.secret_env, self.quirks)
 
     def request(
         self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,

@@ -2,16 +2,22 @@
 
 What is retryable: timeouts and connection errors (raised by
 `connectors.client.ProcessorClient`), 408, 5xx, 429, 420 (Crisp's "Enhance Your
-Calm") and 403 whose reason is a rate limit (Google). How long to wait:
-Retry-After (seconds or HTTP date), then the processor's reset header (epoch,
-relative seconds or HTTP date), then `connectors.retry.RetryPolicy`'s backoff.
-Never retried: `Stripe-Should-Retry: false`, auth failures, other 4xx.
+Calm"), a 403 whose Google error envelope names a quota (reason
+`userRateLimitExceeded`, `rateLimitExceeded`, `dailyLimitExceeded`, `quotaExceeded`,
+or status `RESOURCE_EXHAUSTED`), and, for processors whose `Quirks` say so
+(Mailchimp), a 403 without a JSON body. How long to wait: Retry-After (seconds or
+HTTP date), then the processor's reset header (epoch, relative seconds or HTTP
+date), then a spent daily quota (until midnight where the quota's day ends), then
+`connectors.retry.RetryPolicy`'s backoff. Never retried: `Stripe-Should-Retry:
+false`, auth failures (401, other 403), other 4xx.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from email.utils import parsedate_to_datetime
@@ -32,16 +38,29 @@ RESET_HEADERS = (
     "ratelimit-reset",
     "x-rate-limit-reset",
 )
-RATE_LIMIT_403_REASONS = ("userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded")
-# A daily quota is spent: the processor will not answer before its day ends, at midnight in
-# its own time zone (Google's quotas reset at midnight Pacific Time; HubSpot's day is the
-# account's, unknown here, so UTC).
-DAILY_QUOTA_MARKERS: dict[str, str] = {
-    "dailyLimitExceeded": "America/Los_Angeles",
-    '"policyName":"DAILY"': "UTC",
-    '"policyName": "DAILY"': "UTC",
-}
+# Google's error envelope: `error.errors[].reason` (v3 APIs), `error.status` and
+# `error.details[].reason` with `metadata.quota_limit` (newer APIs) name a quota.
+GOOGLE_QUOTA_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded",
+                                  "quotaExceeded", "RATE_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"})
+# Google's daily quotas reset at midnight Pacific Time.
+GOOGLE_QUOTA_ZONE = "America/Los_Angeles"
 EPOCH_THRESHOLD_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """What one processor's answers mean beyond the common rules (the classifier's hook).
+
+    `quota_zone`: where the processor's own daily quota resets (HubSpot: the account's
+    time zone). `bare_403_is_throttle`: a 403 without a JSON body is throttling, not an
+    auth failure (Mailchimp under very high load; its auth failures carry a problem body).
+    """
+
+    quota_zone: str = "UTC"
+    bare_403_is_throttle: bool = False
+
+
+DEFAULT_QUIRKS = Quirks()
 
 
 def _parse_wait(value: str, now_epoch_s: float, relative_small_numbers: bool) -> float | None:
@@ -84,27 +103,60 @@ def until_next_midnight_s(now_epoch_s: float, zone: str) -> float:
     return (midnight - now).total_seconds()
 
 
-def announced_wait_s(response: requests.Response, now_epoch_s: float | None = None) -> float | None:
+def _json_body(response: requests.Response) -> Any:
+    try:
+        return json.loads(response.content[:100_000]) if response.content else None
+    except ValueError:
+        return None
+
+
+def google_quota(body: Any) -> str | None:
+    """"daily" or "short" when a Google error envelope names a spent quota, else None."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    items = [e for key in ("errors", "details") if isinstance(error.get(key), list)
+             for e in error[key] if isinstance(e, dict)]
+    reasons = {str(e.get("reason")) for e in items} | {str(error.get("status"))}
+    if not reasons & GOOGLE_QUOTA_REASONS:
+        return None
+    limits = [str(v) for e in items if isinstance(e.get("metadata"), dict) for v in e["metadata"].values()]
+    text = " ".join([*limits, str(error.get("message", ""))]).lower().replace(" ", "").replace("_", "")
+    return "daily" if "dailyLimitExceeded" in reasons or "perday" in text else "short"
+
+
+def daily_quota_zone(response: requests.Response, quirks: Quirks = DEFAULT_QUIRKS) -> str | None:
+    """The zone whose midnight ends a spent daily quota this answer reports, else None."""
+    body = _json_body(response)
+    if isinstance(body, dict) and body.get("policyName") == "DAILY":  # HubSpot
+        return quirks.quota_zone
+    return GOOGLE_QUOTA_ZONE if google_quota(body) == "daily" else None
+
+
+def announced_wait_s(response: requests.Response, now_epoch_s: float | None = None,
+                     quirks: Quirks = DEFAULT_QUIRKS) -> float | None:
     """The wait a failed response announces: its headers, else a spent daily quota in its body."""
     now = time.time() if now_epoch_s is None else now_epoch_s
     wait = wait_from_headers(response.headers, now)
     if wait is None:
-        body = response.text[:2000]
-        zone = next((z for marker, z in DAILY_QUOTA_MARKERS.items() if marker in body), None)
+        zone = daily_quota_zone(response, quirks)
         if zone is not None:
             wait = until_next_midnight_s(now, zone)
     return wait
 
 
-def _is_rate_limit_403(response: requests.Response) -> bool:
+def _is_throttle_403(response: requests.Response, quirks: Quirks) -> bool:
     if response.status_code != 403:
         return False
-    body = response.text[:2000]
-    return any(reason in body for reason in RATE_LIMIT_403_REASONS)
+    body = _json_body(response)
+    if quirks.bare_403_is_throttle and not isinstance(body, dict):
+        return True
+    return google_quota(body) is not None
 
 
 def classify_response(
-    response: requests.Response, system: str, route: str, secret_env: str | None = None
+    response: requests.Response, system: str, route: str, secret_env: str | None = None,
+    quirks: Quirks = DEFAULT_QUIRKS,
 ) -> None:
     """Raise the taxonomy's error for a failed response; return for 2xx.
 
@@ -116,8 +168,9 @@ def classify_response(
         return
     if response.headers.get("Stripe-Should-Retry", "").lower() == "false":
         raise PermanentError(system, f"{what}; the processor says not to retry")
-    if status in (429, 420) or status == 408 or status >= 500 or _is_rate_limit_403(response):
-        raise RetryableError(system, what, retry_after_s=announced_wait_s(response), http_status=status)
+    if status in (429, 420) or status == 408 or status >= 500 or _is_throttle_403(response, quirks):
+        raise RetryableError(system, what, retry_after_s=announced_wait_s(response, quirks=quirks),
+                             http_status=status)
     if status in (401, 403):
         hint = f"; check the credential in {secret_env}" if secret_env else ""
         raise AuthError(system, f"{what}: the processor rejected our credentials{hint}")

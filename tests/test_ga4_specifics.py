@@ -151,8 +151,8 @@ def test_project_daily_quota_spans_properties() -> None:
         fake.stop()
 
 
-def daily_limited() -> RetryableError:
-    fake = start(daily_per_property=0)
+def daily_limited(shape: str = "dailyLimitExceeded") -> RetryableError:
+    fake = start(daily_per_property=0, daily_limit_shape=shape)
     try:
         with pytest.raises(RetryableError) as info:
             erase(fake)
@@ -177,11 +177,15 @@ def test_daily_limit_exceeded_is_not_retried_today() -> None:
     assert slept == [] and fake.bodies == [fake.bodies[0]], "one call, then left to the runtime's not_before"
 
 
-def test_daily_limit_exceeded_waits_until_midnight_pacific() -> None:
+@pytest.mark.parametrize(("shape", "status"), [
+    ("dailyLimitExceeded", 403), ("quotaExceeded", 403), ("RESOURCE_EXHAUSTED", 429)])
+def test_daily_limit_exceeded_waits_until_midnight_pacific(shape: str, status: int) -> None:
+    """Whatever shape Google gives a spent daily quota (the v3 reason, 403 quotaExceeded per day,
+    429 RESOURCE_EXHAUSTED per day), the task waits for Google's day to end, never an auth error."""
     now = datetime.now(ZoneInfo("America/Los_Angeles"))
     midnight = datetime.combine(now.date() + timedelta(days=1), time(0), now.tzinfo)
-    error = daily_limited()
-    assert error.retry_after_s is not None
+    error = daily_limited(shape)
+    assert error.http_status == status and error.retry_after_s is not None
     assert abs(error.retry_after_s - (midnight - now).total_seconds()) < 120
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from email.utils import format_datetime
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from connectors.base import AuthError, PermanentError, RetryableError
-from connectors.http import call_with_retries, classify_response, wait_from_headers
+from connectors.http import Quirks, call_with_retries, classify_response, wait_from_headers
 
 NOW = 1_800_000_000.0
 
@@ -117,3 +118,79 @@ def test_a_secondly_limit_is_not_a_daily_one() -> None:
     with pytest.raises(RetryableError) as info:
         classify_response(response(429, {}, '{"errorType":"RATE_LIMIT","policyName":"SECONDLY"}'), "a", "P")
     assert info.value.retry_after_s is None
+
+
+GOOGLE_PER_DAY = "Quota exceeded for quota metric 'Queries' and limit 'Queries per day' of service 'x'"
+GOOGLE_PER_MINUTE = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute' of service 'x'"
+
+
+def google(code: int, status: str, reason: str, message: str, quota_limit: str | None = None) -> str:
+    error: dict[str, object] = {"code": code, "status": status, "message": message,
+                                "errors": [{"domain": "usageLimits", "reason": reason, "message": message}]}
+    if quota_limit:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                             "metadata": {"quota_limit": quota_limit}}]
+    return json.dumps({"error": error})
+
+
+def until_midnight(zone: str) -> float:
+    now = datetime.now(ZoneInfo(zone))
+    return (datetime.combine(now.date() + timedelta(days=1), dt_time(0), now.tzinfo) - now).total_seconds()
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (429, google(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", GOOGLE_PER_DAY,
+                 "DefaultRequestsPerDayPerProject")),
+    (429, google(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", GOOGLE_PER_DAY)),
+    (403, google(403, "PERMISSION_DENIED", "quotaExceeded", GOOGLE_PER_DAY)),
+])
+def test_a_google_daily_quota_waits_until_midnight_pacific(status: int, body: str) -> None:
+    with pytest.raises(RetryableError) as info:
+        classify_response(response(status, {}, body), "ga", "POST /x", "GA_TOKEN")
+    assert type(info.value) is RetryableError and info.value.http_status == status
+    wait = info.value.retry_after_s
+    assert wait is not None and abs(wait - until_midnight("America/Los_Angeles")) < 120
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (429, google(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", GOOGLE_PER_MINUTE,
+                 "DefaultRequestsPerMinutePerUser")),
+    (403, google(403, "PERMISSION_DENIED", "quotaExceeded", GOOGLE_PER_MINUTE)),
+    (403, google(403, "PERMISSION_DENIED", "rateLimitExceeded", "Rate Limit Exceeded")),
+])
+def test_a_google_per_minute_quota_backs_off(status: int, body: str) -> None:
+    with pytest.raises(RetryableError) as info:
+        classify_response(response(status, {}, body), "ga", "POST /x", "GA_TOKEN")
+    assert type(info.value) is RetryableError and info.value.retry_after_s is None
+
+
+@pytest.mark.parametrize("body", [
+    google(403, "PERMISSION_DENIED", "insufficientPermissions", "The caller does not have permission"),
+    google(403, "PERMISSION_DENIED", "forbidden", "Forbidden"),
+    '{"error":{"code":403,"status":"PERMISSION_DENIED","message":"Analytics Admin API has not been used"}}',
+])
+def test_a_google_permission_error_stays_an_auth_error(body: str) -> None:
+    with pytest.raises(AuthError, match="GA_TOKEN"):
+        classify_response(response(403, {}, body), "ga", "POST /x", "GA_TOKEN")
+
+
+@pytest.mark.parametrize(("quirks", "status", "error"), [
+    (Quirks(bare_403_is_throttle=True), 403, RetryableError),
+    (Quirks(), 403, AuthError),
+    (Quirks(bare_403_is_throttle=True), 401, AuthError),
+])
+def test_a_bare_403_is_throttling_only_where_the_processor_says_so(
+        quirks: Quirks, status: int, error: type) -> None:
+    with pytest.raises(error):
+        classify_response(response(status, {"content-type": "text/html"}, ""), "m", "GET /x", "K", quirks)
+    problem = '{"type":"t","title":"User Disabled","status":403,"detail":"d","instance":"i"}'
+    with pytest.raises(AuthError):
+        classify_response(response(403, {}, problem), "m", "GET /x", "K", quirks)
+
+
+def test_a_daily_limit_without_a_zone_of_its_own_resets_in_the_processors_zone() -> None:
+    body = '{"status":"error","errorType":"RATE_LIMIT","policyName":"DAILY"}'
+    with pytest.raises(RetryableError) as info:
+        classify_response(response(429, {}, body), "hs", "POST /x", quirks=Quirks(quota_zone="Asia/Tokyo"))
+    wait = info.value.retry_after_s
+    assert wait is not None and abs(wait - until_midnight("Asia/Tokyo")) < 120

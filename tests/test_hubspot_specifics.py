@@ -170,7 +170,8 @@ def test_daily_limit_waits_until_the_day_ends(
     try:
         with pytest.raises(RetryableError) as info:
             connector.erase(person(), CONTEXT)
-        # connectors.http reads policyName DAILY in the body: wait until the next UTC midnight
+        # connectors.http reads policyName DAILY in the body; without params.account_time_zone
+        # the account's day is taken as UTC
         wait = info.value.retry_after_s
         assert info.value.http_status == 429 and wait is not None
         assert abs(wait - until_next_midnight_s(time.time(), "UTC")) <= 5
@@ -179,3 +180,36 @@ def test_daily_limit_waits_until_the_day_ends(
         assert connector.erase(person(), CONTEXT).status == "erased"
     finally:
         connector.close()
+
+
+@pytest.mark.parametrize("zone", ["US/Eastern", "Asia/Tokyo"])
+def test_daily_limit_waits_until_midnight_in_the_accounts_time_zone(
+        zone: str, fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HubSpot's day is the account's (account-info timeZone), not UTC: a spent daily limit waits
+    until midnight there."""
+    fake.add_contact(EMAIL)
+    fake.exhaust_daily()
+    monkeypatch.setenv("TEST_HUBSPOT_TOKEN", TOKEN)
+    settings = settings_model("hubspot").model_validate(
+        {"base_url": fake.url, "secrets": {"token": "TEST_HUBSPOT_TOKEN"},
+         "params": {"account_time_zone": zone}})
+    connector = build_connector("hubspot", "hubspot", settings)
+    try:
+        with pytest.raises(RetryableError) as info:
+            connector.erase(person(), CONTEXT)
+        wait = info.value.retry_after_s
+        assert info.value.http_status == 429 and wait is not None
+        assert abs(wait - until_next_midnight_s(time.time(), zone)) <= 5
+        assert abs(wait - until_next_midnight_s(time.time(), "UTC")) > 3600
+        fake.reset_daily()
+        assert connector.erase(person(), CONTEXT).status == "erased"
+    finally:
+        connector.close()
+
+
+def test_an_unknown_account_time_zone_is_a_settings_error(fake: FakeHubSpot) -> None:
+    with pytest.raises(ValueError, match=r"params\.account_time_zone") as info:
+        settings_model("hubspot").model_validate(
+            {"base_url": fake.url, "secrets": {"token": "TEST_HUBSPOT_TOKEN"},
+             "params": {"account_time_zone": "Mars/Olympus_Mons"}})
+    assert "Mars/Olympus_Mons" in str(info.value) and "not a time zone" in str(info.value)

@@ -218,3 +218,43 @@ def test_data_centre_comes_from_the_key(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ConfigError, match="TEST_MAILCHIMP_KEY") as info:
         MailchimpConnector("mailchimp", MailchimpSettings(api_key_env="TEST_MAILCHIMP_KEY"))
     assert "no-suffix-here" not in str(info.value)
+
+
+@pytest.mark.parametrize("throttle_status", [429, 403])
+def test_throttling_backs_off_whether_429_or_a_bare_403(throttle_status: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At exceptionally high volumes Mailchimp throttles with a 403 without a JSON body: that is
+    not an auth failure, the task backs off and then erases."""
+    fake = start(throttle_status=throttle_status)
+    instance = build(fake, monkeypatch)
+    try:
+        news = fake.add_list()
+        fake.add_member(news, EMAIL)
+        fake.throttle(1)
+        answer = requests.get(f"{fake.url}/3.0/ping", auth=AUTH, timeout=5)
+        assert answer.status_code == throttle_status
+        assert (answer.content == b"") == (throttle_status == 403)
+        fake.throttle(2)
+        with pytest.raises(RetryableError) as info:
+            instance.erase(person(), CONTEXT)
+        assert info.value.http_status == throttle_status and info.value.retry_after_s is None
+        waits: list[float] = []
+        result = call_with_retries(lambda: instance.erase(person(), CONTEXT), attempts=3, max_wait_s=5,
+                                   backoff_cap_s=0.01, sleep=waits.append)
+        assert result.status == "erased" and fake.holds(EMAIL) == [] and len(waits) == 1
+    finally:
+        instance.close()
+        fake.stop()
+
+
+def test_a_403_problem_body_stays_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = start(disabled_keys={KEY})
+    instance = build(fake, monkeypatch)
+    try:
+        answer = requests.get(f"{fake.url}/3.0/ping", auth=AUTH, timeout=5)
+        assert answer.status_code == 403 and answer.json()["title"] == "User Disabled"
+        with pytest.raises(AuthError, match="TEST_MAILCHIMP_KEY"):
+            instance.erase(person(), CONTEXT)
+    finally:
+        instance.close()
+        fake.stop()

@@ -3,8 +3,9 @@
 A spec (`connectors/specs/<type>.yaml`) says how the processor behaves: base URL,
 auth (bearer, basic or an API-key header), the secrets and parameters it needs,
 the lookup that maps an identity to the processor's ids, the erase call, and what
-each status means (`404: not_found`). systems.yaml then names the spec's type and
-gives the environment variables holding the secrets. Everything is validated
+each status means (`404: not_found`), and where its daily quota resets (`quota_zone`,
+which may name a param: HubSpot's day is the account's time zone). systems.yaml then
+names the spec's type and gives the environment variables holding the secrets. Everything is validated
 strictly; errors name the file and the key. Anything needing branching, job
 polling or token refresh is a small class instead (see the registry).
 """
@@ -12,9 +13,11 @@ polling or token refresh is a small class instead (see the registry).
 from __future__ import annotations
 
 import json
+import string
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,7 +32,7 @@ from connectors.base import (
     require_secret,
 )
 from connectors.client import ProcessorClient
-from connectors.http import json_answer
+from connectors.http import Quirks, json_answer
 from schemas import Evidence, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
 
@@ -82,6 +85,10 @@ class ProcessorSpec(Strict):
     auth: AuthSpec
     secrets: list[str] = Field(default_factory=list)
     params: list[str] = Field(default_factory=list)
+    optional_params: dict[str, str] = Field(default_factory=dict,
+                                            description="params systems.yaml may leave out -> default")
+    quota_zone: str = Field(default="UTC", description="IANA zone where the daily quota resets; may "
+                                                       "name a param: '{account_time_zone}'")
     headers: dict[str, str] = Field(default_factory=dict)
     identity: Literal["email", "phone", "user_id", "account_id", "customer_id"]
     lookup: LookupSpec | None = None
@@ -94,7 +101,14 @@ class ProcessorSpec(Strict):
         missing = sorted(s for s in used if s not in self.secrets)
         if missing:
             raise ValueError(f"auth uses secret {missing[0]!r}, which 'secrets' does not declare")
+        names = {n for _, n, _, _ in string.Formatter().parse(self.quota_zone) if n is not None}
+        undeclared = sorted(names - set(self.params) - set(self.optional_params))
+        if undeclared:
+            raise ValueError(f"quota_zone uses param {undeclared[0]!r}, which no 'params' declares")
         return self
+
+    def param_values(self, given: dict[str, str]) -> dict[str, str]:
+        return {**self.optional_params, **given}
 
 
 class DeclarativeSettings(Strict):
@@ -161,11 +175,13 @@ class DeclarativeConnector:
         self.system = system
         self.spec = spec
         self.settings = settings
-        base_url = settings.base_url or spec.base_url.format(**settings.params)
+        params = spec.param_values(settings.params)
+        base_url = settings.base_url or spec.base_url.format(**params)
         secrets = {name: require_secret(env, system) for name, env in settings.secrets.items()}
         self._secret_env = settings.secrets
         self._client = ProcessorClient(system, base_url, auth=_auth(spec.auth, secrets), headers=spec.headers,
-                                       timeout_s=settings.timeout_s, secret_env=self.credential_env)
+                                       timeout_s=settings.timeout_s, secret_env=self.credential_env,
+                                       quirks=Quirks(quota_zone=spec.quota_zone.format(**params)))
         self.base_url = self._client.base_url
 
     @property
@@ -199,7 +215,7 @@ class DeclarativeConnector:
         erased, last_status = 0, None
         references: list[str] = []
         for identity in identities:
-            values = {"identity": identity, **self.settings.params}
+            values = {"identity": identity, **self.spec.param_values(self.settings.params)}
             ids = [identity]
             if self.spec.lookup is not None:
                 response = self._call(self.spec.lookup, values)
@@ -225,7 +241,7 @@ class DeclarativeConnector:
     def check(self) -> str:
         if self.spec.check is None:
             return "no check declared"
-        response = self._call(self.spec.check, dict(self.settings.params))
+        response = self._call(self.spec.check, self.spec.param_values(self.settings.params))
         return f"HTTP {response.status_code}"
 
     def close(self) -> None:
@@ -243,6 +259,15 @@ def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSetting
     if missing:
         raise ValueError(f"secrets.{missing[0]}: name the environment variable holding {spec.name}'s "
                          f"{missing[0]!r}")
-    for name in sorted(set(settings.params) ^ set(spec.params)):
-        raise ValueError(f"params.{name}: {spec.name} takes params {', '.join(spec.params) or 'none'}")
+    takes = [*spec.params, *spec.optional_params]
+    for name in sorted((set(settings.params) - set(takes)) | (set(spec.params) - set(settings.params))):
+        raise ValueError(f"params.{name}: {spec.name} takes params {', '.join(takes) or 'none'}")
+    zone = spec.quota_zone.format(**spec.param_values(settings.params))
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        names = [n for _, n, _, _ in string.Formatter().parse(spec.quota_zone) if n is not None]
+        where = f"params.{names[0]}" if names else "quota_zone"
+        raise ValueError(f"{where}: {zone!r} is not a time zone (an IANA name like Europe/Berlin or "
+                         "US/Eastern), needed for when the daily quota resets") from None
     return settings

@@ -7,6 +7,9 @@ delete erases: `DELETE .../members/{hash}` merely archives. 404 (unknown member)
 counts as already gone. HTTP Basic with any user name and the API key; the data
 centre is the key's suffix (`...-us14`) unless `base_url` is set. A 429 is the
 concurrency cap (10 connections) and carries no wait hint: the runtime backs off.
+At exceptionally high volumes the throttle is a bare 403 without a JSON body; real
+auth failures (401, 403) carry an `application/problem+json` body, so only those are
+auth errors (`Quirks.bare_403_is_throttle`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from connectors.base import (
     require_secret,
 )
 from connectors.client import ProcessorClient
+from connectors.http import Quirks
 from schemas import Evidence, SubjectIdentities
 
 SEARCH = "/3.0/search-members"
@@ -58,7 +62,8 @@ class MailchimpConnector:
                                   "suffix (like -us14): set base_url")
             base_url = f"https://{dc}.api.mailchimp.com"
         self._client = ProcessorClient(system, base_url, auth=HttpBasicAuth("erasure", key),
-                                       timeout_s=settings.timeout_s, secret_env=settings.api_key_env)
+                                       timeout_s=settings.timeout_s, secret_env=settings.api_key_env,
+                                       quirks=Quirks(bare_403_is_throttle=True))
         self._base_url = self._client.base_url
 
     def _lists_holding(self, email: str) -> list[str]:

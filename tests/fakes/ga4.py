@@ -8,7 +8,11 @@ replaces the stored request (one per property and id). The collected data of tha
 property is dropped. Quotas: per-property QPS (1.5 by default) gives 403 `userRateLimitExceeded`
 (or 429 RESOURCE_EXHAUSTED: `rate_limit_status`, the documentation names both); the daily
 counters (500 a day per project and per property) give 403 `dailyLimitExceeded`. Every error
-uses Google's envelope.
+uses Google's envelope. Which shape a spent daily quota takes is left open by the docs (the v3
+reason, or the newer quota errors), so a switch, `daily_limit_shape`: "dailyLimitExceeded"
+(403, the default), "quotaExceeded" (403 reason quotaExceeded, status PERMISSION_DENIED, limit
+"Queries per day") or "RESOURCE_EXHAUSTED" (429 with an ErrorInfo detail whose quota_limit is
+per day).
 """
 
 from __future__ import annotations
@@ -37,6 +41,19 @@ RATE_403 = google_error(403, "userRateLimitExceeded", "User Rate Limit Exceeded"
 RATE_429 = google_error(429, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries'",
                         "usageLimits", "RESOURCE_EXHAUSTED")
 DAILY_403 = google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded", "usageLimits")
+PER_DAY = ("Quota exceeded for quota metric 'Queries' and limit 'Queries per day' of service "
+           "'analytics.googleapis.com' for consumer 'project_number:1234'.")
+QUOTA_403 = google_error(403, "quotaExceeded", PER_DAY, "usageLimits", "PERMISSION_DENIED")
+EXHAUSTED_429: dict[str, Any] = {"error": {
+    "code": 429, "message": PER_DAY, "status": "RESOURCE_EXHAUSTED",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
+                 "domain": "googleapis.com",
+                 "metadata": {"quota_limit": "DefaultQueriesPerDayPerProject", "quota_limit_value": "500",
+                              "quota_metric": "analytics.googleapis.com/default_queries",
+                              "service": "analytics.googleapis.com", "consumer": "projects/1234"}}]}}
+DAILY_SHAPES: dict[str, tuple[int, dict[str, Any]]] = {
+    "dailyLimitExceeded": (403, DAILY_403), "quotaExceeded": (403, QUOTA_403),
+    "RESOURCE_EXHAUSTED": (429, EXHAUSTED_429)}
 
 
 class FakeGa4(FakeProcessor):
@@ -44,8 +61,11 @@ class FakeGa4(FakeProcessor):
 
     def __init__(self, tokens: dict[str, set[str]], *, qps_per_property: float = 1.5,
                  daily_per_property: int = 500, daily_per_project: int = 500,
-                 rate_limit_status: Literal[403, 429] = 403) -> None:
+                 rate_limit_status: Literal[403, 429] = 403,
+                 daily_limit_shape: Literal["dailyLimitExceeded", "quotaExceeded",
+                                            "RESOURCE_EXHAUSTED"] = "dailyLimitExceeded") -> None:
         super().__init__()
+        self.daily_limit_shape = daily_limit_shape
         self.tokens = {token: set(properties) for token, properties in tokens.items()}
         self.qps_per_property = qps_per_property
         self.daily_per_property = daily_per_property
@@ -111,7 +131,7 @@ class FakeGa4(FakeProcessor):
                                            "User does not have sufficient permissions for this property."))
         if self.project_used_today >= self.daily_per_project or \
                 self.used_today.get(scope, 0) >= self.daily_per_property:
-            return Reply(403, DAILY_403)
+            return Reply(*DAILY_SHAPES[self.daily_limit_shape])
         bucket = self._buckets.setdefault(scope, TokenBucket(max(1, int(self.qps_per_property * 10)), 10.0))
         allowed, _, _ = bucket.take()
         if not allowed:

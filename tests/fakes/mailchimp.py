@@ -1,8 +1,8 @@
 """A fake Mailchimp Marketing API (3.0): members per list, search-members, delete-permanent.
 
 HTTP Basic with any user name and the API key as password (or a bearer token);
-401 problem+json otherwise. Errors are `application/problem+json`
-`{type, title, status, detail, instance}`. Members are addressed by
+401 problem+json otherwise, 403 problem+json "User Disabled" for a key in `disabled_keys`.
+Errors are `application/problem+json` `{type, title, status, detail, instance}`. Members are addressed by
 `md5(lower(email))`. `GET /3.0/search-members?query=` answers `exact_matches`
 (the same address, in every list holding it) and `full_search` (partial matches).
 `POST .../members/{hash}/actions/delete-permanent` answers 204 and forgets the
@@ -12,6 +12,9 @@ member for good: adding the address again to that list is a 400
 The limit is concurrency, not rate: more than `max_connections` (10) requests in
 flight at once get 429 "TooManyRequests" with no wait hint and no rate headers.
 `work_s` is how long each request holds its connection, so a test can overlap them.
+At exceptionally high volumes Mailchimp throttles with a bare 403 (no JSON body):
+`throttle_status` 403 makes the concurrency cap and `throttle(n)` (the next n requests
+are throttled) answer that way; 429 (the default) is the documented TooManyRequests problem.
 
 UNCONFIRMED in the reference, so a constructor switch: what delete-permanent
 answers for a hash the list does not hold, `unknown_member_status` 404
@@ -47,7 +50,9 @@ def problem_reply(status: int, title: str, detail: str) -> Reply:
     return Reply(status, problem(status, title, detail), dict(PROBLEM))
 
 
-def too_many() -> Reply:
+def too_many(status: Literal[429, 403] = 429) -> Reply:
+    if status == 403:
+        return Reply(403, None, {"content-type": "text/html"})
     return problem_reply(429, "TooManyRequests",
                          "You have exceeded the limit of 10 simultaneous connections.")
 
@@ -56,8 +61,12 @@ class FakeMailchimp(FakeProcessor):
     name = "mailchimp"
 
     def __init__(self, api_keys: set[str], unknown_member_status: Literal[404, 204] = 404,
-                 max_connections: int = 10, work_s: float = 0.0) -> None:
+                 max_connections: int = 10, work_s: float = 0.0,
+                 throttle_status: Literal[429, 403] = 429, disabled_keys: set[str] | None = None) -> None:
         super().__init__()
+        self.disabled_keys = set(disabled_keys or ())
+        self.throttle_status = throttle_status
+        self.throttled_ahead = 0
         self.api_keys = set(api_keys)
         self.unknown_member_status = unknown_member_status
         self.max_connections = max_connections
@@ -85,6 +94,11 @@ class FakeMailchimp(FakeProcessor):
             raise ValueError(f"cannot add member: HTTP {reply.status}")
         return subscriber_hash(email)
 
+    def throttle(self, count: int = 1) -> None:
+        """Throttle the next `count` requests as if the account were under very high load."""
+        with self._lock:
+            self.throttled_ahead += count
+
     def holds(self, email: str) -> list[str]:
         """The lists that still hold the address in any state, archived included."""
         wanted = subscriber_hash(email)
@@ -100,16 +114,17 @@ class FakeMailchimp(FakeProcessor):
                                   "An unexpected internal error has occurred. Please contact Support.")
         return Fault(reply.status, reply.body, reply.headers or {})
 
-    def _authorised(self, headers: dict[str, str]) -> bool:
+    def _authorised(self, headers: dict[str, str], keys: set[str] | None = None) -> bool:
+        keys = self.api_keys if keys is None else keys
         value = headers.get("authorization", "")
         if value.startswith("Bearer "):
-            return value.removeprefix("Bearer ") in self.api_keys
+            return value.removeprefix("Bearer ") in keys
         if value.startswith("Basic "):
             try:
                 decoded = base64.b64decode(value.removeprefix("Basic ")).decode()
             except (ValueError, UnicodeDecodeError):
                 return False
-            return ":" in decoded and decoded.split(":", 1)[1] in self.api_keys
+            return ":" in decoded and decoded.split(":", 1)[1] in keys
         return False
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
@@ -117,16 +132,19 @@ class FakeMailchimp(FakeProcessor):
         with self._lock:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            crowded = self.in_flight > self.max_connections
+            crowded = self.in_flight > self.max_connections or self.throttled_ahead > 0
+            self.throttled_ahead = max(0, self.throttled_ahead - 1)
             if not crowded:
                 self.serving += 1
                 self.peak_served = max(self.peak_served, self.serving)
         try:
             if crowded:
-                return too_many()
+                return too_many(self.throttle_status)
             if not self._authorised(headers):
                 return problem_reply(401, "API Key Invalid", "Your API key may be invalid, or you've "
                                      "attempted to access the wrong datacenter.")
+            if self._authorised(headers, self.disabled_keys):
+                return problem_reply(403, "User Disabled", "This account has been disabled.")
             if self.work_s:
                 time.sleep(self.work_s)
             with self._lock:

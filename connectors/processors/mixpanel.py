@@ -76,9 +76,8 @@ class MixpanelSettings(BaseModel):
     compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
     timeout_s: float = Field(default=10.0, gt=0)
     poll_after_s: float = Field(default=6 * 3600.0, gt=0, description="Wait before polling a task again")
-    lookup_retry_after_s: float = Field(default=900.0, gt=0,
-                                        description="Wait before asking again about a task Mixpanel could not "
-                                                    "locate (UNKNOWN)")
+    lookup_retry_after_s: float = Field(
+        default=900.0, gt=0, description="Wait before asking again about a task Mixpanel could not locate")
 
 
 class MixpanelConnector:

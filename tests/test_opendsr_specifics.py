@@ -13,12 +13,13 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
-from connectors.base import AuthError, ConfigError, PermanentError, TaskContext
+from connectors.base import AuthError, ConfigError, PermanentError, RetryableError, TaskContext
+from connectors.http import call_with_retries
 from connectors.processors.opendsr import OpenDsrConnector, OpenDsrSettings
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
 from tests.fakes.opendsr import FakeOpenDsr, Pki, make_leaf, make_pki, new_key
-from tests.processors.common import email_subject
+from tests.processors.common import email_subject, inject
 
 DOMAIN = "opendsr.fake-processor.test"
 RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
@@ -87,7 +88,7 @@ def test_no_callback_url_sends_none(fake: FakeOpenDsr) -> None:
     assert "status_callback_urls" not in fake.requests[RID].body
 
 
-@pytest.mark.parametrize("duplicate_status", [200, 201, 409])
+@pytest.mark.parametrize("duplicate_status", [201, 400])
 def test_resubmitting_the_same_request_creates_no_second_one(pki: Pki, duplicate_status: Any) -> None:
     fake = start(pki, duplicate_status=duplicate_status)
     connector = make(fake)
@@ -99,6 +100,41 @@ def test_resubmitting_the_same_request_creates_no_second_one(pki: Pki, duplicate
         fake.stop()
     assert first.status == again.status == "pending" and first.job_ref == again.job_ref == RID
     assert fake.request_count() == 1 and fake.posts == 2
+
+
+@pytest.mark.parametrize("duplicate_status", [201, 400])
+def test_a_retry_after_a_lost_201_continues_with_the_processors_request(
+        pki: Pki, tmp_path: Path, duplicate_status: Any) -> None:
+    fake = start(pki, duplicate_status=duplicate_status)
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pki.ca_pem)
+    connector = make(fake, trust_anchors_file=str(anchors))
+    fake.add_person("email", EMAIL)
+    fake.lose_next_created()
+    try:
+        result = call_with_retries(lambda: connector.erase(email_subject(EMAIL), context()), attempts=3,
+                                   max_wait_s=1, backoff_cap_s=0.01, sleep=lambda _s: None)
+        fake.finish_all()
+        done = connector.erase(email_subject(EMAIL), context(RID))
+    finally:
+        connector.close()
+        fake.stop()
+    assert result.status == "pending" and result.job_ref == RID
+    assert fake.request_count() == 1 and fake.posts == 2
+    assert done.status == "erased" and not fake.holds("email", EMAIL)
+
+
+def test_a_400_for_a_request_the_processor_does_not_hold_stays_permanent(pki: Pki) -> None:
+    fake = start(pki, duplicate_status=400)
+    connector = make(fake)
+    bad = TaskContext(request_id="NOT-A-UUID", system="opendsr-test", attempt=1, received_at=RECEIVED)
+    try:
+        with pytest.raises(PermanentError, match=r"HTTP 400 from POST /v2/requests: invalid"):
+            connector.erase(email_subject(EMAIL), bad)
+    finally:
+        connector.close()
+        fake.stop()
+    assert fake.request_count() == 0
 
 
 def test_polling_maps_every_request_status(fake: FakeOpenDsr) -> None:
@@ -143,7 +179,7 @@ def test_fake_cancels_only_pending_requests(fake: FakeOpenDsr) -> None:
 def test_unknown_request_on_poll_is_permanent(fake: FakeOpenDsr) -> None:
     connector = make(fake)
     try:
-        with pytest.raises(PermanentError, match="404"):
+        with pytest.raises(PermanentError, match=r"HTTP 400 from GET .*no such request"):
             connector.erase(email_subject(EMAIL), context("0b0c2f8e-9a7d-4e1b-8c3f-2d6e4a1b7c90"))
     finally:
         connector.close()
@@ -204,12 +240,58 @@ def test_bearer_auth(pki: Pki, fake: FakeOpenDsr) -> None:
         connector.close()
 
 
-def test_every_response_is_signed_by_the_processor(fake: FakeOpenDsr) -> None:
-    for response in (requests.get(f"{fake.url}/v2/discovery", timeout=5),
-                     requests.get(f"{fake.url}/v2/requests/{RID}", auth=("key", "secret"), timeout=5),
-                     requests.post(f"{fake.url}/v2/requests", json={}, auth=("key", "secret"), timeout=5)):
+@pytest.mark.parametrize("sign_errors", [False, True])
+def test_success_answers_are_signed_errors_as_the_switch_says(pki: Pki, sign_errors: bool) -> None:
+    fake = start(pki, sign_errors=sign_errors)
+    auth = ("key", "secret")
+    try:
+        created = requests.post(f"{fake.url}/v2/requests", auth=auth, timeout=5, json={
+            "regulation": "gdpr", "subject_request_id": RID, "subject_request_type": "erasure",
+            "submitted_time": "2026-11-20T09:30:00Z", "api_version": "2.0", "subject_identities": [
+                {"identity_type": "email", "identity_value": EMAIL, "identity_format": "raw"}]})
+        status = requests.get(f"{fake.url}/v2/requests/{RID}", auth=auth, timeout=5)
+        cancelled = requests.delete(f"{fake.url}/v2/requests/{RID}", auth=auth, timeout=5)
+        errors = [requests.post(f"{fake.url}/v2/requests", json={}, auth=auth, timeout=5),
+                  requests.get(f"{fake.url}/v2/requests/{RID.replace('7', '8')}", auth=auth, timeout=5)]
+        inject(fake, 429, reset_s=2)
+        errors.append(requests.get(f"{fake.url}/v2/requests/{RID}", auth=auth, timeout=5))
+    finally:
+        fake.stop()
+    assert [created.status_code, status.status_code, cancelled.status_code] == [201, 200, 202]
+    for response in (created, status, cancelled):
         assert response.headers["X-OpenDSR-Processor-Domain"] == DOMAIN
         assert response.headers["X-OpenDSR-Signature"]
+    assert [e.status_code for e in errors] == [400, 400, 429]
+    assert all(("X-OpenDSR-Signature" in e.headers) is sign_errors for e in errors)
+
+
+@pytest.fixture
+def verified(pki: Pki, fake: FakeOpenDsr, tmp_path: Path) -> Iterator[OpenDsrConnector]:
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pki.ca_pem)
+    connector = make(fake, trust_anchors_file=str(anchors))
+    yield connector
+    connector.close()
+
+
+def test_an_unsigned_429_is_retried_honouring_retry_after(fake: FakeOpenDsr,
+                                                           verified: OpenDsrConnector) -> None:
+    inject(fake, 429, reset_s=2)
+    with pytest.raises(RetryableError) as info:
+        verified.erase(email_subject(EMAIL), context())
+    assert info.value.http_status == 429 and info.value.retry_after_s == 2
+    assert verified.erase(email_subject(EMAIL), context()).status == "pending"
+
+
+def test_unsigned_errors_are_classified_as_usual(fake: FakeOpenDsr, verified: OpenDsrConnector) -> None:
+    with pytest.raises(PermanentError, match=r"HTTP 400 from GET .*no such request"):
+        verified.erase(email_subject(EMAIL), context(RID))
+    inject(fake, 404)
+    with pytest.raises(PermanentError, match=r"HTTP 404 from GET .*no such request"):
+        verified.erase(email_subject(EMAIL), context(RID))
+    inject(fake, 503)
+    with pytest.raises(RetryableError):
+        verified.erase(email_subject(EMAIL), context())
 
 
 def test_legacy_header_switch(pki: Pki) -> None:

@@ -9,13 +9,21 @@ one is `not_found`: there is nothing this connector can name).
 multiple weeks to process"). Polling `GET .../v3.0/{task_id}?token=` reads
 `results.status`:
 
-- PENDING, STAGING, STARTED, UNKNOWN: still `pending` (UNKNOWN is Mixpanel's own
-  "cannot say yet"; the request's deadline tracking, not this connector, bounds it);
+- PENDING, STAGING, STARTED: still `pending`;
 - SUCCESS: `erased`, with the task id as evidence;
-- NOT_FOUND: `not_found` (Mixpanel held nothing for these ids). What Mixpanel means by
-  this status is UNCONFIRMED; it could also mean the task is unknown. The fake
-  documents the first reading behind a switch;
+- NOT_FOUND ("The deletion task cannot be found"): the task is lost, which says
+  nothing about the person's data, so this is never `not_found`. The connector
+  submits a new deletion task for the same distinct_ids and stays `pending` with the
+  new task id: deleting the same ids again is harmless, Mixpanel's advice for a
+  failed task is to "create a new task", and polling the lost id again would only
+  answer NOT_FOUND until the deadline;
+- UNKNOWN ("An error occurred while locating the deletion task"): an error on
+  Mixpanel's side, not a running task: a retryable error that keeps the task id, so
+  the runtime asks again after `lookup_retry_after_s` and its retry budget bounds it;
 - FAILURE, REVOKED: a permanent error naming the task (never the person).
+
+A task takes at most 1,999 distinct_ids (Mixpanel's documented deletion limit); a
+person with more is a permanent error before any call.
 
 `cancel(task_id)` sends `DELETE .../v3.0/{task_id}?token=` (204) for an operator who
 must withdraw a request. Mixpanel allows 1 request a second on these APIs and answers
@@ -26,6 +34,7 @@ query string, so errors name route templates only, never URLs.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import requests
@@ -35,6 +44,7 @@ from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
     PermanentError,
+    RetryableError,
     TaskContext,
     identities_of,
     require_secret,
@@ -43,14 +53,16 @@ from connectors.client import ProcessorClient
 from connectors.http import json_answer
 from schemas import Evidence, SubjectIdentities
 
+log = logging.getLogger(__name__)
+
 TASKS = "/api/app/data-deletions/v3.0/"
 TASK = "/api/app/data-deletions/v3.0/{task_id}"
 CREATE_ROUTE = f"POST {TASKS}"
 POLL_ROUTE = f"GET {TASK}"
 CANCEL_ROUTE = f"DELETE {TASK}"
-RUNNING = frozenset({"PENDING", "STAGING", "STARTED", "UNKNOWN"})
+RUNNING = frozenset({"PENDING", "STAGING", "STARTED"})
 FAILED = frozenset({"FAILURE", "REVOKED"})
-MAX_DISTINCT_IDS = 2000
+MAX_DISTINCT_IDS = 1999
 
 
 class MixpanelSettings(BaseModel):
@@ -64,6 +76,8 @@ class MixpanelSettings(BaseModel):
     compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
     timeout_s: float = Field(default=10.0, gt=0)
     poll_after_s: float = Field(default=6 * 3600.0, gt=0, description="Wait before polling a task again")
+    lookup_retry_after_s: float = Field(
+        default=900.0, gt=0, description="Wait before asking again about a task Mixpanel could not locate")
 
 
 class MixpanelConnector:
@@ -82,11 +96,14 @@ class MixpanelConnector:
                                     params={"token": self._project_token}, **kwargs)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        if context.job_ref:
-            return self._poll(context.job_ref)
         distinct_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
+        if context.job_ref:
+            return self._poll(context.job_ref, distinct_ids)
         if not distinct_ids:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        return self._submit(distinct_ids)
+
+    def _submit(self, distinct_ids: list[str]) -> EraseResult:
         if len(distinct_ids) > MAX_DISTINCT_IDS:
             raise PermanentError(self.system, f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
         response = self._call("POST", TASKS,
@@ -101,7 +118,7 @@ class MixpanelConnector:
                            evidence=Evidence(reference=str(task_id)[:200], http_status=response.status_code,
                                              records_affected=len(distinct_ids)))
 
-    def _poll(self, task_id: str) -> EraseResult:
+    def _poll(self, task_id: str, distinct_ids: list[str]) -> EraseResult:
         response = self._call("GET", TASK, task_id)
         body = json_answer(response, self.system, POLL_ROUTE)
         results = body.get("results") if isinstance(body, dict) else None
@@ -115,7 +132,15 @@ class MixpanelConnector:
         if status == "SUCCESS":
             return EraseResult(status="erased", evidence=evidence)
         if status == "NOT_FOUND":
-            return EraseResult(status="not_found", evidence=evidence)
+            if not distinct_ids:
+                raise PermanentError(self.system, f"deletion task {task_id} was lost and no distinct id "
+                                                  "is left to submit again")
+            log.warning("%s: deletion task %s cannot be found; submitting a new one", self.system, task_id)
+            return self._submit(distinct_ids)
+        if status == "UNKNOWN":
+            raise RetryableError(self.system, f"Mixpanel could not locate deletion task {task_id} (UNKNOWN)",
+                                 retry_after_s=self.settings.lookup_retry_after_s,
+                                 http_status=response.status_code)
         if status in FAILED:
             raise PermanentError(self.system, f"deletion task {task_id} ended {status}")
         raise PermanentError(self.system, f"deletion task {task_id} has unknown status {status!r:.30}")

@@ -7,7 +7,14 @@ URL (`opendsr_callbacks.submission_id`), so a callback says which attempt it ans
 `GET /v2/requests/{subject_request_id}`: pending/in_progress stay pending, completed is erased,
 cancelled is a permanent error. Callbacks, when `callback_url` is set, are verified by
 `connectors.processors.opendsr_callbacks`; polling stays the fallback. `encoded_request` is never kept.
-With `trust_anchors_file`, every response's signature and certificate are verified too.
+With `trust_anchors_file`, the signature and certificate of every success answer (the spec signs
+the 201 create, the status and the 202 cancel) are verified too; errors are unsigned in the spec
+(§7.7) and are classified as usual (a 429 is retried, honouring Retry-After): none of them can
+make a request `erased`.
+The spec's only error is a 400 (§7.5) and it defines no answer for a repeated
+`subject_request_id`: a 400 (or a 409, which some processors send) to a create is therefore
+followed by a status query for that id; when the processor holds the request (a retry after a
+lost 201), the connector continues with it, otherwise the 400 is a permanent error with its reason.
 API auth is outside the spec: Basic (key:secret, mParticle) or a bearer token.
 """
 
@@ -123,20 +130,34 @@ class OpenDsrConnector:
             body["status_callback_urls"] = [
                 callback_url_for(self.settings.callback_url, context.request_id, context.attempt)]
         response = self._client.request("POST", REQUESTS, route=CREATE, json=body, return_statuses=(400, 409))
-        if response.status_code == 409:  # a repeat of a request the processor already has
-            return self._pending(request_id, 409)
-        if response.status_code == 400:
-            raise PermanentError(self.system, f"HTTP 400 from {CREATE}: {_reason(response)}")
+        if response.status_code in (400, 409):  # maybe a repeat of a request the processor already has
+            existing = self._existing(request_id)
+            if existing is not None:
+                return existing
+            raise PermanentError(self.system,
+                                 f"HTTP {response.status_code} from {CREATE}: {_reason(response)}")
         answered = json_object(response, self.system, CREATE).get("subject_request_id")
         if answered is not None and str(answered).lower() != request_id:
             raise PermanentError(self.system, f"{CREATE} answered for another subject_request_id")
         return self._pending(request_id, response.status_code)
 
+    def _existing(self, request_id: str) -> EraseResult | None:
+        """The processor's own (signed) status of `request_id`, or None when it has no such request."""
+        response = self._client.request("GET", REQUEST, {"subject_request_id": request_id}, route=POLL,
+                                        return_statuses=(400, 404))
+        if response.status_code in (400, 404):
+            return None
+        return self._status(request_id, response)
+
     def _poll(self, request_id: str) -> EraseResult:
         response = self._client.request("GET", REQUEST, {"subject_request_id": request_id}, route=POLL,
-                                        return_statuses=(404,))
-        if response.status_code == 404:
-            raise PermanentError(self.system, f"HTTP 404 from {POLL}: the processor has no such request")
+                                        return_statuses=(400, 404))
+        if response.status_code in (400, 404):
+            raise PermanentError(self.system, f"HTTP {response.status_code} from {POLL}: the processor has "
+                                              f"no such request ({_reason(response)})")
+        return self._status(request_id, response)
+
+    def _status(self, request_id: str, response: requests.Response) -> EraseResult:
         status = json_object(response, self.system, POLL).get("request_status")
         if status in STILL_RUNNING:
             return self._pending(request_id, response.status_code)
@@ -165,8 +186,9 @@ class OpenDsrConnector:
         return identities
 
     def _verify(self, response: requests.Response, route: str) -> None:
-        """With trust anchors, every answer but a server error must be signed by the processor."""
-        if self._trust is None or response.status_code >= 500:
+        """With trust anchors, every success answer must be signed by the processor (§7.4, §8.3,
+        §9.2); errors carry no signature in the spec and are classified as they come."""
+        if self._trust is None or not 200 <= response.status_code < 300:
             return
         try:
             verify_signed(response.headers, response.content, [self.settings.processor_domain], self._trust)

@@ -2,19 +2,24 @@
 
 `?token=<project token>` (403 for another project, 400 when missing) and
 `Authorization: Bearer <GDPR OAuth token>` (401 otherwise) on every call.
-`POST /api/app/data-deletions/v3.0/` {"distinct_ids" (1..2000), "compliance_type"}
-answers 201 {"status":"ok","results":{"task_id"}}; `GET .../v3.0/{task_id}` answers
-200 {"status":"ok","results":{"tracking_id","status","requesting_user","compliance_type",
-"project_id","date_requested","distinct_ids"}} (404 for an unknown task); `DELETE
+`POST /api/app/data-deletions/v3.0/` {"distinct_ids" (1..1999, Mixpanel's deletion limit),
+"compliance_type"} answers 201 {"status":"ok","results":{"task_id"}}; `GET .../v3.0/{task_id}`
+answers 200 {"status":"ok","results":{"tracking_id","status","requesting_user",
+"compliance_type","project_id","date_requested","distinct_ids"}}; `DELETE
 .../v3.0/{task_id}` cancels a task that has not ended: 204, then REVOKED.
 
 A task is PENDING, STAGING after its first poll, STARTED after the second, and ends
 when the simulated clock (`advance_clock`) passes `task_duration_s` after its
 creation, after `polls_to_finish` polls when set, or on `finish_jobs()`. It ends
-SUCCESS (the profiles and events of its ids are deleted), FAILURE when
-`fail_next_task()` was called, or, for ids Mixpanel holds nothing for, NOT_FOUND when
-`unknown_ids_end_not_found` (UNCONFIRMED: Mixpanel's status enum has NOT_FOUND but
-does not say when) and SUCCESS otherwise.
+SUCCESS (the profiles and events of its ids are deleted; ids Mixpanel holds nothing
+for end SUCCESS too: the docs give no other status for them) or FAILURE when
+`fail_next_task()` was called.
+
+The two statuses about the task itself, as Mixpanel's status table defines them:
+NOT_FOUND "The deletion task cannot be found" answers a poll of a task id the fake
+does not hold (never created, or dropped with `lose_task()`; its data stays), and
+UNKNOWN "An error occurred while locating the deletion task" answers the next
+polls after `unknown_next_polls(n)`, the task itself unchanged.
 
 Rate limit: `requests_per_second` (Mixpanel: 1), then 429. Whether that 429 carries
 headers is UNCONFIRMED: `rate_limit_headers=False` (default) gives a bare 429,
@@ -34,6 +39,7 @@ from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBuck
 
 PATH = "/api/app/data-deletions/v3.0/"
 RUNNING = ("PENDING", "STAGING", "STARTED")
+MAX_DISTINCT_IDS = 1999
 TOO_MANY = {"status": "error", "error": "Too many requests"}
 
 
@@ -58,7 +64,7 @@ class FakeMixpanel(FakeProcessor):
 
     def __init__(self, project_token: str, oauth_tokens: set[str], requests_per_second: int = 1,
                  rate_limit_headers: bool = False, task_duration_s: float = 14 * 86400.0,
-                 polls_to_finish: int | None = None, unknown_ids_end_not_found: bool = True,
+                 polls_to_finish: int | None = None,
                  project_id: int = 3141592) -> None:
         super().__init__()
         self.project_token = project_token
@@ -67,12 +73,12 @@ class FakeMixpanel(FakeProcessor):
         self.rate_limit_headers = rate_limit_headers
         self.task_duration_s = task_duration_s
         self.polls_to_finish = polls_to_finish
-        self.unknown_ids_end_not_found = unknown_ids_end_not_found
         self.project_id = project_id
         self.clock_s = 0.0
         self.profiles: dict[str, int] = {}  # distinct_id -> events held
         self.tasks: dict[str, Task] = {}
         self._fail_next: list[str] = []
+        self._unknown_polls = 0
         self._lock = threading.RLock()
 
     # -- test and demo helpers ---------------------------------------------
@@ -89,11 +95,20 @@ class FakeMixpanel(FakeProcessor):
         with self._lock:
             self.clock_s += seconds
 
-    def fail_next_task(self, status: str = "FAILURE") -> None:
-        if status not in ("FAILURE", "UNKNOWN"):
-            raise ValueError("a task can be made to end FAILURE or stay UNKNOWN")
+    def fail_next_task(self) -> None:
+        """The next task created ends FAILURE."""
         with self._lock:
-            self._fail_next.append(status)
+            self._fail_next.append("FAILURE")
+
+    def lose_task(self, task_id: str) -> None:
+        """Mixpanel no longer finds this task: polls answer NOT_FOUND; its ids' data stays."""
+        with self._lock:
+            del self.tasks[task_id]
+
+    def unknown_next_polls(self, count: int = 1) -> None:
+        """The next `count` polls answer UNKNOWN (an error locating the task); the task runs on."""
+        with self._lock:
+            self._unknown_polls += count
 
     def finish_jobs(self) -> None:
         with self._lock:
@@ -108,7 +123,7 @@ class FakeMixpanel(FakeProcessor):
         held = [d for d in task.distinct_ids if d in self.profiles]
         for distinct_id in held:
             del self.profiles[distinct_id]
-        task.status = "NOT_FOUND" if not held and self.unknown_ids_end_not_found else "SUCCESS"
+        task.status = "SUCCESS"
 
     # -- protocol ----------------------------------------------------------
     def _too_many(self, reset_s: float) -> tuple[dict[str, Any], dict[str, str]]:
@@ -158,16 +173,12 @@ class FakeMixpanel(FakeProcessor):
                 return Reply(405, error("Method not allowed"))
             return self._create(body or {})
         task = self.tasks.get(task_id)
+        if method == "GET":
+            return self._status(task_id, task)
         if task is None:
             return Reply(404, error("Task not found"))
-        if method == "GET":
-            self._advance(task)
-            return Reply(200, {"status": "ok", "results": {
-                "tracking_id": task.id, "status": task.status, "requesting_user": "dpo@site.example",
-                "compliance_type": task.compliance_type, "project_id": self.project_id,
-                "date_requested": task.date_requested, "distinct_ids": list(task.distinct_ids)}})
         if method == "DELETE":
-            if task.status not in RUNNING and task.status != "UNKNOWN":
+            if task.status not in RUNNING:
                 return Reply(400, error(f"Task has already ended ({task.status})"))
             task.status = "REVOKED"
             return Reply(204)
@@ -175,9 +186,9 @@ class FakeMixpanel(FakeProcessor):
 
     def _create(self, body: dict[str, Any]) -> Reply:
         distinct_ids = body.get("distinct_ids")
-        if (not isinstance(distinct_ids, list) or not distinct_ids or len(distinct_ids) > 2000
+        if (not isinstance(distinct_ids, list) or not distinct_ids or len(distinct_ids) > MAX_DISTINCT_IDS
                 or not all(isinstance(d, str) and d for d in distinct_ids)):
-            return Reply(400, error("distinct_ids must hold 1 to 2000 ids"))
+            return Reply(400, error(f"distinct_ids must hold 1 to {MAX_DISTINCT_IDS} ids"))
         compliance_type = body.get("compliance_type", "GDPR")
         if compliance_type not in ("GDPR", "CCPA"):
             return Reply(400, error("compliance_type must be GDPR or CCPA"))
@@ -187,6 +198,22 @@ class FakeMixpanel(FakeProcessor):
             task.ends_as = self._fail_next.pop(0)
         self.tasks[task.id] = task
         return Reply(201, {"status": "ok", "results": {"task_id": task.id}})
+
+    def _status(self, task_id: str, task: Task | None) -> Reply:
+        if task is None:
+            return self._status_reply(task_id, "NOT_FOUND")
+        if self._unknown_polls:
+            self._unknown_polls -= 1
+            return self._status_reply(task_id, "UNKNOWN")
+        self._advance(task)
+        return self._status_reply(task_id, task.status, task)
+
+    def _status_reply(self, task_id: str, status: str, task: Task | None = None) -> Reply:
+        return Reply(200, {"status": "ok", "results": {
+            "tracking_id": task_id, "status": status, "requesting_user": "dpo@site.example",
+            "compliance_type": task.compliance_type if task else "", "project_id": self.project_id,
+            "date_requested": task.date_requested if task else "",
+            "distinct_ids": list(task.distinct_ids) if task else []}})
 
     def _advance(self, task: Task) -> None:
         if task.status not in RUNNING:

@@ -5,15 +5,20 @@ Serves `GET /v2/discovery` (public) with `processor_certificate` pointing at
 controller_id, expected_completion_time, received_time, encoded_request and subject_request_id;
 a `subject_request_id` already known answers with the existing request (no second one);
 `GET /v2/requests/{id}` gives request_status pending|in_progress|completed|cancelled;
-`DELETE /v2/requests/{id}` cancels while pending (202), 400 otherwise. Errors are 400 with an
-`error` object. Every response carries X-OpenDSR-Processor-Domain and X-OpenDSR-Signature
-(Base64 signature of the body with SHA-256). On every state change the fake POSTs a signed
-status callback to each `status_callback_urls` entry, retrying failures, and keeps a copy
-(`sent_callbacks`) that a test can replay as an eavesdropper would.
+`DELETE /v2/requests/{id}` cancels while pending (202), 400 otherwise. Every error is 400 with an
+`error` object (§7.5: "For errors, the OpenDSR service MUST respond with HTTP status code 400"),
+an unknown subject_request_id included. Successful answers (discovery, 201 create, status, 202
+cancel) carry X-OpenDSR-Processor-Domain and X-OpenDSR-Signature (Base64 signature of the body
+with SHA-256); the spec requires them on create, status and cancel only, so errors and injected
+faults (a 429 with Retry-After, a 5xx) are unsigned unless `sign_errors`. On every state change the
+fake POSTs a signed status callback to each `status_callback_urls` entry, retrying failures, and
+keeps a copy (`sent_callbacks`) that a test can replay as an eavesdropper would.
+`lose_next_created()` makes the next create happen but answers it 502, as a lost 201 looks.
 
 UNCONFIRMED in the spec, hence switches: the answer to a repeated subject_request_id
-(`duplicate_status`: 201 with the existing request, 200, or 409 error), the RSA padding
-(`rsa_padding`), and the v1 header names (`legacy_headers`). Jobs progress when a test calls
+(`duplicate_status`: 201 with the existing request, or the spec's only error, a 400 with reason
+`duplicate`), whether errors are signed (`sign_errors`), the RSA padding (`rsa_padding`), and the
+v1 header names (`legacy_headers`). Jobs progress when a test calls
 `advance()`/`finish_all()`. `make_pki()` builds a throwaway CA and signing certificate at run time:
 no key is ever committed.
 """
@@ -163,7 +168,7 @@ class FakeOpenDsr(FakeProcessor):
 
     def __init__(self, credentials: set[tuple[str, str]], signing_key: PrivateKey, certificate_pem: bytes,
                  domain: str = "opendsr.fake-processor.test", *,
-                 duplicate_status: Literal[200, 201, 409] = 201,
+                 duplicate_status: Literal[201, 400] = 201, sign_errors: bool = False,
                  rsa_padding: Literal["pkcs1v15", "pss"] = "pkcs1v15",
                  legacy_headers: bool = False, callback_attempts: int = 5,
                  callback_backoff_s: float = 0.05, controller_id: str | None = None) -> None:
@@ -173,6 +178,8 @@ class FakeOpenDsr(FakeProcessor):
         self.certificate_pem = certificate_pem
         self.domain = domain
         self.duplicate_status = duplicate_status
+        self.sign_errors = sign_errors
+        self._lose_created = 0
         self.rsa_padding: Literal["pkcs1v15", "pss"] = rsa_padding
         self.legacy_headers = legacy_headers
         self.callback_attempts = callback_attempts
@@ -222,6 +229,11 @@ class FakeOpenDsr(FakeProcessor):
         self.advance()
         self.advance()
 
+    def lose_next_created(self) -> None:
+        """The next create is made, but its 201 is lost: the client sees a 502."""
+        with self._lock:
+            self._lose_created += 1
+
     def wait_callbacks(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         for thread in list(self._threads):
@@ -234,6 +246,8 @@ class FakeOpenDsr(FakeProcessor):
                 f"{prefix}-Signature": sign(self.signing_key, payload, self.rsa_padding)}
 
     def _signed(self, reply: Reply) -> Reply:
+        if reply.status >= 400 and not self.sign_errors:
+            return reply
         # server.py serializes with json.dumps(reply.body): sign exactly those bytes.
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         reply.headers = {**(reply.headers or {}), **self.signed_headers(payload)}
@@ -243,7 +257,9 @@ class FakeOpenDsr(FakeProcessor):
         body = error(status, "Too many requests" if status == 429 else "Internal error",
                      "rateLimitExceeded" if status == 429 else "backendError")
         headers = {"Retry-After": str(int(reset_s))} if status == 429 else {}
-        return Fault(status, body, {**headers, **self.signed_headers(json.dumps(body).encode())})
+        if self.sign_errors:
+            headers.update(self.signed_headers(json.dumps(body).encode()))
+        return Fault(status, body, headers)
 
     # -- HTTP -------------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
@@ -254,6 +270,9 @@ class FakeOpenDsr(FakeProcessor):
             return self._signed(Reply(401, error(401, "Invalid credentials", "unauthorized")))
         with self._lock:
             reply = self._route(method, path, body)
+            if reply.status == 201 and self._lose_created:
+                self._lose_created -= 1
+                return Reply(502, error(502, "Bad gateway", "backendError"))
         return self._signed(reply)
 
     def discovery(self) -> dict[str, Any]:
@@ -316,7 +335,7 @@ class FakeOpenDsr(FakeProcessor):
             request_id = path.removeprefix("/v2/requests/")
             request = self.requests.get(request_id)
             if request is None:
-                return Reply(404, error(404, "Unknown subject_request_id", "notFound"))
+                return Reply(400, error(400, "Unknown subject_request_id", "notFound"))
             if method == "GET":
                 return Reply(200, self._status_body(request_id, request))
             if method == "DELETE":
@@ -338,8 +357,8 @@ class FakeOpenDsr(FakeProcessor):
         existing = self.requests.get(request_id)
         self.posts += 1
         if existing is not None:
-            if self.duplicate_status == 409:
-                return Reply(409, error(409, "subject_request_id already exists", "duplicate"))
+            if self.duplicate_status == 400:
+                return Reply(400, error(400, "subject_request_id already exists", "duplicate"))
             return Reply(self.duplicate_status, self._created_body(request_id, existing))
         now = datetime.now(UTC)
         request = _Request(body=body, controller_id=self.controller_id, received_time=rfc3339(now),

@@ -27,7 +27,9 @@ class Case:
     type = "mixpanel"
     secret_env = {"CASE_MIXPANEL_PROJECT_TOKEN": PROJECT_TOKEN, "CASE_MIXPANEL_OAUTH": OAUTH_TOKEN}
     auth_env = "CASE_MIXPANEL_OAUTH"
-    supports_not_found = True  # the fake's documented reading: a task for unknown ids ends NOT_FOUND
+    # Mixpanel's statuses describe the task, never the person: a task for ids it holds nothing
+    # for ends SUCCESS, and NOT_FOUND means the task is lost (tests/test_mixpanel_specifics.py).
+    supports_not_found = False
     asynchronous = True
     final_status = "erased"
     subject = staticmethod(mixpanel_subject)

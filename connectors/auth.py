@@ -9,16 +9,20 @@ fresh one and sends the request again, once.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import requests
+from google.auth import exceptions as google_exceptions
+from google.auth.transport import requests as google_requests
+from google.oauth2 import service_account
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from connectors.base import PermanentError
+from connectors.base import AuthError, PermanentError, RetryableError, require_secret
 
 if TYPE_CHECKING:
     from connectors.client import ProcessorClient
@@ -97,20 +101,89 @@ class OAuth2ClientCredentials(AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self.token()
         request.headers["Authorization"] = f"Bearer {token}"
-        request.hooks["response"].append(partial(self._resend_once_if_refused, token))
+        request.hooks["response"].append(partial(_resend_once_if_refused, self.token, token))
         return request
 
-    def _resend_once_if_refused(self, token: str, response: requests.Response,
-                                **send_kwargs: Any) -> requests.Response:
-        """Expired or revoked before we thought: one fresh token, one more try (as requests' digest auth)."""
-        if response.status_code != 401 or response.connection is None:
-            return response
-        fresh = self.token(stale=token)
-        response.content  # noqa: B018  (read the body so the connection can be reused)
-        response.close()
-        retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {fresh}"
-        again: requests.Response = response.connection.send(retry, **send_kwargs)
-        again.history.append(response)
-        again.request = retry
-        return again
+
+def _resend_once_if_refused(fresh_token: Callable[[str], str], token: str, response: requests.Response,
+                            **send_kwargs: Any) -> requests.Response:
+    """Expired or revoked before we thought: one fresh token, one more try (as requests' digest auth)."""
+    if response.status_code != 401 or response.connection is None:
+        return response
+    fresh = fresh_token(token)
+    response.content  # noqa: B018  (read the body so the connection can be reused)
+    response.close()
+    retry = response.request.copy()
+    retry.headers["Authorization"] = f"Bearer {fresh}"
+    again: requests.Response = response.connection.send(retry, **send_kwargs)
+    again.history.append(response)
+    again.request = retry
+    return again
+
+
+class GoogleServiceAccountAuth(AuthBase):
+    """A Google OAuth2 access token minted from a service account (JWT bearer grant, RFC 7523).
+
+    `google.oauth2.service_account.Credentials` signs the assertion with the account's key
+    and trades it at `token_uri` (the key file's own unless given); the token is refreshed
+    before it expires (google-auth's margin) and, once, when the API answers 401. The key
+    file is named by the environment variable `key_file_env`, read on first use: a missing
+    or unreadable file, or a refused grant, is an `AuthError` naming that variable.
+    """
+
+    def __init__(self, system: str, key_file_env: str, scopes: Sequence[str], *,
+                 token_uri: str | None = None, timeout_s: float = 10.0) -> None:
+        self.system = system
+        self.key_file_env = key_file_env
+        self.key_file = require_secret(key_file_env, system)
+        self.scopes = list(scopes)
+        self.token_uri = token_uri
+        self._session = requests.Session()
+        self._transport = google_requests.Request(self._session)
+        self._timeout_s = timeout_s
+        self._credentials: service_account.Credentials | None = None
+        self._lock = threading.Lock()
+
+    def _refused(self, what: str) -> AuthError:
+        return AuthError(self.system, f"{what} (service-account key file named by {self.key_file_env})")
+
+    def _load(self) -> service_account.Credentials:
+        if self._credentials is None:
+            try:
+                with open(self.key_file, encoding="utf-8") as file:
+                    info = json.load(file)
+                if self.token_uri:
+                    info["token_uri"] = self.token_uri
+                self._credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                    info, scopes=self.scopes)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                problem = type(exc).__name__
+                raise self._refused(f"cannot use the service-account key file: {problem}") from None
+        return self._credentials
+
+    def _post(self, **kwargs: Any) -> Any:
+        return self._transport(timeout=self._timeout_s, **kwargs)
+
+    def token(self, stale: str | None = None) -> str:
+        """A valid access token; a fresh one when the cached one expires soon or was `stale`."""
+        with self._lock:
+            credentials = self._load()
+            if not credentials.valid or credentials.token == stale:
+                try:
+                    credentials.refresh(self._post)  # type: ignore[no-untyped-call]
+                except google_exceptions.RefreshError as exc:
+                    if getattr(exc, "retryable", False):
+                        raise RetryableError(self.system, "token endpoint unavailable", None) from None
+                    raise self._refused("the token endpoint refused the service account's grant") from None
+                except google_exceptions.TransportError:
+                    raise RetryableError(self.system, "token endpoint unreachable", None) from None
+            return str(credentials.token)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self.token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        request.hooks["response"].append(partial(_resend_once_if_refused, self.token, token))
+        return request
+
+    def close(self) -> None:
+        self._session.close()

@@ -41,6 +41,7 @@ CLASS_CONNECTORS: dict[str, tuple[str, str, str]] = {
     "mixpanel": ("connectors.processors.mixpanel", "MixpanelSettings", "MixpanelConnector"),
     "auth0": ("connectors.processors.auth0", "Auth0Settings", "Auth0Connector"),
     "opendsr": ("connectors.processors.opendsr", "OpenDsrSettings", "OpenDsrConnector"),
+    "ga4": ("connectors.processors.ga4", "Ga4Settings", "Ga4Connector"),
 }
 
 

@@ -174,6 +174,35 @@ def test_audience_setting_for_custom_domains(monkeypatch: pytest.MonkeyPatch) ->
         server.stop()
 
 
+def test_custom_domain_calls_go_there_with_the_canonical_domain_as_audience(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start(FakeAuth0({CLIENT_ID: SECRET}, canonical_domain="tenant.eu.auth0.com"))
+    monkeypatch.setenv("TEST_AUTH0_ID", CLIENT_ID)
+    monkeypatch.setenv("TEST_AUTH0_SECRET", SECRET)
+    try:
+        server.add_user(EMAIL)
+        instance = Auth0Connector("auth0", Auth0Settings(
+            base_url=server.url, canonical_domain="tenant.eu.auth0.com", client_id_env="TEST_AUTH0_ID",
+            client_secret_env="TEST_AUTH0_SECRET"))
+        try:
+            assert instance.erase(person(), CONTEXT).status == "erased"
+        finally:
+            instance.close()
+        assert server.audiences_asked == ["https://tenant.eu.auth0.com/api/v2/"]
+        assert not server.has_user(EMAIL)
+    finally:
+        server.stop()
+
+
+def test_a_custom_domain_without_its_canonical_domain_is_a_settings_error() -> None:
+    with pytest.raises(ValueError, match="canonical_domain"):
+        Auth0Settings(base_url="https://login.example.com")
+    canonical = Auth0Settings(base_url="https://tenant.eu.auth0.com")
+    assert canonical.management_audience() == "https://tenant.eu.auth0.com/api/v2/"
+    custom = Auth0Settings(base_url="https://login.example.com", canonical_domain="tenant.us.auth0.com")
+    assert custom.management_audience() == "https://tenant.us.auth0.com/api/v2/"
+
+
 def test_rate_limit_headers_give_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     server = start(FakeAuth0({CLIENT_ID: SECRET}, limit_per_window=1, window_s=4))
     instance = connect(server, monkeypatch)

@@ -1,10 +1,13 @@
-"""GA4 User Deletion API specifics beyond the shared conformance tests: the upsert body, the
-evidence, the 403 family (rate limit vs permission vs daily quota), 429, and the fake's quotas."""
+"""GA4 User Deletion API specifics beyond the shared conformance tests: service-account tokens
+(minted, refreshed when expired), the upsert body and its id types, the evidence, the 403 family
+(rate limit vs permission vs daily quota), 429, and the fake's quotas."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,9 +18,14 @@ from connectors.base import AuthError, Connector, PermanentError, RetryableError
 from connectors.http import call_with_retries
 from connectors.registry import build_connector, settings_model
 from schemas import Identity, SubjectIdentities
-from tests.fakes.ga4 import UPSERT, FakeGa4
+from tests.fakes.ga4 import UPSERT, FakeGa4, service_account_key
 
-TOKEN = "ya29.specifics-token"
+TOKEN = "ya29.specifics-token"  # a token handed out directly, for raw requests to the fake
+ACCOUNT = "erasure@specifics.iam.gserviceaccount.com"
+OTHER = "other@specifics.iam.gserviceaccount.com"
+KEYS = Path(tempfile.mkdtemp(prefix="ga4-specifics-"))
+KEY_FILE, PUBLIC_KEY = service_account_key(KEYS, ACCOUNT, "https://oauth2.googleapis.com/token")
+OTHER_KEY_FILE, OTHER_PUBLIC_KEY = service_account_key(KEYS, OTHER, "https://oauth2.googleapis.com/token")
 PROPERTY = "987654321"
 USER_ID = "u-0a1b2c3d4e5f"
 EMAIL = "ga4.person@example.test"
@@ -26,11 +34,12 @@ CONTEXT = TaskContext(request_id="7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f", system=
 
 @pytest.fixture(autouse=True)
 def secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_GA4_TOKEN", TOKEN)
+    monkeypatch.setenv("T_GA4_KEY_FILE", str(KEY_FILE))
 
 
 def start(**kwargs: Any) -> FakeGa4:
-    fake = FakeGa4({TOKEN: {PROPERTY}, "ya29.other-property": {"111"}}, **kwargs)
+    fake = FakeGa4({TOKEN: {PROPERTY}}, service_accounts={
+        ACCOUNT: (PUBLIC_KEY, {PROPERTY}), OTHER: (OTHER_PUBLIC_KEY, {"111"})}, **kwargs)
     fake.start()
     return fake
 
@@ -42,9 +51,10 @@ def fake() -> Iterator[FakeGa4]:
     server.stop()
 
 
-def make(fake: FakeGa4, property_id: str = PROPERTY) -> Connector:
+def make(fake: FakeGa4, property_id: str = PROPERTY, **overrides: Any) -> Connector:
     settings = settings_model("ga4").model_validate(
-        {"base_url": fake.url, "secrets": {"token": "T_GA4_TOKEN"}, "params": {"property_id": property_id}})
+        {"base_url": fake.url, "token_uri": fake.token_url, "key_file_env": "T_GA4_KEY_FILE",
+         "property_id": property_id, **overrides})
     return build_connector("ga4-test", "ga4", settings)
 
 
@@ -53,8 +63,9 @@ def subject(user_id: str = USER_ID) -> SubjectIdentities:
                                          Identity(identity_type="user_id", identity_value=user_id)])
 
 
-def erase(fake: FakeGa4, who: SubjectIdentities | None = None, property_id: str = PROPERTY) -> Any:
-    connector = make(fake, property_id)
+def erase(fake: FakeGa4, who: SubjectIdentities | None = None, property_id: str = PROPERTY,
+          **overrides: Any) -> Any:
+    connector = make(fake, property_id, **overrides)
     try:
         return connector.erase(who or subject(), CONTEXT)
     finally:
@@ -100,14 +111,72 @@ def test_403_user_rate_limit_is_retryable(fake: FakeGa4) -> None:
 def test_403_insufficient_permissions_is_auth_naming_the_variable(fake: FakeGa4) -> None:
     with pytest.raises(AuthError) as info:
         erase(fake, property_id="111")  # a property our token was not granted
-    assert "T_GA4_TOKEN" in str(info.value) and "ga4-test" in str(info.value)
+    assert "T_GA4_KEY_FILE" in str(info.value) and "ga4-test" in str(info.value)
     assert USER_ID not in str(info.value)
 
 
-def test_401_invalid_credentials_is_auth(fake: FakeGa4, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_GA4_TOKEN", "ya29.expired")
-    with pytest.raises(AuthError, match="T_GA4_TOKEN"):
+def test_a_key_the_token_endpoint_does_not_know_is_auth(fake: FakeGa4,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    stranger, _ = service_account_key(KEYS, "stranger@elsewhere.iam.gserviceaccount.com",
+                                      "https://oauth2.googleapis.com/token")
+    monkeypatch.setenv("T_GA4_KEY_FILE", str(stranger))
+    fake.collect(PROPERTY, USER_ID)
+    with pytest.raises(AuthError, match="T_GA4_KEY_FILE"):
         erase(fake)
+    assert fake.grants == 0 and fake.bodies == [] and fake.holds(PROPERTY, USER_ID)
+
+
+def test_token_is_minted_from_the_service_account_not_read_from_the_environment(fake: FakeGa4) -> None:
+    fake.collect(PROPERTY, USER_ID)
+    assert erase(fake).status == "erased" and not fake.holds(PROPERTY, USER_ID)
+    assert fake.grants == 1, "one JWT bearer grant, verified against the account's public key"
+
+
+def test_an_expired_token_is_refreshed_and_the_call_succeeds(fake: FakeGa4) -> None:
+    connector = make(fake)
+    try:
+        assert connector.erase(subject(), CONTEXT).status == "erased"
+        fake.advance(3601)  # an hour later: Google refuses the first token with 401
+        fake.collect(PROPERTY, "u-later")
+        assert connector.erase(subject("u-later"), CONTEXT).status == "erased"
+    finally:
+        connector.close()
+    assert fake.refused_expired == 1 and fake.grants == 2
+    assert not fake.holds(PROPERTY, "u-later")
+
+
+def test_a_token_about_to_expire_is_refreshed_before_the_call() -> None:
+    fake = start(token_lifetime_s=60)  # inside google-auth's refresh margin
+    connector = make(fake)
+    try:
+        for user_id in ("u-1", "u-2", "u-3"):
+            assert connector.erase(subject(user_id), CONTEXT).status == "erased"
+    finally:
+        connector.close()
+        fake.stop()
+    assert fake.refused_expired == 0 and fake.grants == 3, "no call was sent with a stale token"
+
+
+def test_client_id_and_app_instance_id_are_sent_as_the_discovery_document_names_them(fake: FakeGa4) -> None:
+    """`id.type` is CLIENT_ID, USER_ID or APP_INSTANCE_ID; the request's identity types map to them."""
+    fake.collect(PROPERTY, USER_ID)
+    fake.collect(PROPERTY, "1234567890.1700000000", "CLIENT_ID")
+    fake.collect(PROPERTY, "f1e2d3c4b5a6", "APP_INSTANCE_ID")
+    who = SubjectIdentities(identities=[
+        Identity(identity_type="user_id", identity_value=USER_ID),
+        Identity(identity_type="account_id", identity_value="1234567890.1700000000"),
+        Identity(identity_type="customer_id", identity_value="f1e2d3c4b5a6")])
+    result = erase(fake, who, identities={"user_id": "USER_ID", "account_id": "CLIENT_ID",
+                                          "customer_id": "APP_INSTANCE_ID"})
+    assert result.status == "erased" and result.evidence.records_affected == 3
+    assert [body["id"]["type"] for body in fake.bodies] == ["USER_ID", "CLIENT_ID", "APP_INSTANCE_ID"]
+    assert not fake.holds(PROPERTY, "1234567890.1700000000", "CLIENT_ID")
+    assert not fake.holds(PROPERTY, "f1e2d3c4b5a6", "APP_INSTANCE_ID")
+
+
+def test_an_unknown_ga4_id_type_is_a_settings_error(fake: FakeGa4) -> None:
+    with pytest.raises(ValueError, match="identities"):
+        make(fake, identities={"account_id": "EMAIL"})
 
 
 @pytest.mark.parametrize("status", [403, 429])
@@ -141,7 +210,7 @@ def test_daily_quota_gives_403_daily_limit_exceeded_until_the_next_day() -> None
 
 
 def test_project_daily_quota_spans_properties() -> None:
-    fake = FakeGa4({TOKEN: {PROPERTY, "222"}}, daily_per_project=1)
+    fake = FakeGa4(service_accounts={ACCOUNT: (PUBLIC_KEY, {PROPERTY, "222"})}, daily_per_project=1)
     fake.start()
     try:
         assert erase(fake).status == "erased"
@@ -208,4 +277,4 @@ def test_server_errors_are_retryable_and_permanent_ones_are_not(fake: FakeGa4) -
 
 def test_settings_need_the_property_id(fake: FakeGa4) -> None:
     with pytest.raises(ValueError, match="property_id"):
-        settings_model("ga4").model_validate({"base_url": fake.url, "secrets": {"token": "T_GA4_TOKEN"}})
+        settings_model("ga4").model_validate({"base_url": fake.url, "key_file_env": "T_GA4_KEY_FILE"})

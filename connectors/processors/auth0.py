@@ -8,6 +8,11 @@ from `GET /api/v2/users-by-email` finding no one, never from the delete. The loo
 the address case-sensitively: it is asked as given and lowercased. 429 carries
 `x-ratelimit-reset` (unix time), which connectors.http turns into the wait.
 
+The Management API's audience is the tenant's canonical domain
+(`https://{tenant}.{region}.auth0.com/api/v2/`) even when the calls go to a custom domain:
+`canonical_domain` names it; a `base_url` on `*.auth0.com` is its own canonical domain, and a
+custom domain without `canonical_domain` (or an explicit `audience`) is a settings error.
+
 A retry after a delete whose answer was lost still reports `erased`: the ids sent a delete
 are remembered per request until the request's erasure ends.
 """
@@ -15,8 +20,9 @@ are remembered per request until the request's erasure ends.
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.auth import OAuth2ClientCredentials
 from connectors.base import (
@@ -31,6 +37,7 @@ from schemas import Evidence, SubjectIdentities
 
 TOKEN = "/oauth/token"
 LOOKUP = "/api/v2/users-by-email"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # a development fake stands for the tenant itself
 USER = "/api/v2/users/{user_id}"
 
 
@@ -41,8 +48,27 @@ class Auth0Settings(BaseModel):
                           description="https://{tenant}.auth0.com (or a custom domain)")
     client_id_env: str = "AUTH0_CLIENT_ID"
     client_secret_env: str = "AUTH0_CLIENT_SECRET"
-    audience: str | None = Field(default=None, description="Default: {base_url}/api/v2/")
+    canonical_domain: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+        description="{tenant}.{region}.auth0.com, when base_url is a custom domain")
+    audience: str | None = Field(default=None, description="Default: https://{canonical_domain}/api/v2/")
     timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _audience_known(self) -> Auth0Settings:
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        canonical = host.endswith(".auth0.com") or host in LOCAL_HOSTS
+        if not canonical and self.canonical_domain is None and self.audience is None:
+            raise ValueError("base_url is a custom domain: set canonical_domain to the tenant's "
+                             "{tenant}.{region}.auth0.com, the Management API's audience")
+        return self
+
+    def management_audience(self) -> str:
+        if self.audience:
+            return self.audience
+        if self.canonical_domain:
+            return f"https://{self.canonical_domain.lower()}/api/v2/"
+        return f"{self.base_url.rstrip('/')}/api/v2/"
 
 
 class Auth0Connector:
@@ -50,7 +76,7 @@ class Auth0Connector:
         self.system = system
         self.settings = settings
         base_url = settings.base_url.rstrip("/")
-        self.audience = settings.audience or f"{base_url}/api/v2/"
+        self.audience = settings.management_audience()
         credential_env = f"{settings.client_id_env}, {settings.client_secret_env}"
         self._token_client = ProcessorClient(system, base_url, timeout_s=settings.timeout_s,
                                              secret_env=credential_env)

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 
 @dataclass
@@ -100,8 +100,10 @@ class FakeProcessor:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
-                    body = json.loads(raw) if raw else None
-                except json.JSONDecodeError:
+                    content_type = self.headers.get("content-type", "")
+                    form = content_type.startswith("application/x-www-form-urlencoded")
+                    body = dict(parse_qsl(raw.decode())) if form else json.loads(raw) if raw else None
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     self._reply(Reply(400, {"code": "invalid_parameter", "message": "bad JSON"}))
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -34,10 +34,14 @@ class FakeAuth0(FakeProcessor):
     name = "auth0"
 
     def __init__(self, clients: dict[str, str], audience: str | None = None, token_lifetime_s: int = 86400,
-                 limit_per_window: int = 120, window_s: float = 60.0) -> None:
+                 limit_per_window: int = 120, window_s: float = 60.0,
+                 canonical_domain: str | None = None) -> None:
         super().__init__()
         self.clients = dict(clients)
-        self.audience = audience  # None: this server's own {url}/api/v2/
+        # Served as a custom domain of the tenant `canonical_domain`: the Management API's audience
+        # is the canonical one, never this server's own URL. None: this server's own {url}/api/v2/.
+        self.audience = audience or (f"https://{canonical_domain}/api/v2/" if canonical_domain else None)
+        self.audiences_asked: list[str] = []
         self.token_lifetime_s = token_lifetime_s
         self.bucket = TokenBucket(limit_per_window, window_s)
         self.users: dict[str, dict[str, Any]] = {}
@@ -105,6 +109,7 @@ class FakeAuth0(FakeProcessor):
         if not client_id or self.clients.get(client_id) != secret:
             return Reply(401, dict(ACCESS_DENIED))
         audience = self.audience or f"{self.url}/api/v2/"
+        self.audiences_asked.append(str(body.get("audience")))
         if body.get("audience") != audience:
             description = f"Service not enabled within domain: {body.get('audience')}"
             return Reply(403, {"error": "access_denied", "error_description": description})

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from pipeline.devstack.fake_server import FakeProcessor
 from schemas import Identity, SubjectIdentities
-from tests.fakes.ga4 import FakeGa4
+from tests.fakes.ga4 import FakeGa4, service_account_key
 from tests.processors.common import inject
 
-TOKEN = "ya29.case-ga4-access-token"
 PROPERTY = "123456789"
+ACCOUNT = "erasure@case-project.iam.gserviceaccount.com"
+KEY_FILE, PUBLIC_KEY = service_account_key(Path(tempfile.mkdtemp(prefix="case-ga4-")), ACCOUNT,
+                                           "https://oauth2.googleapis.com/token")
 
 
 def user_id_of(email: str) -> str:
@@ -24,21 +28,22 @@ def ga4_subject(email: str) -> SubjectIdentities:
 
 class Case:
     type = "ga4"
-    secret_env = {"CASE_GA4_TOKEN": TOKEN}
-    auth_env = "CASE_GA4_TOKEN"
+    secret_env = {"CASE_GA4_KEY_FILE": str(KEY_FILE)}
+    auth_env = "CASE_GA4_KEY_FILE"
     supports_not_found = False  # an upsert cannot tell an unknown user
     asynchronous = False
     final_status = "erased"
     subject = staticmethod(ga4_subject)
 
     def start_fake(self) -> FakeProcessor:
-        fake = FakeGa4({TOKEN: {PROPERTY}})
+        fake = FakeGa4(service_accounts={ACCOUNT: (PUBLIC_KEY, {PROPERTY})})
         fake.start()
         return fake
 
     def settings(self, fake: FakeProcessor) -> dict[str, Any]:
-        return {"base_url": fake.url, "secrets": {"token": "CASE_GA4_TOKEN"},
-                "params": {"property_id": PROPERTY}}
+        assert isinstance(fake, FakeGa4)
+        return {"base_url": fake.url, "token_uri": fake.token_url, "key_file_env": "CASE_GA4_KEY_FILE",
+                "property_id": PROPERTY}
 
     def seed(self, fake: FakeProcessor, email: str) -> None:
         assert isinstance(fake, FakeGa4)

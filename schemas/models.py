@@ -176,10 +176,28 @@ class Hold(Contract):
     retain_until: AwareDatetime
 
 
+class ResidualData(Contract):
+    """Data the processor keeps after the erasure call, named so nobody reads a plain `erased`."""
+
+    what: ShortText
+    until: AwareDatetime | None = Field(
+        default=None, description="When the processor removes it; None: the processor states no end"
+    )
+
+
 class Evidence(Contract):
     reference: ShortText | None = None
     http_status: Annotated[int, Field(ge=100, le=599)] | None = None
     records_affected: Annotated[int, Field(ge=0)] | None = None
+    assurance: Literal["confirmed", "accepted"] | None = Field(
+        default=None,
+        description="confirmed: the processor's answer or a lookup shows the data gone; "
+        "accepted: the processor committed to erase later",
+    )
+    completes_by: AwareDatetime | None = Field(
+        default=None, description="With accepted: the processor's own commitment date"
+    )
+    residual: list[ResidualData] = Field(default_factory=list)
 
 
 class OutcomeError(Contract):

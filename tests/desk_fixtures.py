@@ -25,6 +25,7 @@ from schemas import (
     Hold,
     OutcomeError,
     PlannedTarget,
+    ResidualData,
     SealedIdentities,
 )
 from tests.desk_server import serve
@@ -81,7 +82,11 @@ def seeded_desk(root: Path, kafka: Broker) -> Iterator[Desk]:
         kind="auth", message="brevo: HTTP 401 from DELETE /v3/contacts/{identifier}")),
         _outcome(failed, "site-db", "erased", recent), _outcome(failed, "paper-vendor", "not_found", recent)],
         recent)
-    ledger.record([_plan(held, recent), _outcome(held, "brevo", "erased", recent),
+    purge = datetime(2026, 12, 30, tzinfo=UTC)  # the processor's own commitment, as it gave it
+    ledger.record([_plan(held, recent), _outcome(held, "brevo", "erased", recent, evidence=Evidence(
+                       http_status=200, assurance="accepted", completes_by=purge,
+                       residual=[ResidualData(what="anonymised contact record", until=purge),
+                                 ResidualData(what="deleted customer record (id, deleted flag)")])),
                    _outcome(held, "paper-vendor", "erased", recent),
                    _outcome(held, "site-db", "held", recent, holds=[Hold(
                        data_category="invoices", legal_basis="GDPR Art. 17(3)(b): legal obligation",

@@ -43,6 +43,7 @@ def connector(fake: FakeBrevo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Brev
 def test_erased_then_not_found(fake: FakeBrevo, connector: BrevoConnector) -> None:
     first = connector.erase(person(EMAIL.upper()), CONTEXT)
     assert first.status == "erased" and first.evidence and first.evidence.http_status == 204
+    assert first.evidence.assurance == "confirmed" and not first.evidence.residual
     assert not fake.has_contact(EMAIL)
     assert connector.erase(person(), CONTEXT).status == "not_found"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,27 @@ def test_extract_paths() -> None:
     assert extract(document, "results.task_id") == ["t"]
     assert extract([{"user_id": "auth0|1"}], "[*].user_id") == ["auth0|1"]
     assert extract(None, "data[*].id") == []
+
+
+@pytest.mark.parametrize(("outcome", "complaint"), [
+    ({"assurance": "accepted"}, "completes_within"),
+    ({"assurance": "confirmed", "completes_within": "P7D"}, "completes_within"),
+    ({"assurance": "probably", "completes_within": "P7D"}, "outcome.assurance"),
+    ({"assurance": "accepted", "completes_within": "P7D", "residual": [{"what": "x", "for": "a week"}]},
+     "outcome.residual"),
+    ({"assurance": "accepted", "completes_within": "-P7D"}, "positive"),
+    ({"assurance": "accepted", "completes_within": "P7D", "residual": [{"for": "P7D"}]}, "what"),
+])
+def test_outcome_section_is_strict(tmp_path: Path, outcome: dict, complaint: str) -> None:  # type: ignore[type-arg]
+    raw, path = spec_copy(tmp_path)
+    raw["outcome"] = outcome
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=complaint):
+        load_spec(path)
+
+
+def test_shipped_outcome_sections() -> None:
+    mailjet, intercom = load_spec(SPEC_DIR / "mailjet.yaml"), load_spec(SPEC_DIR / "intercom.yaml")
+    assert mailjet.outcome and mailjet.outcome.completes_within == timedelta(days=30)
+    assert intercom.outcome and intercom.outcome.assurance == "accepted"
+    assert intercom.outcome.completes_within == timedelta(days=7)

@@ -52,6 +52,33 @@ def test_request_page_shows_who_when_deadline_evidence_and_holds(desk: Desk) -> 
     assert "<form method=\"post\" action=\"/requests" not in page, "a viewer gets no action forms"
 
 
+WORDS = ("accepted, completes by 2026-12-30", "residual: anonymised contact record until 2026-12-30; "
+         "deleted customer record (id, deleted flag) (no end date stated)")
+
+
+def test_request_page_and_certificate_say_accepted_and_name_residual_data(desk: Desk) -> None:
+    viewer = login(desk.url, *VIEWER)
+    page = viewer.get(f"/requests/{desk.held}").text
+    certificate = viewer.get(f"/requests/{desk.held}/certificate.html").text
+    for text in (page, certificate):
+        for words in WORDS:
+            assert words in text, words
+        assert "completes_by" not in text and "[{" not in text, "no raw field names or lists"
+
+
+def test_erasure_status_says_accepted_and_names_residual_data(desk: Desk,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import officers
+
+    monkeypatch.setattr(officers.wiring, "ledger", lambda _settings: desk.ledger)
+    result = CliRunner().invoke(officers.status, [desk.held])
+    assert result.exit_code == 0, result.output
+    brevo = next(line for line in result.output.splitlines() if line.strip().startswith("brevo"))
+    assert "http_status=200" in brevo and all(words in brevo for words in WORDS)
+
+
 @pytest.mark.parametrize("action", ["systems/brevo/retry", "systems/paper-vendor/confirm", "extend"])
 def test_a_viewer_cannot_act(desk: Desk, action: str) -> None:
     viewer = login(desk.url, *VIEWER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -73,6 +74,13 @@ def test_erase_anonymises_at_once_and_keeps_the_record_30_days(fake: FakeMailjet
     result = connector.erase(person(), CONTEXT)
     assert result.status == "erased" and result.evidence is not None
     assert result.evidence.http_status == 200 and result.evidence.reference == str(contact_id)
+    # Anonymised now, purged in 30 days: accepted, with Mailjet's own date and the record named until then.
+    evidence = result.evidence
+    assert evidence.assurance == "accepted" and evidence.completes_by is not None
+    in_30_days = datetime.now(UTC) + timedelta(days=30)
+    assert abs((evidence.completes_by - in_30_days).total_seconds()) < 60
+    assert [(r.what, r.until) for r in evidence.residual] == [
+        ("anonymised contact record", evidence.completes_by)]
     record = fake.record(contact_id)
     assert record is not None and record["Name"] == "Anonymized"
     expected = "\\x" + hashlib.sha1(EMAIL.encode()).hexdigest() + "@domain.invalid"
@@ -117,6 +125,7 @@ def test_unknown_address_either_way_is_not_found(lookup_missing: str,
             assert answer.json() == {"Count": 0, "Data": [], "Total": 0}
         result = instance.erase(person("nobody@example.net"), CONTEXT)
         assert result.status == "not_found" and result.evidence and result.evidence.records_affected == 0
+        assert result.evidence.assurance is None and not result.evidence.residual, "erased results only"
     finally:
         instance.close()
         fake.stop()

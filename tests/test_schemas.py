@@ -61,6 +61,13 @@ INVALID = [
     ("ErasureOutcome", "attempt as a string", lambda e: e.update(attempt="1")),
     ("ErasureCompleted", "per-system status unknown",
      lambda e: e["systems"][0].update(status="gone")),
+    ("ErasureOutcome", "unknown assurance", lambda e: e["evidence"].update(assurance="probably")),
+    ("ErasureOutcome", "completes_by without time zone",
+     lambda e: e["evidence"].update(assurance="accepted", completes_by="2026-03-02T10:00:00")),
+    ("ErasureOutcome", "residual data without what",
+     lambda e: e["evidence"].update(residual=[{"until": T0}])),
+    ("ErasureOutcome", "residual data with an unknown field",
+     lambda e: e["evidence"].update(residual=[{"what": "shell", "kept": True}])),
     ("DeadLetter", "negative offset", lambda e: e.update(offset=-1)),
     ("SubjectIdentities", "no identity", lambda e: e.update(identities=[])),
 ]
@@ -97,3 +104,18 @@ def test_models_are_frozen() -> None:
     event = CONTRACTS["DeadLetter"].model_validate_json(json.dumps(VALID["DeadLetter"]))
     with pytest.raises(ValidationError):
         event.offset = 3  # type: ignore[attr-defined]
+
+
+def test_outcome_says_accepted_with_commitment_and_residual_data() -> None:
+    event = copy.deepcopy(VALID["ErasureOutcome"])
+    event.update(status="erased", holds=[])
+    event["evidence"] = {"http_status": 200, "assurance": "accepted",
+                         "completes_by": "2026-03-02T10:00:00+01:00",
+                         "residual": [{"what": "anonymised contact record",
+                                       "until": "2026-03-02T10:00:00+01:00"},
+                                      {"what": "deleted customer record (id, deleted flag)"}]}
+    _validator("ErasureOutcome").validate(event)
+    outcome = CONTRACTS["ErasureOutcome"].model_validate_json(json.dumps(event))
+    evidence = outcome.evidence  # type: ignore[attr-defined]
+    assert evidence.assurance == "accepted"
+    assert evidence.residual[1].until is None

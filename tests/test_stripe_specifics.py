@@ -70,6 +70,12 @@ def test_customer_without_invoices_or_charges_is_erased(fake: FakeStripe, connec
     assert result.evidence and result.evidence.reference == customer_id
     assert result.evidence.records_affected == 1 and result.evidence.http_status == 200
     assert not fake.has_customer(EMAIL)
+    # Deleted is confirmed, but Stripe still answers GET with the deleted-customer shell, for good.
+    assert result.evidence.assurance == "confirmed"
+    assert [(r.what, r.until) for r in result.evidence.residual] == [
+        ("deleted customer record (id, deleted flag)", None)]
+    shell = requests.get(f"{fake.url}/v1/customers/{customer_id}", headers=bearer(), timeout=5).json()
+    assert shell["deleted"] is True
 
 
 def test_invoices_give_a_hold_running_from_the_latest_record(fake: FakeStripe,
@@ -86,6 +92,8 @@ def test_invoices_give_a_hold_running_from_the_latest_record(fake: FakeStripe,
     assert hold.legal_basis == POLICY.rule("invoices").legal_basis  # type: ignore[union-attr]
     assert not fake.has_customer(EMAIL)
     assert len(fake.invoices) == 1 and len(fake.charges) == 1, "Stripe keeps them"
+    assert result.evidence and result.evidence.assurance == "confirmed"
+    assert [r.what for r in result.evidence.residual] == ["deleted customer record (id, deleted flag)"]
 
 
 def test_retained_category_is_configurable(fake: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> None:

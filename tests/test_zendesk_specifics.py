@@ -62,6 +62,9 @@ def test_two_steps_null_the_pii_and_tickets_are_reported_not_held(fake: FakeZend
     gone = fake.permanently_deleted[user_id]
     assert gone["email"] is None and gone["phone"] is None and gone["name"] == "Permanently Deleted User"
     assert len(fake.tickets_of(user_id)) == 2, "tickets are separate objects: they survive"
+    assert result.evidence.assurance == "confirmed"
+    assert [(r.what, r.until) for r in result.evidence.residual] == [
+        ("2 requested ticket(s) with their text (not redacted)", None)]
     assert connector.erase(person(), CONTEXT).status == "not_found"
 
 
@@ -87,6 +90,8 @@ def test_a_rate_limited_permanent_step_resumes_from_its_job_ref_even_in_a_new_pr
     assert result.status == "erased" and not fake.has_user(EMAIL)
     assert result.evidence is not None and result.evidence.reference
     assert "1 requested ticket(s) remain" in result.evidence.reference
+    assert [r.what for r in result.evidence.residual] == [
+        "1 requested ticket(s) with their text (not redacted)"]
 
 
 class LosingFake(FakeZendesk):

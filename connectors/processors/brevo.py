@@ -59,10 +59,12 @@ class BrevoConnector:
             erased += 1
         if asked == 0:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-        return EraseResult(
-            status="erased" if erased else "not_found",
-            evidence=Evidence(http_status=last_status, records_affected=erased),
-        )
+        if not erased:
+            return EraseResult(status="not_found",
+                               evidence=Evidence(http_status=last_status, records_affected=0))
+        # 204 means the contact is deleted, not queued: confirmed.
+        return EraseResult(status="erased", evidence=Evidence(
+            http_status=last_status, records_affected=erased, assurance="confirmed"))
 
     def check(self) -> str:
         response = self._client.request("GET", "/v3/account")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import string
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import Quirks, json_answer
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -78,6 +79,35 @@ class EraseSpec(CallSpec):
     reference: str | None = Field(default=None, description="Answer field kept as evidence")
 
 
+class ResidualSpec(Strict):
+    what: str = Field(min_length=1, max_length=200)
+    kept_for: timedelta | None = Field(default=None, alias="for",
+                                       description="ISO 8601 duration (P30D); absent: no stated end")
+
+
+class OutcomeSpec(Strict):
+    """How sure an `erased` answer is: `accepted` needs the processor's own delay."""
+
+    assurance: Literal["confirmed", "accepted"]
+    completes_within: timedelta | None = Field(default=None, description="ISO 8601 duration, e.g. P30D")
+    residual: list[ResidualSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutcomeSpec:
+        if (self.assurance == "accepted") != (self.completes_within is not None):
+            raise ValueError("'completes_within' goes with assurance 'accepted', and only with it")
+        spans = [self.completes_within, *(r.kept_for for r in self.residual)]
+        if any(span is not None and span <= timedelta(0) for span in spans):
+            raise ValueError("durations must be positive")
+        return self
+
+    def evidence(self, now: datetime) -> dict[str, Any]:
+        return {"assurance": self.assurance,
+                "completes_by": now + self.completes_within if self.completes_within else None,
+                "residual": [ResidualData(what=r.what, until=now + r.kept_for if r.kept_for else None)
+                             for r in self.residual]}
+
+
 class ProcessorSpec(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
@@ -94,6 +124,7 @@ class ProcessorSpec(Strict):
     lookup: LookupSpec | None = None
     erase: EraseSpec
     check: CallSpec | None = None
+    outcome: OutcomeSpec | None = Field(default=None, description="Applied to erased results only")
 
     @model_validator(mode="after")
     def _secrets_declared(self) -> ProcessorSpec:
@@ -233,10 +264,11 @@ class DeclarativeConnector:
                         references.extend(str(r) for r in extract(answer, self.spec.erase.reference))
                     elif self.spec.lookup is not None:
                         references.append(item)
+        sureness = self.spec.outcome.evidence(datetime.now(UTC)) if erased and self.spec.outcome else {}
         return EraseResult(
             status="erased" if erased else "not_found",
             evidence=Evidence(http_status=last_status, records_affected=erased,
-                              reference=", ".join(references)[:200] or None))
+                              reference=", ".join(references)[:200] or None, **sureness))
 
     def check(self) -> str:
         if self.spec.check is None:

@@ -32,7 +32,7 @@ from connectors.base import (
     require_secret,
 )
 from connectors.client import ProcessorClient
-from schemas import Evidence, Hold, SubjectIdentities
+from schemas import Evidence, Hold, ResidualData, SubjectIdentities
 
 if TYPE_CHECKING:
     from connectors.retention import RetentionPolicy
@@ -44,6 +44,7 @@ CUSTOMER = "/v1/customers/{id}"
 PAGE_SIZE = 100
 MAX_PAGES = 50
 MAX_REMEMBERED = 1000
+SHELL = "deleted customer record (id, deleted flag)"
 
 
 class StripeSettings(BaseModel):
@@ -163,10 +164,13 @@ class StripeConnector:
         with self._lock:
             self._progress.pop(context.request_id, None)
         erased = progress.deleted
-        evidence = Evidence(http_status=last_status, records_affected=len(erased),
-                            reference=", ".join(erased)[:200] or None)
+        reference = ", ".join(erased)[:200] or None
         if not erased:
-            return EraseResult(status="not_found", evidence=evidence)
+            return EraseResult(status="not_found", evidence=Evidence(
+                http_status=last_status, records_affected=0, reference=reference))
+        # `deleted: true` confirms it, but GET still answers a deleted-customer shell, kept with no end date.
+        evidence = Evidence(http_status=last_status, records_affected=len(erased), reference=reference,
+                            assurance="confirmed", residual=[ResidualData(what=SHELL)])
         if progress.latest_record is not None:
             return EraseResult(status="held", evidence=evidence,
                                holds=[self._hold(context, progress.latest_record)])

@@ -38,7 +38,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_object
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 
 SEARCH = "/api/v2/users/search.json"
 TICKETS = "/api/v2/users/{id}/tickets/requested.json"
@@ -167,9 +167,15 @@ class ZendeskConnector:
         reference = f"deleted_users {', '.join(map(str, ids))}" if ids else "deleted_users"
         if tickets:
             reference += f"; {tickets} requested ticket(s) remain (separate objects, not deleted)"
-        return EraseResult(status="erased" if erased else "not_found",
-                           evidence=Evidence(http_status=last_status, records_affected=erased,
-                                             reference=reference[:200]))
+        if not erased:
+            return EraseResult(status="not_found", evidence=Evidence(
+                http_status=last_status, records_affected=0, reference=reference[:200]))
+        # The permanent delete answered: confirmed. The tickets keep their text unless redacted.
+        residual = [ResidualData(what=f"{tickets} requested ticket(s) with their text (not redacted)")
+                    ] if tickets else []
+        return EraseResult(status="erased", evidence=Evidence(
+            http_status=last_status, records_affected=erased, reference=reference[:200],
+            assurance="confirmed", residual=residual))
 
     def _forget(self, request_id: str) -> None:
         with self._lock:

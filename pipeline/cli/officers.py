@@ -11,6 +11,7 @@ import click
 from pipeline import wiring
 from pipeline.cli.common import CliError, settings
 from pipeline.codec import now_utc
+from pipeline.evidence_text import evidence_parts
 from pipeline.ledger import RequestView
 from pipeline.ledger.views import note_text
 
@@ -66,7 +67,7 @@ def _echo_view(view: RequestView) -> None:
     for s in view.systems:
         detail = ""
         if s.evidence:
-            detail = " " + ", ".join(f"{k}={v}" for k, v in s.evidence.items() if v is not None)
+            detail = " " + ", ".join(evidence_parts(s.evidence, sep="="))
         if s.error:
             detail += f" error: {s.error.get('message')}"
         click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{detail}")

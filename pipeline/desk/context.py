@@ -13,12 +13,14 @@ from fastapi.templating import Jinja2Templates
 
 from connectors.processors.opendsr_callbacks import CallbackTrust
 from connectors.retention import RetentionPolicy
+from pipeline.evidence_text import evidence_parts
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
 from pipeline.register import SystemsRegister
 from pipeline.signing import Headers, Signer
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.filters["evidence_parts"] = evidence_parts
 
 
 @dataclass

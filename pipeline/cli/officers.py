@@ -53,7 +53,7 @@ def _view_json(view: RequestView) -> dict[str, Any]:
         "completed_at": view.completed_at.isoformat() if view.completed_at else None,
         "on_time": view.on_time, "deadline_flag": view.deadline_flag,
         "systems": [{"system": s.system, "status": s.status, "attempt": s.attempt,
-                     "evidence": s.evidence, "holds": s.holds, "error": s.error,
+                     "redrives": s.redrives, "evidence": s.evidence, "holds": s.holds, "error": s.error,
                      "updated_at": s.updated_at.isoformat()} for s in view.systems],
     }
 
@@ -70,7 +70,8 @@ def _echo_view(view: RequestView) -> None:
             detail = " " + ", ".join(evidence_parts(s.evidence, sep="="))
         if s.error:
             detail += f" error: {s.error.get('message')}"
-        click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{detail}")
+        redriven = f" (re-driven {s.redrives} time{'s' if s.redrives != 1 else ''})" if s.redrives else ""
+        click.echo(f"  {s.system:<20} {s.status:<10} attempt {s.attempt}{redriven}{detail}")
         for hold in s.holds:
             click.echo(f"    holds {hold['data_category']} until {hold['retain_until'][:10]}: "
                        f"{hold['legal_basis']} ({hold['citation']})")

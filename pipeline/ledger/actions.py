@@ -80,7 +80,7 @@ def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now:
         chain = open_chain(conn, [key])
         conn.execute(systems_table.update().where(
             systems_table.c.request_id == request_id, systems_table.c.system == system).values(
-            status="retrying", final=False, attempt=attempt, updated_at=now, error=None,
+            status="retrying", final=False, attempt=attempt, updated_at=now, error=None, silent_redrives=0,
             expected_by=now + timedelta(seconds=row["expected_turnaround_s"])))
         conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
             status="in_progress", completed_at=None, on_time=None, completion_published=False,

@@ -3,12 +3,14 @@ of ended holds, and find completions recorded but never announced."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from connectors.retry import RetryPolicy
 from pipeline.ledger import dedupe
 from pipeline.ledger.chain import open_chain
 from pipeline.ledger.rebuild import completion_event, task_for
@@ -17,6 +19,7 @@ from schemas import ErasureCompleted, ErasureTask
 
 RELEASE_RETRY_AFTER = timedelta(hours=1)
 NON_REDRIVEN_STATUSES = ("manual",)
+REDRIVE_CAP_S = 24 * 3600.0
 # What a task is rebuilt from, next to the system or hold row it is for.
 _TASK_SOURCE = (requests_table.c.received_at, requests_table.c.due_at, requests_table.c.subject_ref,
                 requests_table.c.sealed_identities, requests_table.c.scope)
@@ -25,12 +28,32 @@ _DRIVER_RETAIN_UNTIL = sa.type_coerce(holds_table.c.retain_until, sa.DateTime(ti
     "driver_retain_until")
 
 
+def next_redrive_at(now: datetime, due_at: datetime, turnaround_s: float, step: int) -> datetime:
+    """When to nudge a silent system again after re-drive number `step` of its silence.
+
+    The one retry policy, its base the system's turnaround: waits of 2, 4, 8... turnarounds
+    (at most a day). The last nudge is pulled in to one turnaround before the deadline, so it
+    is still answered in time; after it the row waits at the deadline, where re-drives stop:
+    the request is overdue, officers are told and act."""
+    policy = RetryPolicy(max_attempts=sys.maxsize, base_s=turnaround_s, multiplier=2.0,
+                         cap_s=max(turnaround_s, REDRIVE_CAP_S), jitter=False)
+    at = policy.next_at(now, step + 1)
+    last = due_at - timedelta(seconds=turnaround_s)
+    if at < last:
+        return at
+    return last if now < last else due_at
+
+
 class Housekeeping:
     def __init__(self, engine: sa.Engine, writer: sa.Engine) -> None:
         self.engine, self.writer = engine, writer
 
     def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
-        """Tasks for planned systems silent past their expected turnaround, next attempt each."""
+        """Tasks for planned systems silent past their expected turnaround, next attempt each.
+
+        Only before the request's deadline, on `next_redrive_at`'s schedule. The first re-drive of
+        a silent period is a state change (the system went silent) and goes into the hash chain;
+        the next ones of the same period only count on the system's row."""
         tasks: list[ErasureTask] = []
         with self.writer.begin() as conn:
             silent = conn.execute(
@@ -38,24 +61,30 @@ class Housekeeping:
                 .join(requests_table, requests_table.c.request_id == systems_table.c.request_id)
                 .where(systems_table.c.final.is_(False),
                        systems_table.c.status.not_in(NON_REDRIVEN_STATUSES),
-                       systems_table.c.expected_by < now)
+                       systems_table.c.expected_by < now,
+                       systems_table.c.expected_by < requests_table.c.due_at)
                 .limit(max_tasks)).all()
             if not silent:
                 return []
-            chain = open_chain(conn, [dedupe.redriven(r.request_id, r.system, r.attempt + 1) for r in silent])
+            went_silent = [r for r in silent if r.silent_redrives == 0]
+            chain = open_chain(conn, [dedupe.redriven(r.request_id, r.system, r.attempt + 1)
+                                      for r in went_silent])
             updates = []
             for row in silent:
-                attempt = row.attempt + 1
+                attempt, step = row.attempt + 1, row.silent_redrives + 1
                 updates.append({"b_request_id": row.request_id, "b_system": row.system,
-                                "attempt": attempt, "updated_at": now,
-                                "expected_by": now + timedelta(seconds=row.expected_turnaround_s)})
-                chain.append(row.request_id, row.system, "redriven", attempt, row.status,
-                             {"silent_since": row.updated_at.isoformat()}, now,
-                             dedupe.redriven(row.request_id, row.system, attempt))
+                                "attempt": attempt, "redrives": row.redrives + 1, "silent_redrives": step,
+                                "updated_at": now if step == 1 else row.updated_at,
+                                "expected_by": next_redrive_at(now, row.due_at, row.expected_turnaround_s,
+                                                               step)})
                 tasks.append(task_for(row._mapping, row.system, attempt))
-            conn.execute(system_row_update.values(attempt=sa.bindparam("attempt"),
-                                                  updated_at=sa.bindparam("updated_at"),
-                                                  expected_by=sa.bindparam("expected_by")), updates)
+            for row in went_silent:
+                chain.append(row.request_id, row.system, "redriven", row.attempt + 1, row.status,
+                             {"silent_since": row.updated_at.isoformat()}, now,
+                             dedupe.redriven(row.request_id, row.system, row.attempt + 1))
+            conn.execute(system_row_update.values(
+                {f: sa.bindparam(f) for f in ("attempt", "redrives", "silent_redrives", "updated_at",
+                                              "expected_by")}), updates)
             chain.write(conn)
         return tasks
 

@@ -33,7 +33,8 @@ from pipeline.ledger.tables import (
 from schemas import FINAL_SYSTEM_STATUSES, ErasureCompleted, ErasureOutcome, ErasurePlanned
 
 Rows = dict[str, dict[str, Any]]
-SYSTEM_FIELDS = ("status", "attempt", "final", "updated_at", "expected_by", "evidence", "holds", "error")
+SYSTEM_FIELDS = ("status", "attempt", "final", "updated_at", "expected_by", "evidence", "holds", "error",
+                 "silent_redrives")
 
 
 def load_rows(conn: sa.Connection, request_ids: Iterable[str]) -> tuple[Rows, dict[str, Rows]]:
@@ -108,7 +109,8 @@ class RequestStateMachine:
                 "request_id": plan.request_id, "system": target.system, "status": "planned",
                 "attempt": 1, "final": False, "expected_turnaround_s": target.expected_turnaround_s,
                 "expected_by": self.now + timedelta(seconds=target.expected_turnaround_s),
-                "updated_at": self.now, "evidence": None, "holds": None, "error": None}
+                "updated_at": self.now, "evidence": None, "holds": None, "error": None,
+                "redrives": 0, "silent_redrives": 0}
             self.new_systems.append((plan.request_id, target.system))
         self.chain.append(plan.request_id, None, "planned", None, "in_progress",
                           {"targets": [t.system for t in plan.targets],
@@ -152,7 +154,7 @@ class RequestStateMachine:
         attempt = outcome.attempt + 1 if outcome.status == "retrying" else outcome.attempt
         row.update(
             status=outcome.status, attempt=max(attempt, row["attempt"]), final=final,
-            updated_at=self.now,
+            updated_at=self.now, silent_redrives=0,  # it spoke: a later silence is a new one
             expected_by=max(next_at, self.now) + timedelta(seconds=row["expected_turnaround_s"]),
             evidence=outcome.evidence.model_dump_json() if outcome.evidence else row["evidence"],
             holds=canonical_json([h.model_dump(mode="json") for h in outcome.holds]) if outcome.holds

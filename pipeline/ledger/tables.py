@@ -71,6 +71,9 @@ systems_table = sa.Table(
     sa.Column("evidence", sa.Text),
     sa.Column("holds", sa.Text),
     sa.Column("error", sa.Text),
+    # Re-drives of a silent system: in all, and since it last reported (the backoff's step).
+    sa.Column("redrives", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("silent_redrives", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 events_table = sa.Table(

@@ -44,6 +44,7 @@ class SystemView:
     holds: list[dict[str, Any]]
     error: dict[str, Any] | None
     updated_at: datetime
+    redrives: int = 0  # times the aggregator re-drove it while it was silent
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetime
             evidence=json.loads(s.evidence) if s.evidence else None,
             holds=json.loads(s.holds) if s.holds else [],
             error=json.loads(s.error) if s.error else None,
-            updated_at=s.updated_at,
+            updated_at=s.updated_at, redrives=s.redrives or 0,
         ) for s in systems],
     )
 

@@ -85,6 +85,9 @@ def test_concurrent_upgrades_of_a_new_database_agree(postgres_url: str) -> None:
     assert current_revision(postgres_url) == HEAD
 
 
+OUTCOMES_TABLE = "CREATE TABLE erasure_system_outcomes"
+
+
 def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tmp_path: Path) -> None:
     before = tmp_path / "before.db"
     with sqlite3.connect(before) as conn:
@@ -96,8 +99,14 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
         "CREATE TABLE alembic_version", "CREATE TABLE desk_users", "CREATE TABLE intake_clients",
         # 0002: desk sessions, officers' notes
         "CREATE TABLE desk_sessions", "CREATE INDEX ix_desk_sessions_user_name ON desk_sessions",
-        "CREATE TABLE erasure_notes"}
-    assert sqlite_schema(before) <= sqlite_schema(after)
+        "CREATE TABLE erasure_notes",
+        # 0003: the system rows gain re-drive counters (SQLite keeps the altered CREATE TABLE)
+        "CREATE TABLE erasure_system_outcomes"}
+    [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
+    [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
+    counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
+    assert counters in outcomes_after and outcomes_after.replace(counters, "") == outcomes_before
+    assert sqlite_schema(before) - {outcomes_before} <= sqlite_schema(after)
     assert schema_drift(f"sqlite:///{after}") == []
 
 
@@ -130,6 +139,9 @@ def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
     later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes")
     tables = [t for t in metadata.sorted_tables if t.name not in later]
     metadata.create_all(engine, tables=tables)
+    with engine.begin() as conn:  # nor the columns of later migrations
+        conn.execute(sa.text("ALTER TABLE erasure_system_outcomes DROP COLUMN redrives, "
+                             "DROP COLUMN silent_redrives"))
     engine.dispose()
     upgrade(postgres_url)
     assert current_revision(postgres_url) == HEAD

@@ -147,3 +147,25 @@ def test_status_lanes_prints_each_systems_counts(desk: SmallDesk, tmp_path: Path
     assert table["stripe"] == {**table["stripe"], "failed": 1, "not_found": 1, "planned": 2, "open": 2}
     assert table["paper-vendor"] == {**table["paper-vendor"], "manual": 1, "open": 1, "overdue": 0}
     assert "requests: 3 in progress" in result.stdout and "1 overdue" in result.stdout
+
+
+@pytest.mark.parametrize("database", ["postgres_url", "mariadb_url"])
+def test_figures_on_every_ledger_database(database: str, request: pytest.FixtureRequest) -> None:
+    from pipeline.ledger import open_ledger
+
+    ledger = open_ledger(request.getfixturevalue(database))
+    try:
+        seed(ledger)
+        now = datetime.now(UTC)
+        figures = ledger.figures(now)
+        assert figures.requests_by_state == {"in_progress": 2, "completed": 1, "needs_attention": 1}
+        lanes = {lane.system: lane for lane in figures.lanes}
+        assert lanes["brevo"].by_status == {"erased": 2, "retrying": 1, "planned": 1}
+        assert (lanes["brevo"].open, lanes["brevo"].overdue, lanes["stripe"].overdue) == (2, 1, 1)
+        assert figures.overdue_requests == 1 and figures.chain_length == len(ledger.events())
+        assert figures.oldest_unfinished_received_at is not None and figures.nearest_due_at is not None
+        assert 39 < (now - figures.oldest_unfinished_received_at).days <= 40
+        assert figures.nearest_due_at < now
+        ledger.ping()
+    finally:
+        ledger.close()

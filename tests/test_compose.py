@@ -12,7 +12,7 @@ from pipeline.register import load_systems
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-THIRD_PARTY_IMAGES = ("apache/kafka", "postgres")
+THIRD_PARTY_IMAGES = ("apache/kafka", "postgres", "prom/prometheus")
 
 
 def settings_env_names() -> set[str]:
@@ -84,3 +84,15 @@ def test_every_setting_passed_is_one_the_code_reads() -> None:
             assert variable in known, f"service {name} passes {variable}, which nothing reads"
     mounted = [v for spec in erasure_services().values() for v in spec.get("volumes", [])]
     assert all(Path(ROOT, v.split(":")[0]).exists() for v in mounted)
+
+
+def test_prometheus_scrapes_the_desk() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    prometheus = compose["services"]["prometheus"]
+    config_file = next(v.split(":")[0] for v in prometheus["volumes"] if v.endswith("prometheus.yml:ro"))
+    config = yaml.safe_load(Path(ROOT, config_file).read_text())
+    desk_command = compose["services"]["desk"]["command"]
+    desk_port = desk_command[desk_command.index("--port") + 1]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["erasure-desk"]["metrics_path"] == "/metrics"
+    assert jobs["erasure-desk"]["static_configs"][0]["targets"] == [f"desk:{desk_port}"]

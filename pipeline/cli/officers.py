@@ -13,7 +13,7 @@ from pipeline.cli.common import CliError, settings
 from pipeline.codec import now_utc
 from pipeline.evidence_text import evidence_parts
 from pipeline.ledger import RequestView
-from pipeline.ledger.views import note_text
+from pipeline.ledger.views import PipelineFigures, note_text
 
 
 @click.command()
@@ -77,12 +77,42 @@ def _echo_view(view: RequestView) -> None:
                        f"{hold['legal_basis']} ({hold['citation']})")
 
 
+LANE_COLUMNS = ("planned", "pending", "retrying", "manual", "failed", "erased", "not_found", "held")
+
+
+def _echo_lanes(figures: PipelineFigures, now: datetime) -> None:
+    """The figures `/metrics` reports, per system, as a table."""
+    statuses = sorted({s for lane in figures.lanes for s in lane.by_status} - set(LANE_COLUMNS))
+    columns = [*LANE_COLUMNS, *statuses]
+    click.echo(f"{'system':<20}" + "".join(f"{c:>10}" for c in (*columns, "open", "overdue")))
+    for lane in figures.lanes:
+        cells = [lane.by_status.get(c, 0) for c in columns] + [lane.open, lane.overdue]
+        click.echo(f"{lane.system:<20}" + "".join(f"{n:>10}" for n in cells))
+    states = figures.requests_by_state
+    line = f"requests: {states.get('in_progress', 0)} in progress, {figures.overdue_requests} overdue"
+    if figures.oldest_unfinished_received_at is not None and figures.nearest_due_at is not None:
+        age = now - figures.oldest_unfinished_received_at
+        margin = (figures.nearest_due_at - now).total_seconds()
+        line += (f"; oldest unfinished {age.days}d {age.seconds // 3600}h old; nearest deadline "
+                 + (f"{-margin / 86400:.1f} days past" if margin < 0 else f"in {margin / 86400:.1f} days"))
+    click.echo(line)
+    click.echo("finished: " + ", ".join(f"{states[s]} {s}" for s in sorted(states) if s != "in_progress")
+               + f"; ledger chain: {figures.chain_length} events")
+
+
 @click.command()
-@click.argument("request_id")
+@click.argument("request_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
-def status(request_id: str, as_json: bool) -> None:
-    """Per-system outcomes and the deadline of one request."""
+@click.option("--lanes", is_flag=True, help="Instead of one request: each system's counts (as /metrics)")
+def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
+    """Per-system outcomes and the deadline of one request; with --lanes, every system's counts."""
     ledger = wiring.ledger(settings())
+    if lanes:
+        now = now_utc()
+        _echo_lanes(ledger.figures(now), now)
+        return
+    if request_id is None:
+        raise CliError("give a REQUEST_ID, or --lanes")
     view = ledger.request(request_id, now_utc())
     if view is None:
         raise CliError(f"no request {request_id} in the ledger (yet): it may still be in the broker")

@@ -9,6 +9,9 @@ a request's page with its systems, holds and hash-chained timeline (`pages.py`);
 failed systems, confirm manual ones, extend deadlines (`actions.py`). Exports: evidence JSON,
 a printable certificate, all requests as CSV (`exports.py`).
 
+Operators (`metrics.py`, no login, no personal data): `/metrics` for Prometheus, computed from the
+ledger at scrape time; `/healthz` (the process answers) and `/readyz` (the ledger answers).
+
 `create_app` builds the `Desk` (`context.py`) the routes share and puts the routers together,
 hardened as `DeskSecurity` (`security.py`) says: server-side sessions in a `Secure` cookie, login
 throttling (`throttle.py`), security headers on every answer (`headers.py`), a body cap on every
@@ -25,7 +28,7 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 from connectors.retention import RetentionPolicy
-from pipeline.desk import actions, auth, callbacks, exports, intake, pages
+from pipeline.desk import actions, auth, callbacks, exports, intake, metrics, pages
 from pipeline.desk.context import TEMPLATES, Desk, OpenDsrCallbacks, Publisher
 from pipeline.desk.errors import add_error_handlers
 from pipeline.desk.headers import SecurityHeaders
@@ -59,11 +62,13 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
     app.state.desk = Desk(ledger=ledger, access=access, publisher=publisher, policy=policy, register=register,
                           task_topic=task_topic, requests_topic=requests_topic, opendsr=opendsr)
     app.state.security = security
+    app.state.metrics = metrics.metrics_registry(ledger)
     app.state.login_throttle = LoginThrottle(security.login_lockout_s, security.login_lockout_cap_s)
     add_error_handlers(app)
     app.include_router(intake.router, max_body_size=security.intake_max_body_bytes)
     app.include_router(callbacks.router, max_body_size=security.opendsr_callback_max_body_bytes)
     for router in FORM_ROUTERS:
         app.include_router(router, max_body_size=security.form_max_body_bytes)
+    app.include_router(metrics.router, max_body_size=security.form_max_body_bytes)
     publish_intake_only(app, intake.router)
     return app

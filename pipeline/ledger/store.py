@@ -21,7 +21,7 @@ from pipeline.ledger.housekeeping import Housekeeping
 from pipeline.ledger.keystore import KeyGrant, KeyStore
 from pipeline.ledger.migrations import upgrade
 from pipeline.ledger.state import RequestStateMachine
-from pipeline.ledger.views import RequestView, Views
+from pipeline.ledger.views import PipelineFigures, RequestView, Views
 from schemas import ErasureCompleted, ErasureOutcome, ErasurePlanned, ErasureTask
 
 
@@ -107,6 +107,15 @@ class Ledger:
 
     def chain_head(self) -> tuple[int, str]:
         return self.views.chain_head()
+
+    def figures(self, now: datetime) -> PipelineFigures:
+        """Requests by state, each system's lane, the oldest unfinished request, the nearest deadline,
+        the chain's length: aggregate queries, read-only (what `/metrics` and `status --lanes` show)."""
+        return self.views.figures(now)
+
+    def ping(self) -> None:
+        """Raises unless the ledger's database answers."""
+        self.views.ping()
 
     def verify_chain(self) -> int | None:
         """The position of the first event that does not follow from its predecessor, or None."""

@@ -143,8 +143,75 @@ class Views:
         with self.engine.connect() as conn:
             return list(conn.execute(query).all())
 
+    def figures(self, now: datetime) -> PipelineFigures:
+        return pipeline_figures(self.engine, now)
+
+    def ping(self) -> None:
+        select_one(self.engine)
+
     def holds_of(self, request_id: str) -> list[sa.Row[Any]]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(holds_table).where(
                 holds_table.c.request_id == request_id).order_by(
                 holds_table.c.system, holds_table.c.data_category)).all())
+
+
+@dataclass(frozen=True)
+class LaneFigures:
+    """One system's rows: how many in each status, how many still open (not final), and how many of
+    those are past the time the system was expected to answer by."""
+
+    system: str
+    by_status: dict[str, int]
+    open: int
+    overdue: int
+
+
+@dataclass(frozen=True)
+class PipelineFigures:
+    """What an operator watches, from aggregate queries (no row is read into Python): requests by
+    state, each lane, the oldest unfinished request and the nearest deadline, the chain's length."""
+
+    requests_by_state: dict[str, int]
+    lanes: list[LaneFigures]
+    oldest_unfinished_received_at: datetime | None
+    nearest_due_at: datetime | None
+    overdue_requests: int
+    chain_length: int
+
+
+def _lanes(conn: sa.Connection, now: datetime) -> list[LaneFigures]:
+    s = systems_table.c
+    counts: dict[str, dict[str, int]] = {}
+    for system, status, count in conn.execute(
+            sa.select(s.system, s.status, sa.func.count()).group_by(s.system, s.status)):
+        counts.setdefault(system, {})[status] = int(count)
+    late = sa.case((s.expected_by < now, 1), else_=0)
+    open_rows = {row.system: row for row in conn.execute(
+        sa.select(s.system, sa.func.count().label("open"), sa.func.sum(late).label("overdue"))
+        .where(s.final.is_(False)).group_by(s.system))}
+    return [LaneFigures(system, by_status, int(open_rows[system].open) if system in open_rows else 0,
+                        int(open_rows[system].overdue or 0) if system in open_rows else 0)
+            for system, by_status in sorted(counts.items())]
+
+
+def pipeline_figures(engine: sa.Engine, now: datetime) -> PipelineFigures:
+    r = requests_table.c
+    with engine.connect() as conn:
+        by_state = {status: int(count) for status, count in conn.execute(
+            sa.select(r.status, sa.func.count()).group_by(r.status))}
+        unfinished = conn.execute(
+            sa.select(sa.func.min(r.received_at).label("oldest"), sa.func.min(r.due_at).label("nearest"),
+                      sa.func.sum(sa.case((r.due_at < now, 1), else_=0)).label("overdue"))
+            .where(r.status == "in_progress")).one()
+        lanes = _lanes(conn, now)
+        head = conn.execute(sa.select(chain_head_table.c.last_position)
+                            .where(chain_head_table.c.id == 1)).scalar_one()
+    return PipelineFigures(by_state, lanes, unfinished.oldest, unfinished.nearest,
+                           int(unfinished.overdue or 0), int(head))
+
+
+def select_one(engine: sa.Engine) -> None:
+    """Raises unless the database answers a `SELECT 1`."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1")).scalar_one()

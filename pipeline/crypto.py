@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -47,11 +48,16 @@ def normalise(identity: Identity) -> str:
     return f"{identity.identity_type}:{normalised_value(identity.identity_type, identity.identity_value)}"
 
 
+SUBJECT_REF_HEX_CHARS: Final = 32
+# The only form a subject_ref takes: anything else (an e-mail, say) must not travel in clear.
+SUBJECT_REF_PATTERN: Final = re.compile(rf"sr_[0-9a-f]{{{SUBJECT_REF_HEX_CHARS}}}")
+
+
 def subject_ref(hmac_key: bytes, subject: SubjectIdentities) -> str:
     """A keyed pseudonym of the person: deduplication and look-ups, never reversible."""
     primary = min(subject.identities, key=lambda i: (i.identity_type != "email", normalise(i)))
     digest = hmac.new(hmac_key, normalise(primary).encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"sr_{digest[:32]}"
+    return f"sr_{digest[:SUBJECT_REF_HEX_CHARS]}"
 
 
 def seal_for_intake(public_key: bytes, subject: SubjectIdentities) -> SealedIdentities:

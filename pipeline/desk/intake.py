@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from pipeline.codec import now_utc
+from pipeline.crypto import SUBJECT_REF_PATTERN
 from pipeline.deadlines import due_at
 from pipeline.desk.context import Desk, DeskDep
 from pipeline.desk.errors import problem
@@ -33,8 +33,6 @@ from schemas.codec import problem_details
 
 log = logging.getLogger("pipeline.desk.app")  # the name operators know from the logs
 INTAKE_PATH = "/v1/erasure-requests"
-# The form `pipeline.crypto.subject_ref` gives a pseudonym: nothing else may travel in clear.
-SUBJECT_REF = re.compile(r"sr_[0-9a-f]{32}")
 CONFLICT = ("request_id {} was already submitted with a different body, or by another client: "
             "choose a new UUID for a new request")
 router = APIRouter()
@@ -56,7 +54,7 @@ def out_of_bounds(event: ErasureRequested, now: datetime, security: DeskSecurity
         days = round(security.intake_max_age_s / 86400)
         problems.append({"loc": ["body", "received_at"], "type": "received_at_too_old",
                          "msg": f"received_at is more than {days} days ago: submit requests as they arrive"})
-    if event.subject_ref is not None and not SUBJECT_REF.fullmatch(event.subject_ref):
+    if event.subject_ref is not None and not SUBJECT_REF_PATTERN.fullmatch(event.subject_ref):
         problems.append({"loc": ["body", "subject_ref"], "type": "subject_ref_pattern",
                          "msg": "subject_ref is a pseudonym (sr_ and 32 hex digits), never an identity: "
                                 "leave it out"})

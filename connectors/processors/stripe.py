@@ -8,6 +8,12 @@ whose end runs from the latest invoice or charge date. Deleting answers 200
 `{"deleted": true}`; 404 `resource_missing` means already gone. A 429 with
 `Stripe-Should-Retry: false` is never retried (`classify_response` sees to it).
 
+With `redaction: true` the customers found go to a redaction job instead
+(`connectors/processors/stripe_redaction.py`): their charges, invoices, events and logs are
+redacted too, so nothing is held at Stripe (the site's own accounting copy carries the
+hold), and the customers are deleted once the job succeeds. Without it, the deleted
+customer's shell and the events and logs naming it are reported as residual data.
+
 Every read happens before any delete, and what a deleted customer left behind is
 remembered per request: a retry after a partial failure no longer finds the
 customers already deleted (Stripe lists live customers only), but still reports
@@ -32,6 +38,7 @@ from connectors.base import (
     require_secret,
 )
 from connectors.client import ProcessorClient
+from connectors.processors.stripe_redaction import JOB_PREFIX, RedactionJobs, ValidationBehaviour
 from schemas import Evidence, Hold, ResidualData, SubjectIdentities
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ PAGE_SIZE = 100
 MAX_PAGES = 50
 MAX_REMEMBERED = 1000
 SHELL = "deleted customer record (id, deleted flag)"
+LOGS = "events and request logs naming the customer (not redacted: redaction is off)"
 
 
 class StripeSettings(BaseModel):
@@ -56,6 +64,11 @@ class StripeSettings(BaseModel):
     retained_category: str = Field(default="invoices", min_length=1,
                                    description="The retention category of the invoices and charges "
                                                "Stripe keeps after the customer is deleted")
+    redaction: bool = Field(default=False, description="Erase through a redaction job: related objects, "
+                                                       "events and logs are redacted too")
+    redaction_validation: ValidationBehaviour = Field(
+        default="error", description="fix: let Stripe fix what it can before running the job")
+    poll_after_s: float = Field(default=3600.0, gt=0, description="Wait before polling a redaction job again")
 
 
 @dataclass
@@ -75,6 +88,8 @@ class StripeConnector:
                                        timeout_s=settings.timeout_s, secret_env=settings.secret_key_env)
         self._progress: dict[str, _Progress] = {}
         self._lock = threading.Lock()
+        self._redaction = RedactionJobs(system, self._client, settings.redaction_validation,
+                                        settings.poll_after_s, self._delete)
 
     # -- HTTP ------------------------------------------------------------------
     def _list(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -132,6 +147,8 @@ class StripeConnector:
         if context.release_categories is not None:
             # The held invoices and charges live at Stripe: only its redaction tooling removes them.
             return EraseResult(status="manual", evidence=Evidence(records_affected=0))
+        if context.job_ref and context.job_ref.startswith(JOB_PREFIX):
+            return self._redaction.poll(context.job_ref)
         emails: list[str] = []
         for value in identities_of(subject, "email"):
             for variant in (value.strip(), value.strip().lower()):
@@ -148,6 +165,11 @@ class StripeConnector:
                 customer_id = customer.get("id")
                 if isinstance(customer_id, str) and not customer.get("deleted"):
                     customers.setdefault(customer_id, None)
+        if self.settings.redaction and customers:
+            # Redacted with the customer: Stripe's invoices and charges no longer hold the person.
+            with self._lock:
+                self._progress.pop(context.request_id, None)
+            return self._redaction.start(list(customers), f"erasure-{context.request_id}-{context.attempt}")
         for customer_id in customers:
             customers[customer_id] = self._latest_record(customer_id)
         if any(latest is not None for latest in customers.values()):
@@ -168,9 +190,11 @@ class StripeConnector:
         if not erased:
             return EraseResult(status="not_found", evidence=Evidence(
                 http_status=last_status, records_affected=0, reference=reference))
-        # `deleted: true` confirms it, but GET still answers a deleted-customer shell, kept with no end date.
+        # `deleted: true` confirms it, but GET still answers a deleted-customer shell, and events and
+        # logs keep the details: Stripe states no end for either.
         evidence = Evidence(http_status=last_status, records_affected=len(erased), reference=reference,
-                            assurance="confirmed", residual=[ResidualData(what=SHELL)])
+                            assurance="confirmed",
+                            residual=[ResidualData(what=SHELL), ResidualData(what=LOGS)])
         if progress.latest_record is not None:
             return EraseResult(status="held", evidence=evidence,
                                holds=[self._hold(context, progress.latest_record)])

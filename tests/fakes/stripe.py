@@ -59,6 +59,7 @@ class FakeStripe(FakeProcessor):
         self.charges: dict[str, dict[str, Any]] = {}
         self.delete_calls = 0
         self._lock = threading.Lock()
+        self.redaction = RedactionJobs(self)
 
     # -- seeding and observing ----------------------------------------------
     def add_customer(self, email: str, name: str = "Test Customer", created: int | None = None) -> str:
@@ -149,6 +150,8 @@ class FakeStripe(FakeProcessor):
             fault = self._rate_limited(reset_s)
             return Reply(fault.status, fault.body, fault.headers)
         with self._lock:
+            if path.startswith(REDACTION_JOBS):
+                return self.redaction.route(method, path, query, body or {}, headers)
             return self._route(method, path, query)
 
     @staticmethod
@@ -202,3 +205,132 @@ class FakeStripe(FakeProcessor):
             return Reply(200, {"id": customer_id, "object": "customer", "deleted": True})
         return Reply(404, stripe_error("invalid_request_error",
                                        f"Unrecognized request URL ({method}: {path}).",))
+
+
+# -- Privacy redaction jobs (public preview) --------------------------------------------------
+# From the preview contract: POST /v1/privacy/redaction_jobs `objects[customers][]` (form
+# encoded; indexed `objects[customers][0]` as Stripe's libraries send arrays) and
+# `validation_behavior` (error|fix) answers 200 with the job in `validating`. Retrieving it
+# stands for the time passing: each GET moves an asynchronous phase one step (validating ->
+# ready, or failed when an object cannot be redacted; redacting -> succeeded). `ready` never
+# moves by itself: POST .../run (only from ready) starts `redacting`. POST .../cancel only from
+# ready or failed (-> canceled). GET .../validation_errors lists `privacy.redaction_job_validation_error`s.
+# An object already in a job that is not finished gives `locked_by_other_job`. Redacting
+# replaces the customer's personal fields, and those of its invoices and charges, by
+# "[redacted]"; the objects stay retrievable.
+
+REDACTION_JOBS = "/v1/privacy/redaction_jobs"
+REDACTED = "[redacted]"
+_UNFINISHED = frozenset({"created", "validating", "ready", "redacting", "failed", "canceling"})
+
+
+class RedactionJobs:
+    def __init__(self, stripe: FakeStripe) -> None:
+        self.stripe = stripe
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, list[dict[str, Any]]] = {}
+        self.unredactable: dict[str, str] = {}  # object id -> validation error code (seeded by tests)
+        self.by_idempotency_key: dict[str, str] = {}
+        self.run_calls = 0
+        self.cancel_calls = 0
+
+    def status(self, job_id: str) -> str:
+        return str(self.jobs[job_id]["status"])
+
+    @staticmethod
+    def _customers(body: dict[str, Any]) -> list[str]:
+        return [str(v) for k, v in sorted(body.items()) if k.startswith("objects[customers]")]
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
+              headers: dict[str, str]) -> Reply:
+        parts = path.removeprefix(REDACTION_JOBS).strip("/").split("/")
+        if method == "POST" and parts == [""]:
+            return self._create(body, headers.get("idempotency-key"))
+        job = self.jobs.get(parts[0])
+        if job is None:
+            return Reply(404, stripe_error("invalid_request_error", f"No such redaction job: '{parts[0]}'",
+                                           code="resource_missing", param="job"))
+        if method == "GET" and len(parts) == 1:
+            self._advance(job)
+            return Reply(200, dict(job))
+        if method == "GET" and parts[1:] == ["validation_errors"]:
+            errors = self.errors.get(job["id"], [])
+            return Reply(200, {"object": "list", "url": f"{path}", "has_more": False, "data": errors})
+        if method == "POST" and parts[1:] == ["run"]:
+            if job["status"] != "ready":
+                return self._invalid_state(job, "run")
+            self.run_calls += 1
+            job["status"] = "redacting"
+            return Reply(200, dict(job))
+        if method == "POST" and parts[1:] == ["cancel"]:
+            if job["status"] not in ("ready", "failed"):
+                return self._invalid_state(job, "cancel")
+            self.cancel_calls += 1
+            job["status"] = "canceled"
+            return Reply(200, dict(job))
+        return Reply(404, stripe_error("invalid_request_error",
+                                       f"Unrecognized request URL ({method}: {path})."))
+
+    @staticmethod
+    def _invalid_state(job: dict[str, Any], action: str) -> Reply:
+        return Reply(400, stripe_error("invalid_request_error",
+                                       f"You cannot {action} a redaction job in status {job['status']}.",
+                                       code="redaction_job_invalid_state"))
+
+    def _create(self, body: dict[str, Any], idempotency_key: str | None) -> Reply:
+        if idempotency_key and idempotency_key in self.by_idempotency_key:
+            return Reply(200, dict(self.jobs[self.by_idempotency_key[idempotency_key]]))
+        customers = self._customers(body)
+        if not customers:
+            return Reply(400, stripe_error("invalid_request_error", "Missing required param: objects.",
+                                           code="parameter_missing", param="objects"))
+        behaviour = body.get("validation_behavior", "error")
+        if behaviour not in ("error", "fix"):
+            return Reply(400, stripe_error("invalid_request_error", "Invalid validation_behavior",
+                                           code="parameter_invalid_string", param="validation_behavior"))
+        job_id = _new_id("prj")
+        self.jobs[job_id] = {"id": job_id, "object": "privacy.redaction_job", "created": int(time.time()),
+                             "livemode": False, "status": "validating", "validation_behavior": behaviour,
+                             "objects": {"customers": customers, "charges": [], "invoices": []}}
+        if idempotency_key:
+            self.by_idempotency_key[idempotency_key] = job_id
+        return Reply(200, dict(self.jobs[job_id]))
+
+    def _locked_elsewhere(self, job: dict[str, Any], object_id: str) -> bool:
+        return any(other["id"] != job["id"] and other["status"] in _UNFINISHED
+                   and object_id in other["objects"]["customers"] for other in self.jobs.values())
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        if job["status"] == "validating":
+            errors = []
+            for customer_id in job["objects"]["customers"]:
+                related = [customer_id, *(i["id"] for i in self.stripe.invoices.values()
+                                          if i["customer"] == customer_id),
+                           *(c["id"] for c in self.stripe.charges.values() if c["customer"] == customer_id)]
+                for object_id in related:
+                    code = self.unredactable.get(object_id)
+                    if code is None and object_id == customer_id and self._locked_elsewhere(job, object_id):
+                        code = "locked_by_other_job"
+                    if code is not None:
+                        errors.append({"id": _new_id("prjve"),
+                                       "object": "privacy.redaction_job_validation_error",
+                                       "code": code, "message": f"The object cannot be redacted ({code}).",
+                                       "erroring_object": {"id": object_id,
+                                                           "object_type": object_id.split("_")[0]}})
+            self.errors[job["id"]] = errors
+            job["status"] = "failed" if errors else "ready"
+        elif job["status"] == "redacting":
+            for customer_id in job["objects"]["customers"]:
+                self._redact(customer_id)
+            job["status"] = "succeeded"
+
+    def _redact(self, customer_id: str) -> None:
+        customer = self.stripe.customers.get(customer_id)
+        if customer is not None and not customer.get("deleted"):
+            customer.update(email=REDACTED, name=REDACTED, redaction={"status": "processing"})
+        for invoice in self.stripe.invoices.values():
+            if invoice["customer"] == customer_id:
+                invoice["customer_email"] = REDACTED
+        for charge in self.stripe.charges.values():
+            if charge["customer"] == customer_id:
+                charge["billing_details"] = {"email": REDACTED, "name": REDACTED}

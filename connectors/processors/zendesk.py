@@ -13,8 +13,11 @@ Each step is idempotent across attempts:
   `pending` with a `job_ref` naming the ids left, so the next attempt (even after a
   restart) resumes with the permanent deletes alone, after the wait Zendesk announced.
 
-Tickets are separate objects that survive the user's deletion; their count is reported in
-the evidence (nothing is held: there is no legal basis to keep them here).
+Tickets are separate objects that survive the user's deletion. `tickets` chooses what
+happens to those the person requested, before the user is deleted
+(`connectors/processors/zendesk_tickets.py`): `keep` (default) reports them as residual
+data, `delete` deletes them for good (an asynchronous job, polled; partial failures fail the
+erasure), `redact` redacts every comment the person wrote and reports the rest as residual.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_object
+from connectors.processors.zendesk_tickets import TICKETS_PREFIX, TicketEraser, TicketMode
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 SEARCH = "/api/v2/users/search.json"
@@ -56,6 +60,9 @@ class ZendeskSettings(BaseModel):
     email_env: str = "ZENDESK_EMAIL"
     api_token_env: str = "ZENDESK_API_TOKEN"
     timeout_s: float = Field(default=10.0, gt=0)
+    tickets: TicketMode = Field(default="keep", description="The person's tickets before the user is "
+                                                            "deleted: keep (residual), delete, redact")
+    poll_after_s: float = Field(default=60.0, gt=0, description="Wait before polling a ticket deletion job")
 
 
 @dataclass
@@ -96,6 +103,7 @@ class ZendeskConnector:
                                        timeout_s=settings.timeout_s, secret_env=self._credential_env)
         self._progress: dict[str, Progress] = {}
         self._lock = threading.Lock()
+        self._tickets = TicketEraser(system, self._client, settings.poll_after_s)
 
     # -- HTTP ------------------------------------------------------------------
     def _call(self, method: str, path: str, user_id: int | None = None, **kwargs: Any) -> requests.Response:
@@ -129,6 +137,12 @@ class ZendeskConnector:
         if context.job_ref and context.job_ref.startswith(JOB_PREFIX):
             job = Job.parse(context.job_ref, self.system)
             return self._permanent(list(job.ids), job.erased, job.tickets)
+        tickets_done = False
+        if context.job_ref and context.job_ref.startswith(TICKETS_PREFIX):
+            checked = self._tickets.check(context.job_ref)
+            if isinstance(checked, EraseResult):
+                return checked
+            tickets_done = True
         emails = list(dict.fromkeys(e.strip().lower() for e in identities_of(subject, "email") if e.strip()))
         with self._lock:
             progress = self._progress.setdefault(context.request_id, Progress())
@@ -140,6 +154,10 @@ class ZendeskConnector:
         if not found and not progress.tickets:
             self._forget(context.request_id)
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        if found and self.settings.tickets != "keep" and not tickets_done:
+            pending = self._erase_tickets(found)
+            if pending is not None:
+                return pending
         progress.tickets.update(found)  # remembered before the calls: an answer may be lost
         for user_id in progress.tickets:  # again for ids of an earlier attempt: 404 once done
             response = self._call("DELETE", USER, user_id)
@@ -167,15 +185,38 @@ class ZendeskConnector:
         reference = f"deleted_users {', '.join(map(str, ids))}" if ids else "deleted_users"
         if tickets:
             reference += f"; {tickets} requested ticket(s) remain (separate objects, not deleted)"
+        if tickets and self.settings.tickets == "redact":
+            reference += ", the person's comments redacted"
         if not erased:
             return EraseResult(status="not_found", evidence=Evidence(
                 http_status=last_status, records_affected=0, reference=reference[:200]))
         # The permanent delete answered: confirmed. The tickets keep their text unless redacted.
-        residual = [ResidualData(what=f"{tickets} requested ticket(s) with their text (not redacted)")
-                    ] if tickets else []
+        residual = self._ticket_residual(tickets)
         return EraseResult(status="erased", evidence=Evidence(
             http_status=last_status, records_affected=erased, reference=reference[:200],
             assurance="confirmed", residual=residual))
+
+    def _erase_tickets(self, found: dict[int, int]) -> EraseResult | None:
+        """Delete (pending: a job) or redact the tickets of the users found, before the users."""
+        if self.settings.tickets == "delete":
+            ticket_ids = [t for user_id in found for t in self._tickets.requested(user_id)]
+            if ticket_ids:
+                return self._tickets.delete(ticket_ids)
+            found.update(dict.fromkeys(found, 0))
+            return None
+        for user_id in found:
+            self._tickets.redact(user_id, self._tickets.requested(user_id))
+        return None
+
+    def _ticket_residual(self, tickets: int) -> list[ResidualData]:
+        if not tickets:
+            return []
+        if self.settings.tickets != "redact":
+            return [ResidualData(what=f"{tickets} requested ticket(s) with their text (not redacted)")]
+        return [ResidualData(what=f"{tickets} requested ticket(s): subjects and agents' replies "
+                                  "(the person's comments redacted)"),
+                ResidualData(what="original e-mails behind the redacted comments, until Zendesk's "
+                                  "background redaction ends")]
 
     def _forget(self, request_id: str) -> None:
         with self._lock:

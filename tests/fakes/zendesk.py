@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
+from tests.fakes.zendesk_tickets import TICKET_PATHS, ZendeskTicketsApi
 
 RECORD_NOT_FOUND: dict[str, Any] = {"error": "RecordNotFound", "description": "Not found"}
 UNAUTHORIZED = {"error": "Couldn't authenticate you"}
@@ -33,7 +34,7 @@ def text_body(text: str) -> dict[str, Any]:
     return {TEXT_KEY: text}
 
 
-class FakeZendesk(FakeProcessor):
+class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
     name = "zendesk"
 
     def __init__(self, agent_email: str, api_tokens: set[str], limit_per_window: int = 700,
@@ -48,6 +49,9 @@ class FakeZendesk(FakeProcessor):
         self.users: dict[int, dict[str, Any]] = {}
         self.tickets: dict[int, dict[str, Any]] = {}
         self.permanently_deleted: dict[int, dict[str, Any]] = {}  # nulled PII, as /deleted_users lists it
+        self.comments: dict[int, list[dict[str, Any]]] = {}  # ticket id -> its comments
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.unpurgeable: dict[int, str] = {}  # ticket id -> the error its permanent deletion meets
         self._next_id = 360_000_001
         self._lock = threading.Lock()
 
@@ -91,6 +95,7 @@ class FakeZendesk(FakeProcessor):
                 ticket_id = self._new_id()
                 self.tickets[ticket_id] = {"id": ticket_id, "requester_id": user_id,
                                            "subject": f"Question {n + 1}", "status": "open"}
+                self._seed_comments(ticket_id, user_id, name)
         return user_id
 
     def state_of(self, email: str) -> str | None:
@@ -144,7 +149,10 @@ class FakeZendesk(FakeProcessor):
             if not allowed:
                 return self.too_many(permanent_reset_s, rate)
         with self._lock:
-            reply = self._route(method, path, query)
+            if path.startswith(TICKET_PATHS):
+                reply = self._tickets_route(method, path, query, body)
+            else:
+                reply = self._route(method, path, query)
         extra = {}
         if reply.status == 200 and path in ("/api/v2/users/search", "/api/v2/deleted_users"):
             extra = {"ratelimit-limit": str(self.bucket.limit), "ratelimit-remaining": str(remaining),
@@ -190,7 +198,8 @@ class FakeZendesk(FakeProcessor):
                 user.update(active=False, state="soft_deleted")
                 return Reply(200, {"user": self._public(user)})
             if parts[4:] == ["tickets", "requested"] and method == "GET":
-                found = [t for t in self.tickets.values() if t["requester_id"] == user["id"]]
+                found = [t for t in self.tickets.values() if t["requester_id"] == user["id"]
+                         and not t.get("deleted")]
                 return Reply(200, {"tickets": found, "next_page": None, "previous_page": None,
                                    "count": len(found)})
         if (len(parts) == 4 and parts[:3] == ["api", "v2", "deleted_users"] and parts[3].isdigit()
@@ -204,3 +213,4 @@ class FakeZendesk(FakeProcessor):
             self.permanently_deleted[user["id"]] = gone
             return Reply(200, {"deleted_user": gone})
         return self.not_found()
+

@@ -109,8 +109,8 @@ class TicketEraser:
             raise PermanentError(self.system, (
                 f"ticket deletion completed with {len(failures)} of {tickets} ticket(s) not deleted "
                 f"({'; '.join(failures[:8])}{' …' if len(failures) > 8 else ''}); "
-                "the user was not deleted: "
-                "resolve those tickets in Zendesk (soft-deleted ones are scrubbed after 30 days), then retry"))
+                "the user was not deleted: resolve those tickets in Zendesk "
+                "(soft-deleted ones are scrubbed after 30 days), then retry"))
         return tickets
 
     # -- redact ------------------------------------------------------------------

@@ -162,3 +162,37 @@ def test_jobs_finish_through_the_control_endpoint_too(fake: FakeSendgrid,
         assert connector.erase(person(), ctx(first.job_ref, attempt)).status == "pending"
     requests.post(f"{fake.url}/__fake__/finish_jobs", json={}, timeout=5).raise_for_status()
     assert connector.erase(person(), ctx(first.job_ref, 5)).status == "erased"
+
+
+def test_errored_is_partial_the_contacts_left_fail_the_erasure(fake: FakeSendgrid,
+                                                               connector: SendgridConnector) -> None:
+    kept = fake.add_contact(EMAIL)
+    fake.add_contact("ana.other@example.net")
+    fake.undeletable.add(kept)
+    first = connector.erase(person(EMAIL, "ana.other@example.net"), ctx())
+    fake.finish_jobs()
+    assert fake.jobs[first.job_ref or ""].status == "errored"
+    with pytest.raises(PermanentError) as info:
+        connector.erase(person(EMAIL, "ana.other@example.net"), ctx(first.job_ref, 2))
+    message = str(info.value)
+    assert "ended errored" in message and "1 deleted, 1 of the person's contact(s) still present" in message
+    assert EMAIL not in message and fake.has_contact(EMAIL) and not fake.has_contact("ana.other@example.net")
+    # The officer's retry submits what is left as a new job, which completes.
+    fake.undeletable.clear()
+    again = connector.erase(person(EMAIL, "ana.other@example.net"), ctx(attempt=3))
+    fake.finish_jobs()
+    final = connector.erase(person(EMAIL, "ana.other@example.net"), ctx(again.job_ref, 4))
+    assert final.status == "erased" and not fake.has_contact(EMAIL)
+
+
+def test_errored_with_nothing_of_the_person_left_is_erased_by_lookup(fake: FakeSendgrid,
+                                                                     connector: SendgridConnector) -> None:
+    fake.add_contact(EMAIL)
+    first = connector.erase(person(), ctx())
+    fake.jobs[first.job_ref or ""].ends_as = "errored"  # errors on contacts that were not the person's
+    fake.contacts.clear()
+    fake.finish_jobs()
+    result = connector.erase(person(), ctx(first.job_ref, 2))
+    assert result.status == "erased" and result.evidence is not None
+    assert result.evidence.assurance == "confirmed"
+    assert "lookup finds none left" in (result.evidence.reference or "")

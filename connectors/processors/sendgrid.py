@@ -7,9 +7,14 @@
    `pending` with the job id as `job_ref`, polled again after `poll_after_s`.
 3. When the runtime re-delivers the task with `job_ref`, `GET
    /v3/marketing/contacts/imports/{job_id}` tells `pending` (still pending),
-   `completed` (erased, the job id kept as evidence) or `errored`/`failed` (a
+   `completed` (erased and confirmed, the job id kept as evidence), `failed` (a
    permanent error naming the job id, never the person: its `errors_url` is not
-   copied because the error file it points to may list the contacts).
+   copied because the error file it points to may list the contacts) or `errored`,
+   which SendGrid defines as "finished with some errors": a partial outcome. The
+   person's e-mails are then looked up again: when none of their contacts is left
+   the erasure is `erased` (confirmed by that lookup); otherwise it fails, saying how
+   many were deleted and how many are still there, and a retry (an officer's) submits
+   what is left as a new job. Never `erased` while a contact remains.
 
 Bearer API key. Every response carries X-RateLimit-Limit/Remaining/Reset (epoch
 seconds); a 429 has no Retry-After, so `connectors.http` waits until the reset.
@@ -38,7 +43,7 @@ DELETE_ROUTE = "DELETE /v3/marketing/contacts?ids={ids}"
 JOB = "/v3/marketing/contacts/imports/{job_id}"
 JOB_ROUTE = f"GET {JOB}"
 PENDING_STATUSES = frozenset({"pending"})
-FAILED_STATUSES = frozenset({"errored", "failed"})
+PARTIAL = "errored"
 
 
 class SendgridSettings(BaseModel):
@@ -59,9 +64,9 @@ class SendgridConnector:
                                        timeout_s=settings.timeout_s, secret_env=settings.api_key_env)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        if context.job_ref:
-            return self._poll(context.job_ref)
         emails = identities_of(subject, "email")
+        if context.job_ref:
+            return self._poll(context.job_ref, emails)
         if not emails:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         ids = self._lookup(emails)
@@ -96,7 +101,7 @@ class SendgridConnector:
                            evidence=Evidence(reference=str(job_id)[:200], http_status=202,
                                              records_affected=len(ids)))
 
-    def _poll(self, job_id: str) -> EraseResult:
+    def _poll(self, job_id: str, emails: list[str]) -> EraseResult:
         response = self._client.request("GET", JOB, {"job_id": job_id})
         body = json_answer(response, self.system, JOB_ROUTE)
         if not isinstance(body, dict):
@@ -109,16 +114,27 @@ class SendgridConnector:
         if status in PENDING_STATUSES:
             return EraseResult(status="pending", job_ref=job_id, poll_after_s=self.settings.poll_after_s,
                                evidence=Evidence(reference=reference, http_status=response.status_code))
-        if status in FAILED_STATUSES:
-            raise PermanentError(self.system, f"delete job {job_id} ended {status}; its errors_url "
+        if status == "failed":
+            raise PermanentError(self.system, f"delete job {job_id} ended failed; its errors_url "
                                               f"({JOB_ROUTE}) lists what was not deleted")
-        if status != "completed":
+        if status not in ("completed", PARTIAL):
             raise PermanentError(self.system, f"delete job {job_id} has unknown status {status!r:.30}")
         results = body.get("results") if isinstance(body.get("results"), dict) else {}
         deleted = results.get("deleted_count") if isinstance(results, dict) else None
+        deleted = deleted if isinstance(deleted, int) and deleted >= 0 else None
+        if status == PARTIAL:
+            left = len(self._lookup(emails)) if emails else 0
+            if left:
+                raise PermanentError(self.system, (
+                    f"delete job {job_id} ended errored (finished with some errors): {deleted} deleted, "
+                    f"{left} of the person's contact(s) still present (its errors_url lists why); "
+                    "retry to submit them again"))
+        # completed, or errored with nothing of the person left: confirmed either way.
+        if status == PARTIAL:
+            reference = f"{reference} (errored; lookup finds none left)"[:200]
         return EraseResult(status="erased", evidence=Evidence(
-            reference=reference, http_status=response.status_code,
-            records_affected=deleted if isinstance(deleted, int) and deleted >= 0 else None))
+            reference=reference,
+            http_status=response.status_code, records_affected=deleted, assurance="confirmed"))
 
     def close(self) -> None:
         self._client.close()

@@ -48,6 +48,7 @@ class Job:
     deleted_count: int = 0
     started_at: str = field(default_factory=_now)
     finished_at: str | None = None
+    errored_count: int | None = None
 
 
 class FakeSendgrid(FakeProcessor):
@@ -62,6 +63,9 @@ class FakeSendgrid(FakeProcessor):
         self.contacts: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, Job] = {}
         self._next_job_ends_as: list[str] = []
+        # Contacts a delete job cannot delete: the job deletes the others and ends `errored`
+        # ("finished with some errors"), or `failed` when it deleted none.
+        self.undeletable: set[str] = set()
         self._lock = threading.RLock()
 
     # -- test and demo helpers ---------------------------------------------
@@ -94,8 +98,12 @@ class FakeSendgrid(FakeProcessor):
         job.finished_at = _now()
         if job.ends_as == "completed":
             for contact_id in job.contact_ids:
-                if self.contacts.pop(contact_id, None) is not None:
+                if contact_id not in self.undeletable and self.contacts.pop(contact_id, None) is not None:
                     job.deleted_count += 1
+            stuck = [c for c in job.contact_ids if c in self.undeletable]
+            if stuck:
+                job.status = "errored" if job.deleted_count else "failed"
+                job.errored_count = len(stuck)
 
     # -- protocol ----------------------------------------------------------
     def rate_headers(self, remaining: int, reset_s: float) -> dict[str, str]:
@@ -176,7 +184,8 @@ class FakeSendgrid(FakeProcessor):
             "id": job.id, "status": job.status, "job_type": "delete",
             "results": {"requested_count": len(job.contact_ids), "created_count": 0, "updated_count": 0,
                         "deleted_count": job.deleted_count,
-                        "errored_count": len(job.contact_ids) if failed else 0,
+                        "errored_count": job.errored_count if job.errored_count is not None
+                        else len(job.contact_ids) if failed else 0,
                         **({"errors_url": f"https://sendgrid.example/errors/{job.id}.csv"}
                            if failed else {})},
             "started_at": job.started_at, "finished_at": job.finished_at,

@@ -134,9 +134,23 @@ def test_a_person_without_user_id_is_not_found_without_calling(fake: FakeSegment
     assert not fake.regulations
 
 
-def test_polling_an_unknown_regulation_is_permanent(connector: SegmentConnector) -> None:
-    with pytest.raises(PermanentError, match=r"HTTP 404 from GET /regulations/\{id\}"):
-        connector.erase(person(), ctx("nope", 2))
+def test_a_regulation_segment_forgot_is_submitted_again_not_failed(fake: FakeSegment,
+                                                                    connector: SegmentConnector) -> None:
+    first = connector.erase(person(), ctx())
+    assert first.job_ref
+    fake.age(first.job_ref, days=91)  # Segment answers 404 for regulations older than 90 days
+    assert requests.get(f"{fake.url}/regulations/{first.job_ref}", timeout=5,
+                        headers={"authorization": f"Bearer {TOKEN}"}).status_code == 404
+    again = connector.erase(person(), ctx(first.job_ref, 2))
+    assert again.status == "pending" and again.job_ref and again.job_ref != first.job_ref
+    assert again.evidence and f"replaces {first.job_ref}" in (again.evidence.reference or "")
+    assert fake.regulations[again.job_ref].subject_ids == [USER]
+    fake.finish_jobs()
+    final = connector.erase(person(), ctx(again.job_ref, 3))
+    assert final.status == "erased" and final.evidence and final.evidence.assurance == "confirmed"
+    assert [r.what for r in final.evidence.residual] == [
+        "the user id(s) on Segment's suppression list (so new data is dropped)"]
+    assert not fake.holds(USER) and USER in fake.suppressed
 
 
 def test_regulation_type_is_a_setting(fake: FakeSegment, monkeypatch: pytest.MonkeyPatch) -> None:

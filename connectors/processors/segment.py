@@ -16,6 +16,11 @@ as `job_ref`. Polling `GET /regulations/{id}` reads `overallStatus`:
   failed outcome puts the request in "needs attention" with that list;
 - FAILED, INVALID, NOT_SUPPORTED: a permanent failure naming the regulation and status.
 
+Segment forgets regulations after 90 days: a 404 on a regulation this connector created
+says nothing of the person's data (neither failed nor not found). Its result being unknown,
+a new regulation for the same user ids is created (suppressing and deleting again is
+harmless) and the erasure stays `pending` with the new id.
+
 Not found: Segment cannot tell. A regulation for an unknown userId runs and finishes
 like any other, so an unknown person ends `erased` (the suppression applies to future
 data anyway). Device-mode destinations are outside Segment's reach.
@@ -40,7 +45,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 
 REGULATIONS = "/regulations"
 REGULATION = "/regulations/{id}"
@@ -49,7 +54,9 @@ POLL_ROUTE = f"GET {REGULATION}"
 RUNNING = frozenset({"INITIALIZED", "RUNNING"})
 FAILED = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED"})
 MAX_SUBJECT_IDS = 5000
-LISTED_DESTINATIONS_BUDGET = 320  # outcome messages hold 500 characters
+LISTED_DESTINATIONS_BUDGET = 320
+# A suppressing regulation keeps the user ids so that Segment drops their new data.
+SUPPRESSED = "the user id(s) on Segment's suppression list (so new data is dropped)"  # outcome messages hold 500 characters
 
 RegulationType = Literal["SUPPRESS_WITH_DELETE", "SUPPRESS_WITH_DELETE_INTERNAL", "DELETE_ONLY",
                          "DELETE_INTERNAL"]
@@ -104,10 +111,13 @@ class SegmentConnector:
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
         if context.job_ref:
-            return self._poll(context.job_ref)
+            return self._poll(context.job_ref, subject)
         user_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
         if not user_ids:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        return self._create(user_ids)
+
+    def _create(self, user_ids: list[str], note: str = "") -> EraseResult:
         if len(user_ids) > MAX_SUBJECT_IDS:
             raise PermanentError(self.system, f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
         response = self._client.request(
@@ -120,11 +130,17 @@ class SegmentConnector:
             raise PermanentError(self.system, f"no data.regulateId in the answer from {CREATE_ROUTE}")
         return EraseResult(
             status="pending", job_ref=str(regulate_id), poll_after_s=self.settings.poll_after_s,
-            evidence=Evidence(reference=str(regulate_id)[:200], http_status=response.status_code,
+            evidence=Evidence(reference=f"{regulate_id}{note}"[:200], http_status=response.status_code,
                               records_affected=len(user_ids)))
 
-    def _poll(self, regulate_id: str) -> EraseResult:
-        response = self._client.request("GET", REGULATION, {"id": regulate_id})
+    def _poll(self, regulate_id: str, subject: SubjectIdentities) -> EraseResult:
+        response = self._client.request("GET", REGULATION, {"id": regulate_id}, return_statuses=(404,))
+        if response.status_code == 404:  # forgotten after 90 days: its result is unknown, not bad
+            user_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
+            if not user_ids:
+                raise PermanentError(self.system, f"regulation {regulate_id} is unknown to Segment and no "
+                                                  "user id is left to submit again")
+            return self._create(user_ids, f" (replaces {regulate_id}, forgotten by Segment)")
         body = json_answer(response, self.system, POLL_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulation = data.get("regulation") if isinstance(data, dict) else None
@@ -135,8 +151,11 @@ class SegmentConnector:
         if status in RUNNING:
             return EraseResult(status="pending", job_ref=regulate_id, poll_after_s=self.settings.poll_after_s,
                                evidence=evidence)
-        if status == "FINISHED":
-            return EraseResult(status="erased", evidence=evidence)
+        if status == "FINISHED":  # every destination finished: Segment's status shows it done
+            residual = [ResidualData(what=SUPPRESSED)] if self.settings.regulation_type.startswith(
+                "SUPPRESS") else []
+            return EraseResult(status="erased", evidence=evidence.model_copy(
+                update={"assurance": "confirmed", "residual": residual}))
         if status == "PARTIAL_SUCCESS":
             held_by = _listed(unfinished_destinations(regulation))
             raise PermanentError(self.system, f"regulation {regulate_id} ended PARTIAL_SUCCESS: data is "

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -176,6 +176,8 @@ class FakeSegment(FakeProcessor):
             return self._create(body or {})
         if method == "GET" and path.startswith("/regulations/"):
             regulation = self.regulations.get(path.removeprefix("/regulations/"))
+            if regulation is not None and self._forgotten(regulation):
+                regulation = None
             if regulation is None:
                 return Reply(404, envelope("not-found", "Regulation not found"))
             if regulation.status in ("INITIALIZED", "RUNNING"):
@@ -213,3 +215,22 @@ class FakeSegment(FakeProcessor):
         return {"id": regulation.id, "workspaceId": self.workspace_id, "overallStatus": regulation.status,
                 "createdAt": regulation.created_at, "finishedAt": regulation.finished_at,
                 "streamStatus": [{"id": SOURCE_ID, "destinationStatus": destinations}]}
+
+
+    # -- Retention of regulations ----------------------------------------------------------------
+    # The 2026 SDK: list endpoints return only regulations from the past 90 days; older ones give
+    # 404. `age(regulate_id, days)` moves a regulation's creation back in time.
+    def age(self, regulate_id: str, days: float) -> None:
+        with self._lock:
+            regulation = self.regulations[regulate_id]
+            created = datetime.strptime(regulation.created_at, CREATED_FORMAT).replace(tzinfo=UTC)
+            regulation.created_at = (created - timedelta(days=days)).strftime(CREATED_FORMAT)
+
+    @staticmethod
+    def _forgotten(regulation: Regulation) -> bool:
+        created = datetime.strptime(regulation.created_at, CREATED_FORMAT).replace(tzinfo=UTC)
+        return datetime.now(UTC) - created > RETENTION
+
+
+RETENTION = timedelta(days=90)
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"

@@ -54,9 +54,9 @@ POLL_ROUTE = f"GET {REGULATION}"
 RUNNING = frozenset({"INITIALIZED", "RUNNING"})
 FAILED = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED"})
 MAX_SUBJECT_IDS = 5000
-LISTED_DESTINATIONS_BUDGET = 320
+LISTED_DESTINATIONS_BUDGET = 320  # outcome messages hold 500 characters
 # A suppressing regulation keeps the user ids so that Segment drops their new data.
-SUPPRESSED = "the user id(s) on Segment's suppression list (so new data is dropped)"  # outcome messages hold 500 characters
+SUPPRESSED = "the user id(s) on Segment's suppression list (so new data is dropped)"
 
 RegulationType = Literal["SUPPRESS_WITH_DELETE", "SUPPRESS_WITH_DELETE_INTERNAL", "DELETE_ONLY",
                          "DELETE_INTERNAL"]

@@ -1,7 +1,9 @@
 """Brevo (ex-Sendinblue): DELETE /v3/contacts/{identifier}, `api-key` header.
 
 204 erased, 404 not found (also what a repeat gives), 429 with only
-`x-sib-ratelimit-reset` (relative seconds) to say how long to wait.
+`x-sib-ratelimit-reset` (relative seconds) to say how long to wait. 405 is Brevo refusing
+to delete the address the account itself is registered with: a permanent refusal that says
+so (the person's address is the account's login), never retried.
 """
 
 from __future__ import annotations
@@ -50,10 +52,15 @@ class BrevoConnector:
             asked += 1
             response = self._client.request("DELETE", CONTACT, {"identifier": identity.identity_value},
                                             params={"identifierType": identifier_type},
-                                            return_statuses=(404,))
+                                            return_statuses=(404, 405))
             last_status = response.status_code
             if response.status_code == 404:
                 continue
+            if response.status_code == 405:
+                raise PermanentError(self.system, (
+                    f"HTTP 405 from {ROUTE}: Brevo refuses to delete the address the Brevo account is "
+                    "registered with; change the account's login e-mail at Brevo (or delete the account), "
+                    "then retry"))
             if response.status_code != 204:
                 raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {ROUTE}")
             erased += 1

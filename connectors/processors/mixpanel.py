@@ -51,7 +51,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ CANCEL_ROUTE = f"DELETE {TASK}"
 RUNNING = frozenset({"PENDING", "STAGING", "STARTED"})
 FAILED = frozenset({"FAILURE", "REVOKED"})
 MAX_DISTINCT_IDS = 1999
+TASK_RECORD = "Mixpanel's record of the deletion task (kept for legal compliance, no end stated)"
 
 
 class MixpanelSettings(BaseModel):
@@ -129,8 +130,9 @@ class MixpanelConnector:
         if status in RUNNING:
             return EraseResult(status="pending", job_ref=task_id, poll_after_s=self.settings.poll_after_s,
                                evidence=evidence)
-        if status == "SUCCESS":
-            return EraseResult(status="erased", evidence=evidence)
+        if status == "SUCCESS":  # Mixpanel's task status says it is done
+            return EraseResult(status="erased", evidence=evidence.model_copy(update={
+                "assurance": "confirmed", "residual": [ResidualData(what=TASK_RECORD)]}))
         if status == "NOT_FOUND":
             if not distinct_ids:
                 raise PermanentError(self.system, f"deletion task {task_id} was lost and no distinct id "

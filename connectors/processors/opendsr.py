@@ -136,10 +136,11 @@ class OpenDsrConnector:
                 return existing
             raise PermanentError(self.system,
                                  f"HTTP {response.status_code} from {CREATE}: {_reason(response)}")
-        answered = json_object(response, self.system, CREATE).get("subject_request_id")
+        document = json_object(response, self.system, CREATE)
+        answered = document.get("subject_request_id")
         if answered is not None and str(answered).lower() != request_id:
             raise PermanentError(self.system, f"{CREATE} answered for another subject_request_id")
-        return self._pending(request_id, response.status_code)
+        return self._pending(request_id, response.status_code, document)
 
     def _existing(self, request_id: str) -> EraseResult | None:
         """The processor's own (signed) status of `request_id`, or None when it has no such request."""
@@ -158,18 +159,24 @@ class OpenDsrConnector:
         return self._status(request_id, response)
 
     def _status(self, request_id: str, response: requests.Response) -> EraseResult:
-        status = json_object(response, self.system, POLL).get("request_status")
+        document = json_object(response, self.system, POLL)
+        status = document.get("request_status")
         if status in STILL_RUNNING:
-            return self._pending(request_id, response.status_code)
-        if status == "completed":
-            return EraseResult(status="erased", evidence=Evidence(reference=request_id, http_status=200))
+            return self._pending(request_id, response.status_code, document)
+        if status == "completed":  # the processor's own status says it is done
+            return EraseResult(status="erased", evidence=Evidence(reference=request_id, http_status=200,
+                                                                  assurance="confirmed"))
         if status == "cancelled":
             raise PermanentError(self.system, f"{POLL}: the processor cancelled the request")
         raise PermanentError(self.system, f"{POLL}: unknown request_status")
 
-    def _pending(self, request_id: str, http_status: int) -> EraseResult:
+    def _pending(self, request_id: str, http_status: int, document: dict[str, Any]) -> EraseResult:
+        """Accepted while it runs, by the `expected_completion_time` the processor must state."""
+        expected = _rfc3339(document.get("expected_completion_time"))
         return EraseResult(status="pending", job_ref=request_id, poll_after_s=self.settings.poll_after_s,
-                           evidence=Evidence(reference=request_id, http_status=http_status))
+                           evidence=Evidence(reference=request_id, http_status=http_status,
+                                             assurance="accepted" if expected else None,
+                                             completes_by=expected))
 
     def _identities(self, subject: SubjectIdentities) -> list[dict[str, str]]:
         identities = []
@@ -202,6 +209,16 @@ class OpenDsrConnector:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _rfc3339(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _reason(response: requests.Response) -> str:

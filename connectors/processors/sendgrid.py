@@ -34,7 +34,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from schemas import Evidence, SubjectIdentities
+from schemas import Evidence, ResidualData, SubjectIdentities
 
 SEARCH = "/v3/marketing/contacts/search/emails"
 SEARCH_ROUTE = f"POST {SEARCH}"
@@ -44,6 +44,8 @@ JOB = "/v3/marketing/contacts/imports/{job_id}"
 JOB_ROUTE = f"GET {JOB}"
 PENDING_STATUSES = frozenset({"pending"})
 PARTIAL = "errored"
+# Contacts only: e-mail activity and logs are SendGrid's separate recipient-data erasure.
+ACTIVITY = "e-mail activity and logs naming the address (outside Marketing contacts)"
 
 
 class SendgridSettings(BaseModel):
@@ -133,7 +135,7 @@ class SendgridConnector:
         if status == PARTIAL:
             reference = f"{reference} (errored; lookup finds none left)"[:200]
         return EraseResult(status="erased", evidence=Evidence(
-            reference=reference,
+            residual=[ResidualData(what=ACTIVITY)], reference=reference,
             http_status=response.status_code, records_affected=deleted, assurance="confirmed"))
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import string
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -34,11 +34,14 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import Quirks, json_answer
+from connectors.processors.declarative_runs import RECHECK_PREFIX, Runs
+from connectors.processors.declarative_runs import extract as extract  # its old home: re-exported
 from schemas import Evidence, ResidualData, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
 
 SPEC_DIR = Path(__file__).parent / "specs"
-Outcome = Literal["erased", "not_found", "none"]
+# follow_canonical: the object was merged into another, named by `Link: <...>; rel="canonical"`.
+Outcome = Literal["erased", "not_found", "none", "follow_canonical"]
 
 
 class Strict(BaseModel):
@@ -73,6 +76,8 @@ class CallSpec(Strict):
 
 class LookupSpec(CallSpec):
     ids: str = Field(min_length=1, description="Where the ids are in the JSON answer: data[*].id")
+    settle: timedelta | None = Field(default=None, description="The lookup may miss what was created this "
+                                     "recently: a miss for a newer request is looked up again then")
 
 
 class EraseSpec(CallSpec):
@@ -85,12 +90,22 @@ class ResidualSpec(Strict):
                                        description="ISO 8601 duration (P30D); absent: no stated end")
 
 
+class RecheckSpec(Strict):
+    """How to see that an accepted erasure was carried out: a call per id, `gone` statuses."""
+
+    method: Literal["GET"] = "GET"
+    path: str = Field(min_length=1, description="with {id}")
+    gone: list[int] = Field(default_factory=lambda: [404])
+
+
 class OutcomeSpec(Strict):
     """How sure an `erased` answer is: `accepted` needs the processor's own delay."""
 
     assurance: Literal["confirmed", "accepted"]
     completes_within: timedelta | None = Field(default=None, description="ISO 8601 duration, e.g. P30D")
     residual: list[ResidualSpec] = Field(default_factory=list)
+    recheck: RecheckSpec | None = Field(default=None, description="With accepted: how to confirm it later "
+                                                                  "(systems.yaml: recheck_accepted: true)")
 
     @model_validator(mode="after")
     def _consistent(self) -> OutcomeSpec:
@@ -125,6 +140,8 @@ class ProcessorSpec(Strict):
     erase: EraseSpec
     check: CallSpec | None = None
     outcome: OutcomeSpec | None = Field(default=None, description="Applied to erased results only")
+    sub_accounts: bool = Field(default=False, description="Each (sub-)account has its own data and keys: "
+                                                          "systems.yaml may list more `accounts`")
 
     @model_validator(mode="after")
     def _secrets_declared(self) -> ProcessorSpec:
@@ -149,6 +166,10 @@ class DeclarativeSettings(Strict):
     secrets: dict[str, str] = Field(default_factory=dict, description="secret name -> environment variable")
     params: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=10.0, gt=0)
+    accounts: list[dict[str, str]] = Field(
+        default_factory=list, description="More accounts (sub-accounts), each: secret name -> variable")
+    recheck_accepted: bool = Field(default=False, description="Stay pending until the processor's date "
+                                   "(or shortly before the request's deadline) and check, when the spec can")
 
 
 def load_spec(path: Path) -> ProcessorSpec:
@@ -161,25 +182,6 @@ def load_spec(path: Path) -> ProcessorSpec:
 @cache
 def shipped_specs() -> dict[str, ProcessorSpec]:
     return {path.stem: load_spec(path) for path in sorted(SPEC_DIR.glob("*.yaml"))}
-
-
-def extract(document: Any, path: str) -> list[Any]:
-    """A small JSON path: `data[*].id`, `[*].user_id`, `Data[*].ID`, `results.task_id`."""
-    values = [document]
-    for part in path.split("."):
-        name, each = (part[:-3], True) if part.endswith("[*]") else (part, False)
-        step = []
-        for value in values:
-            if name:
-                value = value.get(name) if isinstance(value, dict) else None
-            if value is None:
-                continue
-            if each:
-                step.extend(value if isinstance(value, list) else [])
-            else:
-                step.append(value)
-        values = step
-    return [v for v in values if v is not None and v != ""]
 
 
 def _fill(template: Any, values: dict[str, str]) -> Any:
@@ -208,26 +210,36 @@ class DeclarativeConnector:
         self.settings = settings
         params = spec.param_values(settings.params)
         base_url = settings.base_url or spec.base_url.format(**params)
-        secrets = {name: require_secret(env, system) for name, env in settings.secrets.items()}
+        quirks = Quirks(quota_zone=spec.quota_zone.format(**params))
         self._secret_env = settings.secrets
-        self._client = ProcessorClient(system, base_url, auth=_auth(spec.auth, secrets), headers=spec.headers,
-                                       timeout_s=settings.timeout_s, secret_env=self.credential_env,
-                                       quirks=Quirks(quota_zone=spec.quota_zone.format(**params)))
+        self._clients: list[ProcessorClient] = []
+        for secret_env in (settings.secrets, *settings.accounts):  # the main account, then sub-accounts
+            secrets = {name: require_secret(env, system) for name, env in secret_env.items()}
+            self._clients.append(ProcessorClient(
+                system, base_url, auth=_auth(spec.auth, secrets), headers=spec.headers,
+                timeout_s=settings.timeout_s, secret_env=", ".join(secret_env.values()), quirks=quirks))
+        self._client = self._clients[0]
         self.base_url = self._client.base_url
+        self._runs = Runs(self)
 
     @property
     def credential_env(self) -> str:
         return ", ".join(self._secret_env.values())
 
-    def _call(self, call: CallSpec, values: dict[str, str]) -> requests.Response:
+    def call(self, call: CallSpec, values: dict[str, str], client: ProcessorClient | None = None,
+             ) -> requests.Response:
         body = _fill(call.json_body, values) if call.json_body is not None else None
-        return self._client.request(
+        return (client or self._client).request(
             call.method, call.path, values, return_statuses=call.statuses,
             params=_fill(call.query, values) or None,
             data=json.dumps(body) if body is not None else None,
             headers={"content-type": "application/json"} if body is not None else None)
 
-    def _answer(self, response: requests.Response, call: CallSpec) -> Any:
+    @property
+    def clients(self) -> list[ProcessorClient]:
+        return self._clients
+
+    def answer(self, response: requests.Response, call: CallSpec) -> Any:
         return json_answer(response, self.system, f"{call.method} {call.path}") if response.content else None
 
     def _identities(self, subject: SubjectIdentities) -> list[str]:
@@ -240,44 +252,22 @@ class DeclarativeConnector:
             raise PermanentError(self.system, f"{exc}; nothing was sent") from None
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
+        if context.job_ref and context.job_ref.startswith(RECHECK_PREFIX):
+            return self._runs.recheck(context.job_ref)
         identities = self._identities(subject)
         if not identities:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-        erased, last_status = 0, None
-        references: list[str] = []
-        for identity in identities:
-            values = {"identity": identity, **self.spec.param_values(self.settings.params)}
-            ids = [identity]
-            if self.spec.lookup is not None:
-                response = self._call(self.spec.lookup, values)
-                outcome = self.spec.lookup.statuses.get(response.status_code)
-                ids = [] if outcome in ("none", "not_found") else [
-                    str(i) for i in extract(self._answer(response, self.spec.lookup), self.spec.lookup.ids)]
-            for item in ids:
-                response = self._call(self.spec.erase, {**values, "id": item})
-                last_status = response.status_code
-                outcome = self.spec.erase.statuses.get(response.status_code, "erased")
-                if outcome == "erased":
-                    erased += 1
-                    if self.spec.erase.reference:
-                        answer = self._answer(response, self.spec.erase)
-                        references.extend(str(r) for r in extract(answer, self.spec.erase.reference))
-                    elif self.spec.lookup is not None:
-                        references.append(item)
-        sureness = self.spec.outcome.evidence(datetime.now(UTC)) if erased and self.spec.outcome else {}
-        return EraseResult(
-            status="erased" if erased else "not_found",
-            evidence=Evidence(http_status=last_status, records_affected=erased,
-                              reference=", ".join(references)[:200] or None, **sureness))
+        return self._runs.erase(identities, context)
 
     def check(self) -> str:
         if self.spec.check is None:
             return "no check declared"
-        response = self._call(self.spec.check, self.spec.param_values(self.settings.params))
+        response = self.call(self.spec.check, self.spec.param_values(self.settings.params))
         return f"HTTP {response.status_code}"
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients:
+            client.close()
 
 
 def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSettings:
@@ -291,6 +281,14 @@ def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSetting
     if missing:
         raise ValueError(f"secrets.{missing[0]}: name the environment variable holding {spec.name}'s "
                          f"{missing[0]!r}")
+    if settings.accounts and not spec.sub_accounts:
+        raise ValueError(f"accounts: {spec.name} has no sub-accounts to list")
+    for index, account in enumerate(settings.accounts):
+        if set(account) != set(spec.secrets):
+            raise ValueError(f"accounts[{index}]: name the variables of {spec.name}'s "
+                             f"{', '.join(spec.secrets)} for that account")
+    if settings.recheck_accepted and not (spec.outcome and spec.outcome.recheck):
+        raise ValueError(f"recheck_accepted: {spec.name} declares no way to check an accepted erasure")
     takes = [*spec.params, *spec.optional_params]
     for name in sorted((set(settings.params) - set(takes)) | (set(spec.params) - set(settings.params))):
         raise ValueError(f"params.{name}: {spec.name} takes params {', '.join(takes) or 'none'}")

@@ -25,6 +25,9 @@ class FakeIntercom(FakeProcessor):
         self.bucket = TokenBucket(limit_per_window, window_s)
         self.contacts: dict[str, dict[str, Any]] = {}
         self.deleted: dict[str, dict[str, Any]] = {}  # kept 7 days by Intercom: recoverable
+        self.merged: dict[str, str] = {}  # merged contact id -> the canonical contact's id
+        self.unsearchable: set[str] = set()  # created "a few minutes" ago: search misses them
+        self.merged_delete_410 = True  # UNCONFIRMED: DELETE of a merged contact as GET answers it
         self._lock = threading.Lock()
 
     def add_contact(self, email: str) -> str:
@@ -68,8 +71,13 @@ class FakeIntercom(FakeProcessor):
             if query.get("field") != "email" or query.get("operator") != "=":
                 return Reply(400, error_list("parameter_invalid", "unsupported query"))
             value = str(query.get("value", "")).lower()
-            found = [c for c in self.contacts.values() if c["email"].lower() == value]
+            found = [c for c in self.contacts.values() if c["email"].lower() == value
+                     and c["id"] not in self.unsearchable]
             return Reply(200, {"type": "list", "data": found, "total_count": len(found)})
+        if method in ("GET", "DELETE") and path.removeprefix("/contacts/") in self.merged:
+            merged = self._merged_reply(method, path.removeprefix("/contacts/"))
+            if merged is not None:
+                return merged
         if method == "DELETE" and path.startswith("/contacts/"):
             contact_id = path.removeprefix("/contacts/")
             contact = self.contacts.pop(contact_id, None)
@@ -78,3 +86,33 @@ class FakeIntercom(FakeProcessor):
             self.deleted[contact_id] = contact
             return Reply(200, {"id": contact_id, "external_id": None, "type": "contact", "deleted": True})
         return Reply(404, error_list("not_found", "Resource Not Found"))
+
+    # -- Merged contacts and the search's indexing delay ----------------------------------------
+    # The 2.16 contract: `GET /contacts/{id}` of a contact merged into another answers 410
+    # `contact_merged` with `Link: </contacts/{canonical id}>; rel="canonical"`; merged contacts
+    # are left out of search, and "a newly created contact may not be searchable for a few
+    # minutes" (`unsearchable` until `index_now()`). DELETE of a merged contact is not in the
+    # contract: it answers as GET does unless `merged_delete_410` is False (then 404).
+    def merge(self, email: str, into: str) -> str:
+        """A contact with `email`, merged into the contact `into`; its id."""
+        contact_id = self.add_contact(email)
+        with self._lock:
+            self.contacts.pop(contact_id)
+            self.merged[contact_id] = into
+        return contact_id
+
+    def add_recent_contact(self, email: str) -> str:
+        contact_id = self.add_contact(email)
+        with self._lock:
+            self.unsearchable.add(contact_id)
+        return contact_id
+
+    def index_now(self) -> None:
+        with self._lock:
+            self.unsearchable.clear()
+
+    def _merged_reply(self, method: str, contact_id: str) -> Reply | None:
+        if method == "DELETE" and not self.merged_delete_410:
+            return Reply(404, error_list("not_found", "Contact Not Found"))
+        return Reply(410, error_list("contact_merged", "Contact was merged into another contact"),
+                     {"Link": f'</contacts/{self.merged[contact_id]}>; rel="canonical"'})

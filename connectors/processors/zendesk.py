@@ -157,6 +157,7 @@ class ZendeskConnector:
         if found and self.settings.tickets != "keep" and not tickets_done:
             pending = self._erase_tickets(found)
             if pending is not None:
+                self._forget(context.request_id)  # the job's poll looks the users up again
                 return pending
         progress.tickets.update(found)  # remembered before the calls: an answer may be lost
         for user_id in progress.tickets:  # again for ids of an earlier attempt: 404 once done

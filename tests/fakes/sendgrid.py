@@ -7,7 +7,9 @@ matches. `DELETE /v3/marketing/contacts?ids=a,b` answers 202 {"job_id"}; the
 contacts stay until the job completes. `GET /v3/marketing/contacts/imports/{id}`
 gives the job: `pending` until `polls_to_complete` polls have been made (None:
 only `finish_jobs()` ends it), then `completed` with `results.deleted_count`, or
-`errored` with `results.errors_url` when `fail_next_job()` was called. Every
+`errored` with `results.errors_url` when `fail_next_job()` was called. Contacts in
+`undeletable` are left by any job, which then ends `errored` ("finished with some errors")
+when it deleted others, `failed` when it deleted none. Every
 response has X-RateLimit-Limit/Remaining/Reset (epoch seconds); 429 body
 {"errors":[{"field":null,"message":"too many requests"}]} with no Retry-After.
 

@@ -123,14 +123,17 @@ class ProcessorClient:
         """One HTTP call, unclassified; transport failures become retryable errors naming the route."""
         route = route or f"{method} {path_template}"
         url = self.url(path_template, path_params)
-        self.pacer.acquire(self.system, self.max_wait_s)
+        pacer = self.pacer
+        slot = pacer.acquire(self.system, self.max_wait_s)
         try:
             response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.Timeout as exc:
             raise RetryableError(self.system, f"timeout after {self.timeout_s} s on {route}") from exc
         except requests.ConnectionError as exc:
             raise RetryableError(self.system, f"connection failed on {route}") from exc
-        self.pacer.observe(response.headers)
+        finally:
+            pacer.release(slot)
+        pacer.observe(response.headers)
         if self._check_response is not None:
             self._check_response(response, route)
         return response

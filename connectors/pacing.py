@@ -6,9 +6,9 @@ another plan. Every `ProcessorClient` of a system in this process shares one `Pa
 so the lanes' threads together stay under the limit; with several processes per lane,
 give each its share (`rate_limit.requests` divided by the number of processes).
 
-The pacer keeps the send times of the last `requests` calls and lets a call go once
-the oldest of them is more than a window old (a sliding window, slightly widened by
-`SAFETY_MARGIN` for the network's jitter), so no window of the processor's own
+The pacer keeps a slot per call of the last window, stamped when the call is answered,
+and lets a call go while fewer than `requests` slots are in the window (a sliding
+window, slightly widened by `SAFETY_MARGIN`), so no window of the processor's own
 counting, fixed or sliding, sees more than the limit. The processor's answers still
 win: a throttle with an announced wait (Retry-After, a reset header, a spent daily
 quota) or a rate-limit header saying nothing remains holds the whole lane until then.
@@ -19,9 +19,9 @@ out, so a lane's poll loop never stalls for minutes.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,8 @@ from connectors.http import wait_from_headers
 
 SAFETY_MARGIN = 0.02
 HOLD_SLEEP_CAP_S = 2.0
+IN_FLIGHT_POLL_S = 0.005
+Slot = list[float]
 REMAINING_HEADERS = ("x-sib-ratelimit-remaining", "x-ratelimit-remaining", "ratelimit-remaining",
                      "x-rate-limit-remaining")
 
@@ -83,18 +85,24 @@ class Pacer:
         self.holds = holds
         self._clock = clock
         self._sleep = sleep
-        self._sent: deque[float] = deque()
+        # One slot per call in the window: [end time], math.inf while the call is in flight.
+        self._slots: list[list[float]] = []
         self._held_until = 0.0
         self._lock = threading.Lock()
 
     def _window_delay_s(self, now: float) -> float:
         """How long our own pace makes the next call wait from `now`; caller holds the lock."""
-        if self.limit is None or len(self._sent) < self.limit.requests:
+        if self.limit is None:
             return 0.0
-        return max(0.0, self._sent[0] + self.limit.per_s * (1.0 + SAFETY_MARGIN) - now)
+        window_s = self.limit.per_s * (1.0 + SAFETY_MARGIN)
+        self._slots = [slot for slot in self._slots if slot[0] + window_s > now]
+        if len(self._slots) < self.limit.requests:
+            return 0.0
+        first_to_leave = min(slot[0] for slot in self._slots)
+        return IN_FLIGHT_POLL_S if first_to_leave == math.inf else first_to_leave + window_s - now
 
-    def acquire(self, system: str, max_wait_s: float) -> None:
-        """Block until a call may go; a longer wait raises for the worker to re-queue the task.
+    def acquire(self, system: str, max_wait_s: float) -> Slot:
+        """Block until a call may go, and take its slot; a longer wait raises for a re-queue.
 
         A processor's hold is slept here only when it is short (`HOLD_SLEEP_CAP_S`, a
         window's reset): a longer one is the caller's to wait out, through its retry policy.
@@ -105,15 +113,23 @@ class Pacer:
                 held_s = max(0.0, self._held_until - now)
                 delay = max(held_s, self._window_delay_s(now))
                 if delay <= 0:
+                    slot = [math.inf]
                     if self.limit is not None:
-                        self._sent.append(now)
-                        while len(self._sent) > self.limit.requests:
-                            self._sent.popleft()
-                    return
+                        self._slots.append(slot)
+                    return slot
             if held_s > HOLD_SLEEP_CAP_S or delay > max_wait_s:
                 raise RetryableError(system, f"the lane waits {delay:.1f} s for the processor's rate "
                                              "limit; nothing was sent", retry_after_s=delay)
             self._sleep(delay)
+
+    def release(self, slot: Slot) -> None:
+        """The call is answered (or failed): its slot leaves the window a window from now.
+
+        Counting from the answer, not the sending, keeps the limit whatever the network's
+        jitter: the processor saw the call before we saw its answer.
+        """
+        with self._lock:
+            slot[0] = self._clock()
 
     def hold(self, wait_s: float) -> None:
         """The processor asked for a pause: every call of this system waits it out."""
@@ -123,7 +139,14 @@ class Pacer:
             self._held_until = max(self._held_until, self._clock() + max(0.0, wait_s))
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Hold the lane until the window resets when an answer says nothing remains in it."""
+        """Hold the lane until the window resets when an answer says nothing remains in it.
+
+        Only for a lane without a declared limit: a paced lane already keeps to the window,
+        and the reset headers are coarse (whole seconds), so holding on them would waste
+        most of a window; a quota shared with other clients still shows as a 429, which holds.
+        """
+        if self.limit is not None:
+            return
         lowered = {key.lower(): value for key, value in headers.items()}
         remaining = next((lowered[name] for name in REMAINING_HEADERS if name in lowered), None)
         if remaining is None or remaining.strip() != "0":

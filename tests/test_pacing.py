@@ -35,8 +35,18 @@ def test_calls_beyond_the_limit_wait_for_the_oldest_to_leave_the_window() -> Non
     clock = ManualClock()
     pacer = Pacer(RateLimit(requests=3, per_s=1.0), clock=clock, sleep=clock.sleep)
     for _ in range(3):
-        pacer.acquire("brevo", max_wait_s=30)
+        pacer.release(pacer.acquire("brevo", max_wait_s=30))
     assert clock.slept == []
+    pacer.release(pacer.acquire("brevo", max_wait_s=30))
+    assert clock.slept == [pytest.approx(1.02)]
+
+
+def test_a_window_counts_from_the_answer_so_a_slow_call_keeps_its_slot_longer() -> None:
+    clock = ManualClock()
+    pacer = Pacer(RateLimit(requests=1, per_s=1.0), clock=clock, sleep=clock.sleep)
+    slot = pacer.acquire("brevo", max_wait_s=30)
+    clock.now_s += 0.7  # the processor takes 0.7 s to answer
+    pacer.release(slot)
     pacer.acquire("brevo", max_wait_s=30)
     assert clock.slept == [pytest.approx(1.02)]
 
@@ -44,7 +54,7 @@ def test_calls_beyond_the_limit_wait_for_the_oldest_to_leave_the_window() -> Non
 def test_a_wait_longer_than_the_callers_bound_raises_with_the_wait() -> None:
     clock = ManualClock()
     pacer = Pacer(RateLimit(requests=1, per_s=60.0), clock=clock, sleep=clock.sleep)
-    pacer.acquire("sendgrid", max_wait_s=30)
+    pacer.release(pacer.acquire("sendgrid", max_wait_s=30))
     with pytest.raises(RetryableError) as raised:
         pacer.acquire("sendgrid", max_wait_s=30)
     assert raised.value.retry_after_s == pytest.approx(61.2)

@@ -1,11 +1,19 @@
-"""Throughput and latency of the whole pipeline, beside the raw broker ceiling, in one run.
+"""Cost, throughput and latency of the whole pipeline, beside the raw broker ceiling, in one run.
 
-    python bench/run.py --requests 10000
+    python bench/run.py --requests 10000 [--systems 4|8] [--site-db sqlite|postgres]
+                        [--paced-requests 3000 --paced-rate 100]
 
-Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), the faust worker and
-one connector process per demo system (fake Brevo answering instantly, SQLite site
-database), with the embedded SQLite ledger; publishes N requests as fast as the
-intake client can, and waits until the ledger records every one complete.
+Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), the faust worker and the
+connector processes over the demo's four systems (SQLite or PostgreSQL site database,
+fake Brevo answering instantly, Redis session cache, uploads on disk), or eight (four
+more fake processors), with the embedded SQLite ledger. First a burst: N requests
+published as fast as the intake client can; then, optionally, requests paced at a
+steady rate. Reported: CPU milliseconds per completed request summed over the
+pipeline's processes (worker and connector workers, from the kernel's accounting;
+broker, publisher and fakes excluded), completed requests/s, the share of the broker's
+produce-and-consume ceiling measured in the same run (counting the messages a request
+really takes: request, plan, a task and an outcome per system, completion),
+p50/p95/p99 latency per phase, and peak RSS per process.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -27,39 +34,33 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout as well as from an installed package
+sys.path.insert(0, str(ROOT / "bench"))
+
+from procstats import CpuMeter, peak_rss_mb  # noqa: E402
 
 from pipeline.devstack.broker import find_or_start  # noqa: E402
-from pipeline.devstack.demo import Person  # noqa: E402
-from pipeline.devstack.local import LocalPipeline  # noqa: E402
+from pipeline.devstack.demo import (  # noqa: E402
+    DEMO_BREVO_KEY_ENV,
+    Person,
+    demo_systems,
+    seed_brevo,
+    seed_redis,
+    seed_uploads,
+)
+from pipeline.devstack.fake_brevo import FakeBrevo  # noqa: E402
+from pipeline.devstack.local import BREVO_KEY, LocalPipeline  # noqa: E402
 from pipeline.kafka_clients import group_consumer, producer  # noqa: E402
 from pipeline.ledger import requests_table, utc  # noqa: E402
 from pipeline.streaming import topics  # noqa: E402
 
-# Each request moves 7 messages (request, plan, 2 tasks, 2 outcomes, completion).
-MESSAGES_PER_REQUEST = 7
+PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+PEOPLE = 200
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pids: dict[str, int]) -> None:
-        super().__init__(daemon=True)
-        self.pids = pids
-        self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.wait(0.5):
-            for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], rss_mb(pid))
+def messages_per_request(systems: int) -> int:
+    """Request, plan, one task and one outcome per system, completion."""
+    return 3 + 2 * systems
 
 
 def broker_ceiling(bootstrap: str, count: int, size: int) -> dict[str, float]:
@@ -100,7 +101,7 @@ def publish(pipeline: LocalPipeline, requests: int, rate: float) -> tuple[dict[s
     for index in range(requests):
         if rate > 0:
             time.sleep(max(0.0, start + index / rate - time.time()))
-        event = pipeline.intake.build({"email": f"bench.{index % 400}@example.test"}, datetime.now(UTC))
+        event = pipeline.intake.build({"email": f"bench.{index % PEOPLE}@example.test"}, datetime.now(UTC))
         published[event.request_id] = time.time()
         pipeline.intake.producer.send(topics.REQUESTS, key=event.request_id.encode(),
                                       value=event.model_dump_json(exclude_none=True).encode())
@@ -108,82 +109,143 @@ def publish(pipeline: LocalPipeline, requests: int, rate: float) -> tuple[dict[s
     return published, start, time.time() - start
 
 
-def wait_completed(ledger_url: str, requests: int, timeout_s: float) -> dict[str, float]:
-    """When each completed request completed (epoch seconds), polling the ledger until all or timeout."""
+def wait_completed(ledger_url: str, request_ids: set[str], timeout_s: float) -> dict[str, float]:
+    """When each of these requests completed (epoch seconds), polling the ledger until all or timeout."""
     engine = sa.create_engine(ledger_url)
     done: dict[str, float] = {}
     deadline = time.time() + timeout_s
-    while len(done) < requests and time.time() < deadline:
-        time.sleep(1.0)
+    while len(done) < len(request_ids) and time.time() < deadline:
+        time.sleep(0.5)
         with engine.connect() as conn:
             rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.completed_at)
                                 .where(requests_table.c.completed_at.is_not(None))).all()
-        done = {r.request_id: utc(r.completed_at).timestamp() for r in rows}  # type: ignore[union-attr]
-        print(f"  {len(done)}/{requests} completed", file=sys.stderr)
+        done = {r.request_id: utc(r.completed_at).timestamp()  # type: ignore[union-attr]
+                for r in rows if r.request_id in request_ids}
+        print(f"  {len(done)}/{len(request_ids)} completed", file=sys.stderr)
     engine.dispose()
     return done
 
 
-def report(args: argparse.Namespace, broker_kind: str, ceiling: dict[str, float], message_size: int,
-           published: dict[str, float], done: dict[str, float], start: float, publish_s: float,
-           peak_rss: dict[str, float]) -> dict[str, Any]:
+def latency_s(published: dict[str, float], done: dict[str, float]) -> dict[str, float]:
     latencies = sorted(done[r] - published[r] for r in done if r in published)
-    elapsed_s = max(done.values()) - start if done else float("nan")
-    pipeline_rps = len(done) / elapsed_s
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return {"p50": round(quantiles[49], 3), "p95": round(quantiles[94], 3), "p99": round(quantiles[98], 3)}
+
+
+def run_phase(pipeline: LocalPipeline, ledger_url: str, pids: dict[str, int], requests: int, rate: float,
+              timeout_s: float) -> dict[str, Any]:
+    """Publish, wait for every completion; what it cost the pipeline's processes and how long it took."""
+    meter = CpuMeter(pids)
+    meter.start()
+    published, start, publish_s = publish(pipeline, requests, rate)
+    done = wait_completed(ledger_url, set(published), timeout_s)
+    used_s = meter.stop()
+    elapsed_s = max(done.values()) - start if done else float("nan")
+    cpu_total_s = sum(used_s.values())
     return {
-        "requests": args.requests, "completed": len(done), "broker": broker_kind,
-        "publish_rate_per_s": args.rate or "burst",
+        "requests": requests, "completed": len(done), "publish_rate_per_s": rate or "burst",
         "publish_s": round(publish_s, 2), "elapsed_s": round(elapsed_s, 2),
-        "completed_requests_per_s": round(pipeline_rps, 1),
-        "latency_s": {"p50": round(quantiles[49], 3), "p95": round(quantiles[94], 3),
-                      "p99": round(quantiles[98], 3)},
-        "message_size_bytes": message_size,
-        "broker_ceiling": {k: round(v, 1) for k, v in ceiling.items()},
-        "pipeline_share_of_ceiling": round(
-            pipeline_rps * MESSAGES_PER_REQUEST / ceiling["round_trip_msgs_per_s"], 3),
-        "peak_rss_mb": {k: round(v, 1) for k, v in peak_rss.items()},
+        "completed_requests_per_s": round(len(done) / elapsed_s, 1),
+        "cpu_ms_per_completed_request": round(1000 * cpu_total_s / max(1, len(done)), 2),
+        "cpu_s_by_process": {name: round(value, 2) for name, value in used_s.items()},
+        "latency_s": latency_s(published, done),
     }
 
 
+def site_database(kind: str, work: Path) -> tuple[str, str | None]:
+    """The site database's URL, and the PostgreSQL database to drop afterwards."""
+    if kind == "sqlite":
+        return f"sqlite:///{work / 'site.db'}", None
+    import psycopg
+
+    name = f"bench_site_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", name
+
+
+def drop_database(name: str | None) -> None:
+    if name is None:
+        return
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def extra_systems(work: Path, people: list[Person], count: int,
+                  fakes: list[FakeBrevo]) -> list[dict[str, Any]]:
+    """The demo's Redis cache and uploads, plus `count` more fake processors (Brevo-like, each its own)."""
+    import redis
+
+    redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+    seed_redis(BENCH_REDIS_URL, people)
+    uploads = work / "uploads"
+    seed_uploads(uploads, people)
+    systems = demo_systems("sqlite://", "http://unused", BENCH_REDIS_URL, uploads)["systems"][2:]  # type: ignore[index]
+    for index in range(count):
+        fake = FakeBrevo({BREVO_KEY}, limit_per_window=10**9)
+        fake.start()
+        seed_brevo(fake.url, BREVO_KEY, people)
+        fakes.append(fake)
+        systems.append({"id": f"processor-{index + 1}", "kind": "processor", "location": "EU (bench fake)",
+                        "data_categories": ["email_marketing"], "expected_turnaround_s": 60,
+                        "connector": {"type": "brevo", "base_url": fake.url,
+                                      "api_key_env": DEMO_BREVO_KEY_ENV}})
+    return list(systems)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000, help="the burst")
+    parser.add_argument("--paced-requests", type=int, default=0, help="then this many, paced")
+    parser.add_argument("--paced-rate", type=float, default=100.0, help="requests/s of the paced phase")
+    parser.add_argument("--systems", type=int, choices=(4, 8), default=4)
+    parser.add_argument("--site-db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--timeout-s", type=float, default=900)
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="Publish at this many requests/s (0: as fast as possible, a burst)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
     broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), work / "broker")
     ledger_url = f"sqlite:///{work / 'ledger.db'}"
     people = [Person(f"Bench Person {i}", f"bench.{i}@example.test", f"+3360000{i:04d}",
-                     in_brevo=i % 2 == 0) for i in range(200)]
-    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people)
+                     in_brevo=i % 2 == 0) for i in range(PEOPLE)]
+    site_url, site_db_name = site_database(args.site_db, work)
+    fakes: list[FakeBrevo] = []
+    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people, site_url=site_url,
+                             extra_systems=extra_systems(work, people, args.systems - 4, fakes))
     pipeline.brevo.bucket.limit = 10**9
     try:
         pipeline.start()
-        pids = pipeline.supervisor.pids()
+        pids = pipeline.supervisor.pids()  # the pipeline's own processes: broker and bench excluded
+        result: dict[str, Any] = {"systems": len(pipeline.system_ids), "site_db": args.site_db,
+                                  "broker": broker.kind, "ledger": "sqlite"}
+        result["burst"] = run_phase(pipeline, ledger_url, pids, args.requests, 0.0, args.timeout_s)
+        if args.paced_requests:
+            result["paced"] = run_phase(pipeline, ledger_url, pids, args.paced_requests, args.paced_rate,
+                                        args.timeout_s)
+        result["peak_rss_mb"] = {name: round(peak_rss_mb(pid), 1) for name, pid in pids.items()}
         if broker.pid is not None:
-            pids["tansu"] = broker.pid
-        pids["bench (publisher, fake Brevo)"] = os.getpid()
-        sampler = RssSampler(pids)
-        sampler.start()
+            result["peak_rss_mb"]["broker"] = round(peak_rss_mb(broker.pid), 1)
         sample = pipeline.intake.build({"email": "bench.0@example.test"}, datetime.now(UTC))
         message_size = len(sample.model_dump_json(exclude_none=True))
-        published, start, publish_s = publish(pipeline, args.requests, args.rate)
-        done = wait_completed(ledger_url, args.requests, args.timeout_s)
-        sampler.stop_event.set()
         ceiling = broker_ceiling(broker.bootstrap, args.requests, message_size)
-        result = report(args, broker.kind, ceiling, message_size, published, done, start, publish_s,
-                        sampler.peak)
+        per_request = messages_per_request(len(pipeline.system_ids))
+        result["broker_ceiling"] = {k: round(v, 1) for k, v in ceiling.items()}
+        result["messages_per_request"] = per_request
+        result["pipeline_share_of_ceiling"] = round(
+            result["burst"]["completed_requests_per_s"] * per_request / ceiling["round_trip_msgs_per_s"], 3)
         print(json.dumps(result, indent=2))
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(json.dumps(result, indent=2))
     finally:
         pipeline.stop()
+        for fake in fakes:
+            fake.stop()
         broker.stop()
+        drop_database(site_db_name)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from connectors.http import (
     json_answer,
     json_object,
 )
+from connectors.pacing import PACERS, Pacer
 from connectors.retry import RetryPolicy
 
 SINGLE_ATTEMPT = RetryPolicy(max_attempts=1)
@@ -77,6 +78,8 @@ class ProcessorClient:
     (OpenDSR verifies response signatures there). `max_wait_s` bounds an in-process
     wait; a longer announced wait is raised for the worker to re-queue. `quirks` are the
     processor's departures from the common classification (`connectors.http.Quirks`).
+    Every call waits for the system's `Pacer` (`connectors.pacing`), shared by the
+    system's clients in this process, and tells it what the processor's answers say.
     """
 
     def __init__(
@@ -84,9 +87,10 @@ class ProcessorClient:
         headers: Mapping[str, str] | None = None, secret_env: str | None = None,
         retry: RetryPolicy = SINGLE_ATTEMPT, max_wait_s: float = 30.0,
         check_response: ResponseCheck | None = None, sleep: Callable[[float], None] = time.sleep,
-        quirks: Quirks = DEFAULT_QUIRKS,
+        quirks: Quirks = DEFAULT_QUIRKS, pacer: Pacer | None = None,
     ) -> None:
         self.system = system
+        self._pacer = pacer
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.secret_env = secret_env
@@ -98,6 +102,11 @@ class ProcessorClient:
         self.session = requests.Session()
         self.session.headers.update({"accept": "application/json", **(headers or {})})
         self.session.auth = auth
+
+    @property
+    def pacer(self) -> Pacer:
+        """The given pacer, else the system's in this process (looked up per call: cheap)."""
+        return self._pacer or PACERS.for_system(self.system)
 
     def url(self, path_template: str, path_params: Mapping[str, object] | None = None) -> str:
         """Base URL + filled template; a template that is a whole URL is used as it is."""
@@ -114,19 +123,33 @@ class ProcessorClient:
         """One HTTP call, unclassified; transport failures become retryable errors naming the route."""
         route = route or f"{method} {path_template}"
         url = self.url(path_template, path_params)
+        pacer = self.pacer
+        slot = pacer.acquire(self.system, self.max_wait_s)
         try:
             response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.Timeout as exc:
             raise RetryableError(self.system, f"timeout after {self.timeout_s} s on {route}") from exc
         except requests.ConnectionError as exc:
             raise RetryableError(self.system, f"connection failed on {route}") from exc
+        finally:
+            pacer.release(slot)
+        pacer.observe(response.headers)
         if self._check_response is not None:
             self._check_response(response, route)
         return response
 
     def classify(self, response: requests.Response, route: str) -> None:
-        """Raise the taxonomy's error for a failed answer (the one classifier)."""
-        classify_response(response, self.system, route, self.secret_env, self.quirks)
+        """Raise the taxonomy's error for a failed answer (the one classifier).
+
+        A throttle's announced wait holds the whole lane (`send` has already held it
+        when the rate-limit headers said nothing remains in the window).
+        """
+        try:
+            classify_response(response, self.system, route, self.secret_env, self.quirks)
+        except RetryableError as exc:
+            if exc.retry_after_s is not None:
+                self.pacer.hold(exc.retry_after_s)
+            raise
 
     def request(
         self, method: str, path_template: str, path_params: Mapping[str, object] | None = None, *,

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, model_validator
 
 from connectors.base import ConfigError, Connector
+from connectors.pacing import PACERS, RateLimit
 from connectors.processors.declarative import (
     DeclarativeConnector,
     DeclarativeSettings,
@@ -80,5 +81,8 @@ def settings_model(connector_type: str) -> type[BaseModel]:
     return connector_types()[connector_type][0]
 
 
-def build_connector(system: str, connector_type: str, settings: BaseModel) -> Connector:
+def build_connector(system: str, connector_type: str, settings: BaseModel,
+                    rate_limit: RateLimit | None = None) -> Connector:
+    """The system's connector, its lane paced at `rate_limit` or its processor's published limit."""
+    PACERS.configure(system, connector_type, rate_limit)
     return connector_types()[connector_type][1](system, settings)

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.base import ConfigError, describe_validation_error, load_yaml_model
+from connectors.pacing import RateLimit
 from connectors.registry import connector_types, settings_model
 from schemas.models import SYSTEM_ID_PATTERN
 
@@ -32,6 +33,8 @@ class SystemEntry(BaseModel):
     location: str
     contract: str | None = None
     expected_turnaround_s: float = Field(default=60.0, gt=0)
+    # Overrides the processor's published limit (connectors.pacing) for this account's plan.
+    rate_limit: RateLimit | None = None
 
     def connector_settings(self) -> BaseModel:
         extra = dict(self.connector.model_extra or {})

@@ -185,7 +185,8 @@ def build_connectors(settings: Settings, systems: SystemsRegister,
     for system in system_ids:
         try:
             entry = systems.get(system)
-            built[system] = build_connector(entry.id, entry.connector.type, entry.connector_settings())
+            built[system] = build_connector(entry.id, entry.connector.type, entry.connector_settings(),
+                                            entry.rate_limit)
         except ConfigError as exc:
             raise SetupError(f"{systems_file(settings)}: {exc}") from None
     return built

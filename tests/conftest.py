@@ -27,6 +27,14 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_pacers() -> None:
+    """A processor's hold or pace from one test never slows the next (pacers are per process)."""
+    from connectors.pacing import PACERS
+
+    PACERS.reset()
+
+
+@pytest.fixture(autouse=True)
 def _skip_missing_broker_features(request: pytest.FixtureRequest) -> None:
     marker = request.node.get_closest_marker("kafka_requires")
     if marker is None:

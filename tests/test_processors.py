@@ -16,6 +16,7 @@ import pytest
 
 from connectors.base import AuthError, Connector, EraseResult, RetryableError, TaskContext
 from connectors.http import call_with_retries
+from connectors.pacing import PACERS
 from connectors.registry import build_connector, settings_model
 from pipeline.policy import load_policy
 from tests.processors import CASE_MODULES, load_cases
@@ -45,7 +46,11 @@ def fake(case: ProcessorCase) -> Iterator[Any]:
 
 def connector(case: ProcessorCase, fake: Any) -> Connector:
     settings = settings_model(case.type).model_validate(case.settings(fake))
-    return build_connector(f"{case.type}-system".replace("_", "-"), case.type, settings)
+    built = build_connector(f"{case.type}-system".replace("_", "-"), case.type, settings)
+    # These runs wait on a virtual clock (`drive`'s sleep): the lanes' real-time pacing and
+    # holds would never see that time pass. Pacing has its own tests (test_pacing.py).
+    PACERS.reset()
+    return built
 
 
 def drive(case: ProcessorCase, fake: Any, subject_email: str, waits: list[float] | None = None,

@@ -33,7 +33,7 @@ STOP_TIMEOUT_S = 20.0
 class LocalPipeline:
     def __init__(self, root: Path, bootstrap: str, database_url: str, people: list[Person],
                  extra_env: dict[str, str] | None = None, extra_systems: list[dict[str, Any]] | None = None,
-                 ) -> None:
+                 site_url: str | None = None) -> None:
         self.root = root
         self.bootstrap = bootstrap
         self.database_url = database_url
@@ -43,7 +43,7 @@ class LocalPipeline:
         self.brevo = FakeBrevo({BREVO_KEY})
         self.brevo.start()
         seed_brevo(self.brevo.url, BREVO_KEY, people)
-        self.site_url = f"sqlite:///{root / 'site.db'}"
+        self.site_url = site_url or f"sqlite:///{root / 'site.db'}"
         seed_site_database(self.site_url, people)
         self.systems_file = root / "systems.yaml"
         register = demo_systems(self.site_url, self.brevo.url)

@@ -44,7 +44,7 @@ class Place:
     kind: str  # processor, internal, or unknown (no longer in the register)
     location: str | None
     outcome: str
-    categories: tuple[str, ...]  # what it held, the kept categories excepted
+    categories: tuple[str, ...]  # the categories it holds, per the register (scoped to the request's)
     assurance: str | None = None
     completes_by: datetime | None = None
     residual: tuple[Residual, ...] = ()
@@ -126,9 +126,8 @@ def _entry(register: SystemsRegister | None, system: str) -> SystemEntry | None:
     return next((e for e in register.systems if e.id == system), None) if register else None
 
 
-def _place(view: SystemView, entry: SystemEntry | None, held: set[str],
-           scope_categories: set[str] | None) -> Place:
-    categories = [c for c in (entry.data_categories if entry else []) if c not in held]
+def _place(view: SystemView, entry: SystemEntry | None, scope_categories: set[str] | None) -> Place:
+    categories = list(entry.data_categories if entry else [])
     if scope_categories is not None:
         categories = [c for c in categories if c in scope_categories]
     evidence = view.evidence or {}
@@ -169,12 +168,9 @@ def letter_facts(ledger: Ledger, request_id: str, now: datetime, kind: LetterKin
     kind = kind or default_kind(view)
     _check_kind(view, kind)
     holds = ledger.holds_of(request_id)
-    held: dict[str, set[str]] = {}
-    for hold in holds:
-        held.setdefault(hold.system, set()).add(hold.data_category)
     scope = _scope_categories(ledger, request_id)
     entries = {s.system: _entry(register, s.system) for s in view.systems}
-    places = tuple(_place(s, entries[s.system], held.get(s.system, set()), scope) for s in view.systems)
+    places = tuple(_place(s, entries[s.system], scope) for s in view.systems)
     names = {p.system: p.name for p in places}
     kept = tuple(Kept(category=h.data_category, place=names.get(h.system, h.system),
                       legal_basis=h.legal_basis, citation=h.citation, retain_until=h.retain_until,

@@ -149,16 +149,21 @@ class _TextWriter(HTMLParser):
                 out.append("\n" if tag == previous == "li" else "\n\n")
             previous = tag
             if tag == "li":
-                out.append(textwrap.fill(body, TEXT_WIDTH, initial_indent="- ", subsequent_indent="  "))
+                out.append(_fill(body, TEXT_WIDTH, initial_indent="- ", subsequent_indent="  "))
             elif tag == "blockquote":
-                out.append(textwrap.fill(body, TEXT_WIDTH, initial_indent="    ", subsequent_indent="    "))
+                out.append(_fill(body, TEXT_WIDTH, initial_indent="    ", subsequent_indent="    "))
             elif tag == "h1":
                 out.append(f"{body}\n{'=' * min(len(body), TEXT_WIDTH)}")
             elif tag == "h2":
                 out.append(f"{body}\n{'-' * min(len(body), TEXT_WIDTH)}")
             else:
-                out.append("\n".join(textwrap.fill(line, TEXT_WIDTH) for line in body.split("\n")))
+                out.append("\n".join(_fill(line, TEXT_WIDTH) for line in body.split("\n")))
         return "".join(out) + "\n"
+
+
+def _fill(text: str, width: int, **indents: str) -> str:
+    # Never at a hyphen: request ids, system ids and article numbers stay whole.
+    return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False, **indents)
 
 
 def html_to_text(html: str) -> str:

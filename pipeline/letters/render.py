@@ -161,9 +161,10 @@ class _TextWriter(HTMLParser):
         return "".join(out) + "\n"
 
 
-def _fill(text: str, width: int, **indents: str) -> str:
+def _fill(text: str, width: int, initial_indent: str = "", subsequent_indent: str = "") -> str:
     # Never at a hyphen: request ids, system ids and article numbers stay whole.
-    return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False, **indents)
+    return textwrap.fill(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent,
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def html_to_text(html: str) -> str:

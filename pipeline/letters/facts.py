@@ -74,7 +74,7 @@ class LetterFacts:
     on_time: bool | None
     places: tuple[Place, ...]
     kept: tuple[Kept, ...]
-    recipients: tuple[Place, ...] | None  # Art. 19, when the person asked for them
+    recipients: tuple[Place, ...] | None  # Art. 19, when the person asked for them: the processors
     extension_months: int
     reason: str | None  # of the refusal or the extension
     decided_at: datetime | None
@@ -181,7 +181,8 @@ def letter_facts(ledger: Ledger, request_id: str, now: datetime, kind: LetterKin
         kind=kind, request_id=request_id, status=view.status, received_at=view.received_at,
         first_due_at=due_at(view.received_at), due_at=view.due_at, completed_at=view.completed_at,
         on_time=view.on_time, places=places, kept=kept,
-        recipients=tuple(p for p in places if p.kind == "processor") if recipients else None,
+        # A system the register no longer knows may have been a processor: listed rather than denied.
+        recipients=tuple(p for p in places if p.kind != "internal") if recipients else None,
         extension_months=view.extension_months, reason=reason, decided_at=decided_at,
         category_words=dict(policy.categories) if policy else {}, sender=sender, written_at=now)
 

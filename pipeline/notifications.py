@@ -5,12 +5,20 @@ Each is recorded in the ledger (so none is lost), published on
 like Stripe's webhooks: `X-Erasure-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>" with ERASURE_WEBHOOK_SECRET>`. Undelivered webhooks are retried with
 backoff. No notification carries personal data.
+
+Letters go the same way. A request that completes (without a failed system), is refused, or has its
+deadline extended owes the person a letter: a notice of kind `letter` in the same table (queued by
+the officer action, or here for a completion), delivered to the webhook as an `erasure.letter` event
+(`pipeline.letters.event`) rendered from the ledger at delivery, in French and in English, signed the
+same way. A letter that can no longer be written (its reason erased, the request reopened) is given
+up with the reason in `last_error`; the others are retried like notifications.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from datetime import datetime
 
@@ -19,9 +27,14 @@ import sqlalchemy as sa
 
 from connectors.retry import RetryPolicy
 from pipeline.ledger import Ledger, notifications_table, requests_table, utc
+from pipeline.ledger.actions import LETTER_NOTICE
+from pipeline.letters import ErasureLetter, LetterError, LetterKind, LetterWriter
 from schemas import ErasureNotification
 
+log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Erasure-Signature"
+NOTIFICATION_KINDS = ("completed", "overdue")  # rows that are `ErasureNotification`s; the rest: letters
+FINISHED = ("completed", "completed_with_holds")
 MAX_ATTEMPTS = 12
 TOLERANCE_S = 300
 # 10 s after the first failed delivery, doubling up to an hour; `pending` stops at MAX_ATTEMPTS.
@@ -66,6 +79,7 @@ def flag_overdue(ledger: Ledger, now: datetime) -> int:
 def pending(ledger: Ledger, now: datetime, limit: int = 2000) -> list[ErasureNotification]:
     with ledger.engine.connect() as conn:
         rows = conn.execute(sa.select(notifications_table).where(
+            notifications_table.c.kind.in_(NOTIFICATION_KINDS),
             notifications_table.c.delivered_at.is_(None),
             notifications_table.c.attempts < MAX_ATTEMPTS,
             notifications_table.c.next_attempt_at <= now).order_by(
@@ -99,9 +113,70 @@ def mark(ledger: Ledger, notification_id: str, now: datetime, error: str | None)
             notifications_table.c.notification_id == notification_id).values(**values))
 
 
-def post_webhook(url: str, secret: str, notification: ErasureNotification, timeout_s: float = 10) -> None:
+def post_webhook(url: str, secret: str, notification: ErasureNotification | ErasureLetter,
+                 timeout_s: float = 10) -> None:
     body = notification.model_dump_json().encode()
     response = requests.post(url, data=body, timeout=timeout_s, headers={
         "content-type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time()))})
     if response.status_code >= 300:
         raise RuntimeError(f"webhook answered HTTP {response.status_code}")
+
+
+def queue_completion_letters(ledger: Ledger, now: datetime) -> int:
+    """A completion letter for each completion not announced yet whose request ended without failure.
+
+    Run before the notifications go out, so each completion gets its letter once, and a ledger that
+    completed requests before letters existed sends none for them."""
+    n = notifications_table
+    with ledger.writer.begin() as conn:
+        letter = n.alias("letter")
+        queued = sa.exists().where(letter.c.notification_id == n.c.notification_id + ":letter")
+        rows = conn.execute(sa.select(n.c.notification_id, n.c.request_id, n.c.due_at)
+                            .join(requests_table, requests_table.c.request_id == n.c.request_id)
+                            .where(n.c.kind == "completed", n.c.delivered_at.is_(None),
+                                   n.c.status.in_(FINISHED), requests_table.c.status.in_(FINISHED),
+                                   ~queued)
+                            .limit(1000)).all()
+        if rows:
+            conn.execute(n.insert(), [{
+                "notification_id": f"{r.notification_id}:letter", "request_id": r.request_id,
+                "kind": LETTER_NOTICE, "status": "completion", "due_at": r.due_at, "created_at": now,
+                "next_attempt_at": now, "attempts": 0} for r in rows])
+    return len(rows)
+
+
+def pending_letters(ledger: Ledger, now: datetime, limit: int = 500) -> list[tuple[str, str, LetterKind]]:
+    """Letter notices due for delivery: (notice id, request id, the letter's kind)."""
+    n = notifications_table
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(sa.select(n.c.notification_id, n.c.request_id, n.c.status).where(
+            n.c.kind == LETTER_NOTICE, n.c.delivered_at.is_(None), n.c.attempts < MAX_ATTEMPTS,
+            n.c.next_attempt_at <= now).order_by(n.c.created_at).limit(limit)).all()
+    return [(r.notification_id, r.request_id, r.status) for r in rows]
+
+
+def give_up(ledger: Ledger, notification_id: str, reason: str) -> None:
+    with ledger.writer.begin() as conn:
+        conn.execute(notifications_table.update().where(
+            notifications_table.c.notification_id == notification_id).values(
+            attempts=MAX_ATTEMPTS, last_error=reason[:200]))
+
+
+def deliver_letters(ledger: Ledger, url: str, secret: str, writer: LetterWriter, now: datetime) -> int:
+    """Render each letter due and POST it, signed; how many were delivered."""
+    delivered = 0
+    for notice_id, request_id, kind in pending_letters(ledger, now):
+        try:
+            letter = writer.event(ledger, request_id, kind, notice_id, now)
+        except LetterError as exc:
+            log.warning("letters: %s given up: %s", notice_id, exc)
+            give_up(ledger, notice_id, str(exc))
+            continue
+        try:
+            post_webhook(url, secret, letter)
+        except Exception as exc:  # retried later, with backoff
+            mark(ledger, notice_id, now, f"{type(exc).__name__}: {str(exc)[:150]}")
+            continue
+        mark(ledger, notice_id, now, None)
+        delivered += 1
+    return delivered

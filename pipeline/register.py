@@ -28,6 +28,8 @@ class SystemEntry(BaseModel):
 
     id: str = Field(pattern=SYSTEM_ID_PATTERN)
     kind: Literal["processor", "internal"]
+    name: str | None = Field(default=None, min_length=1, max_length=100,
+                             description="The name the person knows it by (letters, Art. 19); else the id")
     connector: ConnectorSpec
     data_categories: list[str] = Field(min_length=1)
     location: str

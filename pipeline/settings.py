@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     intake_max_age_s: float = Field(
         default=90 * 86400, gt=0, description="How old an intake received_at may be (clients set the clock)")
 
+    # -- letters to the person (issue 13): who signs them, and the Chromium that prints them to PDF --
+    letter_sender: str | None = Field(
+        default=None, max_length=300,
+        description="Printed under a letter (e.g. 'Example SAS, DPO, dpo@example.org'); "
+        "'The data protection officer' when unset")
+    chromium_path: Path = Field(
+        default=Path("/usr/bin/chromium"), description="The Chromium that prints letters to PDF (Debian's)")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

@@ -164,15 +164,17 @@ def check_webhook(settings: Settings) -> None:
 
 def stream_app(settings: Settings) -> faust.App:
     """The faust app of the router and the aggregator, its configuration checked first."""
+    from pipeline.letters import LetterWriter
     from pipeline.streaming.app import build_app
 
     systems = systems_register(settings)
-    retention_policy(settings, systems)
+    policy = retention_policy(settings, systems)
     check_webhook(settings)
     kafka_security(settings)  # a missing password or CA file is a SetupError before faust starts
     keys = pipeline_keys(settings, need_private=True)
     return build_app(settings, systems, keys, ledger(settings, data_keys=True), bootstrap_servers(settings),
-                     signer(settings, ROUTER), verifier(settings))
+                     signer(settings, ROUTER), verifier(settings),
+                     LetterWriter.from_settings(settings, systems, policy))
 
 
 # -- connectors --------------------------------------------------------------------------
@@ -271,6 +273,7 @@ def desk_app(settings: Settings) -> FastAPI:
     """The officer's desk and the HTTP intake; the register is optional (the desk runs without one)."""
     from pipeline.desk.app import DeskSecurity, create_app
     from pipeline.ledger.accounts import Access
+    from pipeline.letters import LetterWriter
 
     records = ledger(settings, data_keys=True)
     systems, policy = None, None
@@ -279,4 +282,5 @@ def desk_app(settings: Settings) -> FastAPI:
         policy = retention_policy(settings, systems)
     return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
                       topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
-                      security=DeskSecurity.from_settings(settings))
+                      security=DeskSecurity.from_settings(settings),
+                      letters=LetterWriter.from_settings(settings, systems, policy))

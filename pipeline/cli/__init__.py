@@ -2,7 +2,8 @@
 
 `operators` run the pipeline (up, worker, connector, topics, systems check, keys,
 schemas, db upgrade, fakes); `officers` follow and act on requests (submit, status,
-list, holds, confirm, ledger verify); `admin` serves the desk and manages its
+list, holds, confirm, ledger verify) and
+`letters` write to the person (letter, refuse); `admin` serves the desk and manages its
 accounts and intake clients.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli import admin, officers, operators
+from pipeline.cli import admin, letters, officers, operators
 from pipeline.cli.common import CliError, ErasureGroup
 
 __all__ = ["CliError", "main"]
@@ -21,7 +22,7 @@ def main() -> None:
     """GDPR erasure pipeline."""
 
 
-for _command in (*operators.COMMANDS, *officers.COMMANDS, *admin.COMMANDS):
+for _command in (*operators.COMMANDS, *officers.COMMANDS, *letters.COMMANDS, *admin.COMMANDS):
     main.add_command(_command)
 
 

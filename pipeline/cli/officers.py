@@ -124,7 +124,7 @@ def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
     for event in ledger.events(request_id):
         if event.kind in ("release_requested", "released"):
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
-        elif event.kind in ("manual_confirmed", "deadline_extended"):
+        elif event.kind in ("manual_confirmed", "deadline_extended", "refused"):
             text = note_text(json.loads(event.payload), notes)
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system or 'request'}: "
                        f"{event.kind.replace('_', ' ')}" + (f": {text}" if text else ""))

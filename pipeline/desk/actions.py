@@ -1,4 +1,5 @@
-"""Officers' actions on a request: retry a failed system, confirm a manual one, extend the deadline.
+"""Officers' actions on a request: retry a failed system, confirm a manual one, extend the deadline,
+refuse the request (Art. 12(4), with its reason).
 Each answers with a redirect to the request's page, with a notice when the ledger refused."""
 
 from __future__ import annotations
@@ -54,3 +55,10 @@ async def extend(request: Request, request_id: str, desk: DeskDep, months: int =
     user = await require_officer(desk, request)
     return act(request_id, lambda: ledger_actions.extend_deadline(
         desk.ledger, request_id, months, reason, user.name, now_utc()))
+
+
+@router.post("/requests/{request_id}/refuse", include_in_schema=False)
+async def refuse(request: Request, request_id: str, desk: DeskDep, reason: str = Form("")) -> Response:
+    user = await require_officer(desk, request)
+    return act(request_id, lambda: ledger_actions.refuse(desk.ledger, request_id, reason, user.name,
+                                                         now_utc()))

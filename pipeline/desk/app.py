@@ -6,7 +6,8 @@ Intake (`/v1/...`, `intake.py`): bearer tokens per client; the body is an `Erasu
 
 Desk (HTML): officers and viewers log in (`auth.py`); requests filtered by status and deadline,
 a request's page with its systems, holds and hash-chained timeline (`pages.py`); officers retry
-failed systems, confirm manual ones, extend deadlines (`actions.py`). Exports: evidence JSON,
+failed systems, confirm manual ones, extend deadlines, refuse requests (`actions.py`); the letter to
+the person, HTML or PDF (`letters.py`). Exports: evidence JSON,
 a printable certificate, all requests as CSV (`exports.py`).
 
 Operators (`metrics.py`, no login, no personal data): `/metrics` for Prometheus, computed from the
@@ -29,6 +30,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from connectors.retention import RetentionPolicy
 from pipeline.desk import actions, auth, callbacks, exports, intake, metrics, pages
+from pipeline.desk import letters as letter_pages
 from pipeline.desk.context import TEMPLATES, Desk, OpenDsrCallbacks, Publisher
 from pipeline.desk.errors import add_error_handlers
 from pipeline.desk.headers import SecurityHeaders
@@ -39,18 +41,19 @@ from pipeline.desk.security import DeskSecurity
 from pipeline.desk.throttle import LoginThrottle
 from pipeline.ledger import Ledger
 from pipeline.ledger.accounts import Access
+from pipeline.letters import LetterWriter
 from pipeline.register import SystemsRegister
 
 __all__ = ["INTAKE_PATH", "STATUSES", "TEMPLATES", "DeskSecurity", "OpenDsrCallbacks", "Publisher",
            "create_app"]
 
-FORM_ROUTERS = (auth.router, pages.router, actions.router, exports.router)
+FORM_ROUTERS = (auth.router, pages.router, actions.router, exports.router, letter_pages.router)
 
 
 def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: RetentionPolicy | None,
                session_secret: str, task_topic: Callable[[str], str], requests_topic: str,
                register: SystemsRegister | None = None, opendsr: OpenDsrCallbacks | None = None,
-               security: DeskSecurity | None = None) -> FastAPI:
+               security: DeskSecurity | None = None, letters: LetterWriter | None = None) -> FastAPI:
     security = security or DeskSecurity()
     app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
                   description="HTTP intake for backends in any language, and the compliance officer's desk.",
@@ -62,6 +65,7 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
     app.state.desk = Desk(ledger=ledger, access=access, publisher=publisher, policy=policy, register=register,
                           task_topic=task_topic, requests_topic=requests_topic, opendsr=opendsr)
     app.state.security = security
+    app.state.letters = letters  # None: letters signed by default, Chromium at its default path
     app.state.metrics = metrics.metrics_registry(ledger)
     app.state.login_throttle = LoginThrottle(security.login_lockout_s, security.login_lockout_cap_s)
     add_error_handlers(app)

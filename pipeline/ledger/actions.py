@@ -2,7 +2,13 @@
 
 - retry a failed system (a new attempt is published; the request is reopened);
 - confirm a manual system (erased, not found, or held under a policy rule);
-- extend the deadline (reason required, only within the first month, two months at most).
+- extend the deadline (reason required, only within the first month, two months at most);
+- refuse the request (reason required, Art. 12(4)): only while nothing of the person's data has been
+  erased and no task is under way, since a task already published cannot be called back.
+
+A refusal or an extension owes the person a letter, and so does a completion: each queues a letter
+notice (a row of `erasure_notifications` of kind `letter` naming the letter's kind, never its text),
+which housekeeping renders from the ledger and delivers to the webhook.
 
 Free text (a confirmation's note, an extension's reason) never enters the append-only chain: the
 chain carries its SHA-256, the text a row of `erasure_notes` that `erase_notes` can delete.
@@ -23,10 +29,15 @@ from pipeline.ledger.chain import open_chain
 from pipeline.ledger.rebuild import task_for
 from pipeline.ledger.state import RequestStateMachine, Rows, load_rows
 from pipeline.ledger.store import Ledger
-from pipeline.ledger.tables import notes_table, requests_table, systems_table
+from pipeline.ledger.tables import notes_table, notifications_table, requests_table, systems_table
 from schemas import ErasureOutcome, ErasureTask, Evidence, Hold
 
 ConfirmOutcome = Literal["erased", "not_found", "held"]
+LETTER_NOTICE = "letter"  # the `kind` of a notification row that stands for a letter owed to the person
+# Systems that have acted (data erased, or erased but for a hold): the request can no longer be refused.
+ACTED = ("erased", "held")
+# Systems with a task under way: it may still erase, whatever an officer decides now.
+UNDER_WAY = ("planned", "pending", "retrying")
 
 
 class ActionError(Exception):
@@ -38,6 +49,22 @@ def _load(conn: sa.Connection, request_id: str) -> tuple[dict[str, Any], Rows]:
     if request_id not in requests:
         raise ActionError(f"no request {request_id}")
     return requests[request_id], systems.get(request_id, {})
+
+
+def _not_refused(request: dict[str, Any], request_id: str) -> None:
+    if request["status"] == "refused":
+        raise ActionError(f"request {request_id} was refused: nothing more is done for it")
+
+
+def queue_letter(conn: sa.Connection, request_id: str, letter_kind: str, notice_id: str, due: datetime,
+                 now: datetime) -> None:
+    """Owe the person a letter: a notice housekeeping delivers (the letter is rendered then)."""
+    known = conn.execute(sa.select(notifications_table.c.notification_id).where(
+        notifications_table.c.notification_id == notice_id)).first()
+    if known is None:
+        conn.execute(notifications_table.insert().values(
+            notification_id=notice_id, request_id=request_id, kind=LETTER_NOTICE, status=letter_kind,
+            due_at=due, created_at=now, next_attempt_at=now, attempts=0))
 
 
 def _system_row(systems: Rows, request_id: str, system: str, status: str,
@@ -73,6 +100,7 @@ def retry_system(ledger: Ledger, request_id: str, system: str, author: str, now:
     """Reopen a failed system with the next attempt; the caller publishes the returned task."""
     with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
+        _not_refused(request, request_id)
         row = _system_row(systems, request_id, system, "failed", "only a failed system can be retried")
         attempt = row["attempt"] + 1
         reopened = request["reopened"] + (1 if request["status"] != "in_progress" else 0)
@@ -100,6 +128,7 @@ def confirm_manual(ledger: Ledger, request_id: str, system: str, outcome: Confir
         raise ActionError("a hold needs a data category with a retention rule in the policy")
     with ledger.writer.begin() as conn:
         request, systems = _load(conn, request_id)
+        _not_refused(request, request_id)
         row = _system_row(systems, request_id, system, "manual", "only a manual system awaits confirmation")
         attempt = row["attempt"]
         if outcome == "held":
@@ -147,5 +176,46 @@ def extend_deadline(ledger: Ledger, request_id: str, months: int, reason: str, a
         chain.append(request_id, None, "deadline_extended", None, "in_progress",
                      {"author": author, "months": months, "due_at": new_due.isoformat(),
                       "reason_sha256": keep_note(conn, request_id, reason.strip(), now)}, now, key)
+        queue_letter(conn, request_id, "extension", f"{key}:letter", new_due, now)
         chain.write(conn)
     return new_due
+
+
+def _refusable(request: dict[str, Any], systems: Rows, request_id: str) -> None:
+    status = request["status"]
+    if status in ("completed", "completed_with_holds"):
+        raise ActionError(f"request {request_id} is already {status} (on {request['completed_at']:%Y-%m-%d}):"
+                          " its data was erased as asked; it can no longer be refused")
+    if status == "refused":
+        raise ActionError(f"request {request_id} was already refused")
+    for name, row in sorted(systems.items()):
+        if row["status"] in ACTED:
+            raise ActionError(f"{name} already reported {row['status']}: the person's data is erased there, "
+                              "so a refusal would not be true; finish the request instead")
+        if row["status"] in UNDER_WAY:
+            raise ActionError(f"{name} is {row['status']}: a task is under way and may still erase; "
+                              "refuse once it has reported (failed or not found), or finish the request")
+
+
+def refuse(ledger: Ledger, request_id: str, reason: str, author: str, now: datetime) -> None:
+    """Art. 12(4): decline to act, with the reason the person is told; the request ends `refused`.
+
+    Only while nothing was erased and no task is under way (every system manual, failed or not
+    found): a published task cannot be called back, and a refusal letter must be true. Manual and
+    failed systems stay as they are; no retry or confirmation is accepted afterwards."""
+    if not reason.strip():
+        raise ActionError("a refusal needs its reason (Art. 12(4): the person must be told it)")
+    with ledger.writer.begin() as conn:
+        request, systems = _load(conn, request_id)
+        _refusable(request, systems, request_id)
+        key = dedupe.refused(request_id)
+        chain = open_chain(conn, [key])
+        on_time = now <= request["due_at"]
+        # Nothing to announce on the completed topic (no erasure was completed): the letter tells.
+        conn.execute(requests_table.update().where(requests_table.c.request_id == request_id).values(
+            status="refused", completed_at=now, on_time=on_time, completion_published=True))
+        chain.append(request_id, None, "refused", None, "refused",
+                     {"author": author, "on_time": on_time,
+                      "reason_sha256": keep_note(conn, request_id, reason.strip(), now)}, now, key)
+        queue_letter(conn, request_id, "refusal", f"{key}:letter", request["due_at"], now)
+        chain.write(conn)

@@ -54,3 +54,8 @@ def manual_confirmed(request_id: str, system: str, attempt: int, status: str) ->
 
 def deadline_extended(request_id: str, total_months: int) -> str:
     return f"{request_id}:extended:{total_months}"
+
+
+def refused(request_id: str) -> str:
+    """An officer's refusal (Art. 12(4)): once per request."""
+    return f"{request_id}:refused"

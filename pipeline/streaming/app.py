@@ -21,6 +21,7 @@ from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
 from pipeline.ledger import Ledger
+from pipeline.letters import LetterWriter
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
@@ -66,7 +67,8 @@ def _received(event: Any) -> Received:
 
 
 def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys, ledger: Ledger,
-              bootstrap: str, signer: Signer, verifier: Verifier) -> faust.App:
+              bootstrap: str, signer: Signer, verifier: Verifier,
+              letters: LetterWriter | None = None) -> faust.App:
     """The app; `signer` signs all it publishes (the router's key), `verifier` checks plans and outcomes."""
     app = _faust_app(settings, bootstrap)
     names = topics.all_topics([entry.id for entry in register.systems])
@@ -81,7 +83,8 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     router = Router(register, keys, ledger, publisher)
     aggregator = Aggregator(ledger, publisher, progress, verifier)
     housekeeping = Housekeeping(ledger, publisher, [entry.id for entry in register.systems],
-                                settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret)
+                                settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret,
+                                letters)
 
     @app.agent(faust_topics[topics.REQUESTS], name="router")
     async def route(stream: Any) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pipeline import notifications
 from pipeline.codec import encode, now_utc
 from pipeline.ledger import Ledger
+from pipeline.letters import LetterWriter
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import announce
 from pipeline.streaming.publishing import Message, Publisher
@@ -31,13 +32,15 @@ ANNOUNCE_GRACE = timedelta(seconds=30)
 
 class Housekeeping:
     def __init__(self, ledger: Ledger, publisher: Publisher, systems: Iterable[str], data_key_grace_s: float,
-                 webhook_url: str | None = None, webhook_secret: str | None = None) -> None:
+                 webhook_url: str | None = None, webhook_secret: str | None = None,
+                 letters: LetterWriter | None = None) -> None:
         self.ledger = ledger
         self.publisher = publisher
         self.systems = frozenset(systems)  # a task for a system no longer registered has nowhere to go
         self.data_key_grace_s = data_key_grace_s
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret or ""
+        self.letters = letters
 
     async def run(self, now: datetime | None = None) -> None:
         """Every job once, in this order."""
@@ -46,6 +49,7 @@ class Housekeeping:
         await self.release_ended_holds(now)
         await self.announce_unpublished_completions(now)
         await self.notify(now)
+        await self.deliver_letters(now)
         await self.shred_data_keys(now)
 
     async def redrive_silent_systems(self, now: datetime) -> int:
@@ -75,6 +79,7 @@ class Housekeeping:
     async def notify(self, now: datetime) -> None:
         """Flag overdue requests, publish pending notifications, deliver them to the webhook if one is set."""
         await asyncio.to_thread(notifications.flag_overdue, self.ledger, now)
+        await asyncio.to_thread(notifications.queue_completion_letters, self.ledger, now)
         notices = await asyncio.to_thread(notifications.pending, self.ledger, now)
         if not notices:
             return
@@ -94,6 +99,13 @@ class Housekeeping:
                     await asyncio.to_thread(notifications.mark, self.ledger, notice.notification_id, now,
                                             error)
         await asyncio.to_thread(notifications.mark_delivered, self.ledger, delivered, now)
+
+    async def deliver_letters(self, now: datetime) -> int:
+        """The letters owed to people, rendered now and POSTed to the webhook (only there)."""
+        if not (self.webhook_url and self.letters):
+            return 0
+        return await asyncio.to_thread(notifications.deliver_letters, self.ledger, self.webhook_url,
+                                       self.webhook_secret, self.letters, now)
 
     async def shred_data_keys(self, now: datetime) -> int:
         """Crypto-shredding: destroy the data keys of requests finished more than the grace period ago."""

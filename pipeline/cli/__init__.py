@@ -3,14 +3,15 @@
 `operators` run the pipeline (up, worker, connector, topics, systems check, keys,
 schemas, db upgrade, fakes); `officers` follow and act on requests (submit, status,
 list, holds, confirm, ledger verify); `admin` serves the desk and manages its
-accounts and intake clients.
+accounts and intake clients; `retention` sweeps the site's stores on schedule and replays
+erasures after a restore.
 """
 
 from __future__ import annotations
 
 import click
 
-from pipeline.cli import admin, officers, operators
+from pipeline.cli import admin, officers, operators, retention
 from pipeline.cli.common import CliError, ErasureGroup
 
 __all__ = ["CliError", "main"]
@@ -21,7 +22,7 @@ def main() -> None:
     """GDPR erasure pipeline."""
 
 
-for _command in (*operators.COMMANDS, *officers.COMMANDS, *admin.COMMANDS):
+for _command in (*operators.COMMANDS, *officers.COMMANDS, *admin.COMMANDS, *retention.COMMANDS):
     main.add_command(_command)
 
 

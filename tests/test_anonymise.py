@@ -82,7 +82,8 @@ def test_constants_are_written_as_they_are(sqlite_url: str) -> None:
         conn.exec_driver_sql("INSERT INTO accounts VALUES (1, 'ada@example.org', '+33600000009', 'Ada L')")
     connector = SqlStoreConnector("site-db", SqlStoreSettings.model_validate({"url": sqlite_url, "tables": [
         accounts_rule(email=None, phone=None, full_name="(erased)")]}))
-    subject = SubjectIdentities(identities=[Identity(identity_type="email", identity_value="ada@example.org")])
+    subject = SubjectIdentities(identities=[
+        Identity(identity_type="email", identity_value="ada@example.org")])
     try:
         result = connector.erase(subject, TaskContext(request_id="r", system="site-db", attempt=1))
     finally:

@@ -43,7 +43,8 @@ def refused(path: Path) -> str:
 
 @pytest.mark.parametrize(("text", "period"), [
     ("P35D", relativedelta(days=35)), ("35d", relativedelta(days=35)), ("5w", relativedelta(weeks=5)),
-    ("P3Y", relativedelta(years=3)), ("3y", relativedelta(years=3)), ("P1Y6M", relativedelta(years=1, months=6)),
+    ("P3Y", relativedelta(years=3)), ("3y", relativedelta(years=3)),
+    ("P1Y6M", relativedelta(years=1, months=6)),
 ])
 def test_periods(text: str, period: relativedelta) -> None:
     assert parse_period(text) == period
@@ -74,7 +75,8 @@ def test_sql_text_is_not_read_from_the_file(tmp_path: Path) -> None:
     ({"table": "accounts; DROP TABLE accounts"}, "retention_sweeps[0].table"),
     ({"identities": {"email": "email) OR (1=1"}}, "retention_sweeps[0]"),
     ({"where": {"status = 'x' OR 1": 1}}, "retention_sweeps[0]"),
-    ({"older_than": {"column": "last_login_at", "period": "three years"}}, "retention_sweeps[0].older_than.period"),
+    ({"older_than": {"column": "last_login_at", "period": "three years"}},
+     "retention_sweeps[0].older_than.period"),
     ({"older_than": {"column": "now()", "period": "P3Y"}}, "retention_sweeps[0].older_than.column"),
     ({"identities": {"nickname": "nick"}}, "retention_sweeps[0].identities.nickname"),
     ({"name": "Inactive Accounts"}, "retention_sweeps[0].name"),
@@ -108,9 +110,13 @@ def test_backup_retention_is_a_period(tmp_path: Path) -> None:
 def test_sweep_request_ids_are_uuid4_shaped_stable_and_keyed() -> None:
     import re
 
-    first = sweep_request_id(b"k" * 32, "site-db", "inactive-accounts", "sr_" + "a" * 32, "2023-01-01")
-    assert re.fullmatch(UUID4_PATTERN, first)
-    assert first == sweep_request_id(b"k" * 32, "site-db", "inactive-accounts", "sr_" + "a" * 32, "2023-01-01")
-    assert first != sweep_request_id(b"j" * 32, "site-db", "inactive-accounts", "sr_" + "a" * 32, "2023-01-01")
-    assert first != sweep_request_id(b"k" * 32, "site-db", "inactive-accounts", "sr_" + "a" * 32, "2024-06-01")
-    assert first != sweep_request_id(b"k" * 32, "site-db", "old-consents", "sr_" + "a" * 32, "2023-01-01")
+    person = "sr_" + "a" * 32
+
+    def derived(key: bytes = b"k" * 32, rule: str = "inactive-accounts", anchor: str = "2023-01-01") -> str:
+        return sweep_request_id(key, "site-db", rule, person, anchor)
+
+    assert re.fullmatch(UUID4_PATTERN, derived())
+    assert derived() == derived(), "the same person under the same rule: the same request"
+    assert derived() != derived(key=b"j" * 32), "keyed: nobody without the key can predict it"
+    assert derived() != derived(anchor="2024-06-01"), "lapsed again after coming back: a new request"
+    assert derived() != derived(rule="old-consents")

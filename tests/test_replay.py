@@ -254,3 +254,29 @@ def test_held_rows_whose_retention_ended_are_purged_and_only_those(site: Site) -
         "invoices"] * ALICE.orders
     assert site.rows("SELECT COUNT(*) FROM payment_tokens WHERE account_id = :a", a=alice_id[0]) == [(0,)]
     assert site.rows("SELECT COUNT(*) FROM orders WHERE account_id = :a", a=alice_id[0]) == [(ALICE.orders,)]
+
+
+def test_the_router_keeps_digests_only_for_systems_whose_backups_are_kept(tmp_path: Path) -> None:
+    from pipeline.ledger.digests import identity_digest, identity_digests_table
+
+    site = Site(f"sqlite:///{tmp_path / 'site.db'}", tmp_path)
+    try:
+        identities = [Identity(identity_type="email", identity_value=" Ada.Lovelace@Example.org"),
+                      Identity(identity_type="phone", identity_value="+33 6 00 00 00 09")]
+        rid, now = str(uuid.uuid4()), datetime.now(UTC)
+        request = ErasureRequested(request_id=rid, received_at=now, identities=seal_for_intake(
+            site.keys.intake_public, SubjectIdentities(identities=identities)))
+        record = Received(topics.REQUESTS, 0, 0, rid.encode(), encode(request))
+        for _ in range(2):  # a duplicate changes nothing
+            asyncio.run(Router(site.register, site.keys, site.ledger, MemoryPublisher()).route([record]))
+        with site.ledger.engine.connect() as conn:
+            rows = conn.execute(sa.select(identity_digests_table)).all()
+        # brevo declares no backup_retention; the site database keeps its backups 35 days.
+        assert sorted((r.system, r.digest, r.backup_retention) for r in rows) == sorted(
+            ("site-db", identity_digest(site.hmac_key, i), "P35D") for i in identities)
+        # Normalised: another spelling of the same address is the same person.
+        assert identity_digest(site.hmac_key, Identity(
+            identity_type="email", identity_value="ada.lovelace@example.org")) in {r.digest for r in rows}
+        assert all(len(r.digest) == 64 and "@" not in r.digest for r in rows)
+    finally:
+        site.ledger.close()

@@ -181,3 +181,37 @@ def test_requests_carry_the_rule_scope(site: Site, kafka: Broker, tmp_path: Path
     assert len(requests) == 2
     assert {json.dumps(e.scope.model_dump() if e.scope else None) for e, _ in requests} == {
         json.dumps({"systems": ["site-db"], "data_categories": None})}
+
+
+def test_requests_go_out_at_the_rate_asked(kafka: Broker, tmp_path: Path) -> None:
+    """Paced by batches of a second's worth: 5 people at 2/s go out at 0 s, 1 s and 2 s (a fake clock)."""
+    from pipeline.intake import IntakeClient
+    from pipeline.sweep.plan import RulePlan, SweptPerson
+    from pipeline.sweep.rules import RetentionSweep
+    from pipeline.sweep.submit import SweepSubmitter
+    from schemas import Identity, SubjectIdentities
+
+    ensure_topics(kafka.bootstrap, [topics.REQUESTS], 4)
+    init_keys(tmp_path / "keys")
+    keys = load_keys(tmp_path / "keys")
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    people = [SweptPerson(str(uuid.uuid4()), SubjectIdentities(identities=[Identity(
+        identity_type="email", identity_value=f"paced{n}.{RUN}@example.test")])) for n in range(5)]
+    plan = RulePlan("site-db", RetentionSweep.model_validate(RULE), people)
+    elapsed = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        elapsed[0] += seconds
+
+    progress: list[int] = []
+    try:
+        with IntakeClient(kafka.bootstrap, keys.intake_public) as client:
+            sent = SweepSubmitter(client, ledger.sweeps, rate_per_s=2, monotonic=lambda: elapsed[0],
+                                  sleep=sleep).submit(plan, progress.append)
+        assert (sent, progress, slept) == (5, [2, 2, 1], [1.0, 1.0])
+        assert ledger.sweeps.known([p.request_id for p in people]) == {p.request_id for p in people}
+        assert ledger.sweeps.rule_of(people[0].request_id) == ("site-db", "inactive-members")
+    finally:
+        ledger.close()

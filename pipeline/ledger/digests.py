@@ -21,7 +21,14 @@ import sqlalchemy as sa
 
 from pipeline.crypto import normalise
 from pipeline.ledger.chain import open_chain
-from pipeline.ledger.tables import UtcDateTime, holds_table, metadata, requests_table, systems_table
+from pipeline.ledger.tables import (
+    UtcDateTime,
+    chunks,
+    holds_table,
+    metadata,
+    requests_table,
+    systems_table,
+)
 from pipeline.sweep.rules import parse_period
 from schemas import Identity, SubjectIdentities
 
@@ -83,9 +90,10 @@ class IdentityDigests:
             return 0
         t = identity_digests_table.c
         with self.writer.begin() as conn:
-            existing = {(r.request_id, r.system, r.digest) for r in conn.execute(
-                sa.select(t.request_id, t.system, t.digest).where(
-                    t.request_id.in_(sorted({r["request_id"] for r in rows}))))}
+            existing = {(r.request_id, r.system, r.digest)
+                        for chunk in chunks(sorted({r["request_id"] for r in rows}))
+                        for r in conn.execute(sa.select(t.request_id, t.system, t.digest)
+                                              .where(t.request_id.in_(chunk)))}
             fresh = [{**r, "recorded_at": now} for r in rows
                      if (r["request_id"], r["system"], r["digest"]) not in existing]
             if fresh:

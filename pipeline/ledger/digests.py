@@ -131,13 +131,16 @@ class IdentityDigests:
             return 0
         self._next_forget_check = now + FORGET_CHECK_INTERVAL
         expired = [(row.request_id, row.system) for row in self._pairs() if _expired(row, now)]
-        forgotten = 0
+        if not expired:
+            return 0
         t = identity_digests_table.c
         with self.writer.begin() as conn:
-            for request_id, system in expired:
-                forgotten += max(conn.execute(identity_digests_table.delete().where(
-                    t.request_id == request_id, t.system == system)).rowcount, 0)
-        return forgotten
+            before = conn.execute(sa.select(sa.func.count()).select_from(identity_digests_table)).scalar_one()
+            conn.execute(identity_digests_table.delete().where(
+                t.request_id == sa.bindparam("rid"), t.system == sa.bindparam("sys")),
+                [{"rid": rid, "sys": system} for rid, system in expired])
+            after = conn.execute(sa.select(sa.func.count()).select_from(identity_digests_table)).scalar_one()
+        return int(before - after)
 
     def _pairs(self) -> list[sa.Row[Any]]:
         """Each (request, system) with digests: its period, its outcome, its holds."""

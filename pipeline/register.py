@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.base import ConfigError, describe_validation_error, load_yaml_model
 from connectors.pacing import RateLimit
 from connectors.registry import connector_types, settings_model
+from pipeline.sweep.rules import RetentionSweep, parse_period
 from schemas.models import SYSTEM_ID_PATTERN
 
 
@@ -37,6 +38,19 @@ class SystemEntry(BaseModel):
     expected_turnaround_s: float = Field(default=60.0, gt=0)
     # Overrides the processor's published limit (connectors.pacing) for this account's plan.
     rate_limit: RateLimit | None = None
+
+    backup_retention: str | None = Field(
+        default=None, description="How long backups of this system are kept (P35D or 35d): the ledger "
+        "keeps keyed digests of the people erased from it that long, for `erasure replay` after a restore")
+    retention_sweeps: list[RetentionSweep] = Field(
+        default_factory=list, description="sql systems: rules whose people `erasure sweep` erases")
+
+    @field_validator("backup_retention")
+    @classmethod
+    def _period(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_period(value)
+        return value
 
     def connector_settings(self) -> BaseModel:
         extra = dict(self.connector.model_extra or {})
@@ -85,4 +99,24 @@ def load_systems(path: Path) -> SystemsRegister:
             entry.connector_settings()
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc, path, f"{where}.connector")) from None
+    check_sweeps(register, path)
     return register
+
+
+def check_sweeps(register: SystemsRegister, path: Path) -> None:
+    """Sweeps read the site's own SQL stores, under names unique in the register, naming known systems."""
+    names: dict[str, str] = {}
+    for index, entry in enumerate(register.systems):
+        for position, sweep in enumerate(entry.retention_sweeps):
+            where = f"systems[{index}].retention_sweeps[{position}]"
+            if entry.connector.type != "sql":
+                raise ConfigError(f"{path}: key {where}: retention sweeps read an internal SQL store; "
+                                  f"system {entry.id!r} has connector type {entry.connector.type!r}")
+            if sweep.name in names:
+                raise ConfigError(f"{path}: key {where}.name: {sweep.name!r} is already the name of a "
+                                  f"sweep at {names[sweep.name]}: `erasure sweep --rule` needs one each")
+            names[sweep.name] = where
+            unknown = [s for s in sweep.systems or [] if s not in register.ids]
+            if unknown:
+                raise ConfigError(f"{path}: key {where}.systems: no system {unknown[0]!r} in the register "
+                                  f"(known: {', '.join(register.ids)})")

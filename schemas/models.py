@@ -109,10 +109,15 @@ class ErasureRequested(Contract):
     request_id: RequestId = Field(description="UUID v4 chosen by the publisher; the idempotency key")
     received_at: AwareDatetime = Field(description="When the person asked: the legal clock starts")
     regulation: Literal["gdpr"] = "gdpr"
-    channel: Literal["contact_form", "email", "http_api", "postal", "other"] = "contact_form"
+    channel: Literal["contact_form", "email", "http_api", "postal", "other", "retention"] = Field(
+        default="contact_form",
+        description="retention: submitted by `erasure sweep` under the site's own retention rule, "
+        "not asked by the person")
     verification: Literal[
-        "logged_in_session", "email_confirmation", "identity_document", "other", "none"
-    ] = "email_confirmation"
+        "logged_in_session", "email_confirmation", "identity_document", "other", "none",
+        "not_applicable",
+    ] = Field(default="email_confirmation",
+              description="not_applicable: nobody asked, so there is no identity to check (retention)")
     subject_ref: ShortText | None = Field(
         default=None,
         description="Publisher's own pseudonymous reference (never an identity); optional",

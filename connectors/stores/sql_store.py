@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
 from connectors.base import (
@@ -29,75 +28,11 @@ from connectors.base import (
     TaskContext,
     require_secret,
 )
+from connectors.stores.sql_rules import IdentityTypeName, SqlStoreSettings, TableRule, Via
 from schemas import Evidence, Hold, SubjectIdentities
-from schemas.identity import IdentityType
 
-IdentityTypeName = IdentityType
+__all__ = ["ARCHIVE_TABLE", "SqlStoreConnector", "SqlStoreSettings", "TableRule", "Via"]
 ARCHIVE_TABLE = "erasure_restricted_archive"
-
-
-class Via(BaseModel):
-    """Rows found through a parent row: `column` of this table refers to `key` of `table`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    table: str = Field(min_length=1)
-    key: str = Field(min_length=1)
-    column: str = Field(min_length=1)
-    match: dict[IdentityTypeName, str] = Field(min_length=1)
-
-
-class TableRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    table: str = Field(min_length=1)
-    match: dict[IdentityTypeName, str] = Field(
-        default_factory=dict, description="identity type -> column holding it"
-    )
-    via: Via | None = Field(default=None, description="Or: find the rows through a parent table")
-    action: Literal["delete", "anonymise", "hold"]
-    category: str | None = Field(default=None, description="The data category the rows hold")
-    set: dict[str, str | int | None] = Field(
-        default_factory=dict,
-        description="anonymise (or hold in place): column -> replacement value (null allowed)",
-    )
-    hold_mode: Literal["mark", "archive"] = Field(
-        default="archive", description="hold: mark rows in place, or move them to the restricted archive")
-    retain_until_column: str = Field(default="retain_until", description="hold_mode mark: the column set")
-    clock_column: str | None = Field(
-        default=None, description="The row's date that starts the retention clock (record_date clocks)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TableRule:
-        if not self.match and self.via is None:
-            raise ValueError("give 'match' (identity type -> column) or 'via' (a parent table)")
-        if self.action == "anonymise" and not self.set:
-            raise ValueError("action 'anonymise' needs 'set': the columns to overwrite")
-        if self.action == "delete" and self.set:
-            raise ValueError("'set' only applies to actions 'anonymise' and 'hold'")
-        if self.action == "hold" and not self.category:
-            raise ValueError("action 'hold' needs 'category': the retention rule that justifies it")
-        if self.action == "hold" and self.hold_mode == "archive" and self.set:
-            raise ValueError("'set' does not apply to rows moved to the archive")
-        return self
-
-
-class SqlStoreSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str | None = Field(default=None, description="A URL without secrets, e.g. sqlite:///site.db")
-    url_env: str | None = Field(default=None, description="Environment variable holding the URL")
-    tables: list[TableRule] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _one_url(self) -> SqlStoreSettings:
-        if (self.url is None) == (self.url_env is None):
-            raise ValueError("give exactly one of 'url' and 'url_env'")
-        return self
-
-    def hold_categories(self) -> list[tuple[str, str]]:
-        return [(f"tables[{i}].category", r.category) for i, r in enumerate(self.tables)
-                if r.action == "hold" and r.category]
 
 
 archive_metadata = sa.MetaData()
@@ -320,6 +255,45 @@ class SqlStoreConnector:
             raise PermanentError(self.system, f"release refused: category {category!r} is held until "
                                               f"{until.date().isoformat()} and has no retention rule")
         return policy.hold(category, until)
+
+    def identity_values(self) -> Iterator[tuple[IdentityTypeName, str]]:
+        """Every distinct value of every column a rule finds people by (a restored store's people).
+
+        Read in batches, so a large table is never held in memory at once."""
+        with self._engine.connect() as connection:
+            for table_name, identity_type, column_name in self.settings.identity_columns():
+                table = self._table(table_name, connection)
+                if column_name not in table.c:
+                    raise PermanentError(self.system, f"table {table_name!r} has no column {column_name!r}")
+                column = table.c[column_name]
+                rows = connection.execution_options(stream_results=True, yield_per=1000).execute(
+                    sa.select(column).distinct().where(column.is_not(None)))
+                for (value,) in rows:
+                    if isinstance(value, str):
+                        yield identity_type, value
+
+    def purge_ended_holds(self) -> int:
+        """Delete, for everyone, the held rows whose own `retain_until` has passed; how many.
+
+        What a release does, without a task: after a restore, rows released since the backup are
+        back, and nothing justifies keeping them."""
+        self._ensure_archive()
+        now = self.clock()
+        purged = 0
+        with self._engine.begin() as connection:
+            for rule in self.settings.tables:
+                if rule.action != "hold":
+                    continue
+                if rule.hold_mode == "archive":
+                    ended = sa.delete(archive_table).where(
+                        archive_table.c.source_table == rule.table,
+                        archive_table.c.data_category == rule.category, archive_table.c.retain_until <= now)
+                else:
+                    table = self._table(rule.table, connection)
+                    marker = self._column(table, rule, rule.retain_until_column)
+                    ended = sa.delete(table).where(marker.is_not(None), marker <= now)
+                purged += max(connection.execute(ended).rowcount, 0)
+        return purged
 
     def check(self) -> str:
         try:

@@ -4,14 +4,15 @@
 schemas, db upgrade, fakes); `officers` follow and act on requests (submit, status,
 list, holds, confirm, ledger verify) and
 `letters` write to the person (letter, refuse); `admin` serves the desk and manages its
-accounts and intake clients.
+accounts and intake clients; `retention` sweeps the site's stores on schedule and replays
+erasures after a restore.
 """
 
 from __future__ import annotations
 
 import click
 
-from pipeline.cli import admin, letters, officers, operators
+from pipeline.cli import admin, letters, officers, operators, retention
 from pipeline.cli.common import CliError, ErasureGroup
 
 __all__ = ["CliError", "main"]
@@ -22,7 +23,8 @@ def main() -> None:
     """GDPR erasure pipeline."""
 
 
-for _command in (*operators.COMMANDS, *officers.COMMANDS, *letters.COMMANDS, *admin.COMMANDS):
+for _command in (*operators.COMMANDS, *officers.COMMANDS, *letters.COMMANDS, *admin.COMMANDS,
+                 *retention.COMMANDS):
     main.add_command(_command)
 
 

@@ -122,7 +122,7 @@ def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
     _echo_view(view)
     notes = ledger.views.notes(request_id)  # officers' texts live apart from the chain, until erased
     for event in ledger.events(request_id):
-        if event.kind in ("release_requested", "released"):
+        if event.kind in ("release_requested", "released", "replayed"):
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
         elif event.kind in ("manual_confirmed", "deadline_extended", "refused"):
             text = note_text(json.loads(event.payload), notes)

@@ -20,12 +20,13 @@ router = APIRouter()
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index(request: Request, desk: DeskDep, status: str | None = None, deadline: str | None = None,
-                q: str | None = None) -> Response:
+                q: str | None = None, channel: str | None = None) -> Response:
     user = require_user(desk, request)
     views = desk.ledger.list_requests(now_utc(), status=status or None, overdue=deadline == "overdue",
-                                      due_soon=deadline == "due_soon", search=q or None)
+                                      due_soon=deadline == "due_soon", search=q or None,
+                                      channel=channel or None)
     return page(desk, request, "list.html", user, views=views, statuses=STATUSES, status=status,
-                deadline=deadline, q=q or "")
+                deadline=deadline, q=q or "", channel=channel)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

@@ -182,7 +182,7 @@ def demo_systems(site_db_url: str, brevo_url: str, redis_url: str | None = None,
         {"id": "site-db", "kind": "internal", "location": "France (site's own server)",
          "data_categories": ["account", "profile", "address", "orders", "invoices", "accounting_records",
                              "card_data", "fraud_signals", "support", "newsletter_consent"],
-         "expected_turnaround_s": 30,
+         "expected_turnaround_s": 30, "backup_retention": "P35D",  # `erasure replay` after a restore
          "connector": {"type": "sql", "url": site_db_url, "tables": site_rules()}},
         {"id": "brevo", "kind": "processor", "name": "Brevo", "location": "France / EU (Brevo SAS)",
          "contract": "Brevo DPA (demo)", "data_categories": ["newsletter", "email_marketing"],

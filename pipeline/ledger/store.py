@@ -16,11 +16,13 @@ import sqlalchemy as sa
 from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import dedupe
 from pipeline.ledger.chain import first_broken_link
+from pipeline.ledger.digests import IdentityDigests
 from pipeline.ledger.engine import create_ledger_engine, exclusive
 from pipeline.ledger.housekeeping import Housekeeping
 from pipeline.ledger.keystore import KeyGrant, KeyStore
 from pipeline.ledger.migrations import upgrade
 from pipeline.ledger.state import RequestStateMachine
+from pipeline.ledger.sweeps import SweepLog
 from pipeline.ledger.views import PipelineFigures, RequestView, Views
 from schemas import ErasureCompleted, ErasureOutcome, ErasurePlanned, ErasureTask
 
@@ -41,6 +43,8 @@ class Ledger:
         self.keys = KeyStore(self.engine, self.writer, wrapper)
         self.housekeeping = Housekeeping(self.engine, self.writer)
         self.views = Views(self.engine)
+        self.digests = IdentityDigests(self.engine, self.writer)  # erase again after a restore
+        self.sweeps = SweepLog(self.engine, self.writer)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -74,7 +78,15 @@ class Ledger:
         """Wrap every live data key with the current KEK (legacy clear keys, older KEKs); how many."""
         return self.keys.rewrap()
 
+    def record_identity_digests(self, rows: Sequence[dict[str, str]], now: datetime) -> int:
+        """Keyed digests of a request's identities, per system whose backups are kept (`digests`)."""
+        return self.digests.record(rows, now)
+
     # -- housekeeping ----------------------------------------------------------
+    def forget_identity_digests(self, now: datetime) -> int:
+        """Digests of people no backup of their systems can hold any more: deleted; how many."""
+        return self.digests.forget_expired(now)
+
     def redrive_silent(self, now: datetime, max_tasks: int = 1000) -> list[ErasureTask]:
         return self.housekeeping.redrive_silent(now, max_tasks)
 
@@ -93,8 +105,8 @@ class Ledger:
 
     def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
                       limit: int = 200, due_soon: bool = False, search: str | None = None,
-                      ) -> list[RequestView]:
-        return self.views.list_requests(now, status, overdue, limit, due_soon, search)
+                      channel: str | None = None) -> list[RequestView]:
+        return self.views.list_requests(now, status, overdue, limit, due_soon, search, channel)
 
     def events(self, request_id: str | None = None) -> list[sa.Row[Any]]:
         return self.views.events(request_id)

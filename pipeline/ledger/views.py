@@ -21,6 +21,9 @@ from pipeline.ledger.tables import (
 )
 
 ERASED_NOTE = "(text erased)"
+# The channel filter's two sides: requests `erasure sweep` submitted, and everyone else's.
+SWEEP_CHANNEL = "retention"
+PEOPLE_CHANNELS = "people"
 
 
 def note_text(payload: Any, notes: dict[str, str]) -> str | None:
@@ -98,8 +101,8 @@ class Views:
 
     def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
                       limit: int = 200, due_soon: bool = False, search: str | None = None,
-                      ) -> list[RequestView]:
-        """Requests, newest first (without their systems)."""
+                      channel: str | None = None) -> list[RequestView]:
+        """Requests, newest first (without their systems); `channel` "people": all but sweeps'."""
         query = sa.select(requests_table).order_by(requests_table.c.received_at.desc())
         if status:
             query = query.where(requests_table.c.status == status)
@@ -109,6 +112,11 @@ class Views:
         if due_soon:
             query = query.where(requests_table.c.status == "in_progress", requests_table.c.due_at >= now,
                                 requests_table.c.due_at <= now + DUE_SOON_WINDOW)
+        if channel == PEOPLE_CHANNELS:
+            query = query.where(sa.or_(requests_table.c.channel.is_(None),
+                                       requests_table.c.channel != SWEEP_CHANNEL))
+        elif channel:
+            query = query.where(requests_table.c.channel == channel)
         if search:
             query = query.where(sa.or_(requests_table.c.request_id.startswith(search.strip().lower()),
                                        requests_table.c.subject_ref == search.strip()))

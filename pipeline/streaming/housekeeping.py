@@ -51,6 +51,7 @@ class Housekeeping:
         await self.notify(now)
         await self.deliver_letters(now)
         await self.shred_data_keys(now)
+        await asyncio.to_thread(self.ledger.forget_identity_digests, now)  # past every backup's life
 
     async def redrive_silent_systems(self, now: datetime) -> int:
         """The next attempt for each planned system silent past its expected turnaround."""

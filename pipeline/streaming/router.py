@@ -30,6 +30,7 @@ from pipeline.crypto import (
 )
 from pipeline.deadlines import due_at
 from pipeline.ledger import Ledger
+from pipeline.ledger.digests import digest_rows
 from pipeline.register import SystemEntry, SystemsRegister
 from pipeline.streaming import topics
 from pipeline.streaming.publishing import Message, Publisher, Received
@@ -87,6 +88,10 @@ class Router:
                 continue
             messages.extend(self.plan_messages(request, subject, grant.data_key, now))
             routed.append(rid)
+        # Before any task: a restored store can be erased again only if the digests outlive the key.
+        digests = [row for rid in routed for row in self.digest_rows(rid, *accepted[rid])]
+        await until_done(self.ledger_retry, "router: recording identity digests",
+                         self.ledger.record_identity_digests, digests, now)
         await self.publisher.send_all(messages)
         await until_done(self.ledger_retry, "router: marking tasks published",
                          self.ledger.mark_tasks_published, routed, now)
@@ -115,6 +120,11 @@ class Router:
                 continue
             accepted.setdefault(request.request_id, (request, subject))
         return accepted
+
+    def digest_rows(self, request_id: str, request: ErasureRequested, subject: SubjectIdentities,
+                    ) -> list[dict[str, str]]:
+        kept = {t.id: t.backup_retention for t in targets_for(request, self.register) if t.backup_retention}
+        return digest_rows(self.hmac_key, request_id, subject, kept)
 
     def plan_messages(self, request: ErasureRequested, subject: SubjectIdentities, data_key: bytes,
                       now: datetime) -> list[Message]:

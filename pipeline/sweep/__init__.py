@@ -1,0 +1,1 @@
+"""Erasure on schedule: retention sweeps of the site's own stores (`erasure sweep`)."""

@@ -1,0 +1,61 @@
+"""Submit a sweep's requests at a controlled rate, through the same intake as everyone's.
+
+Each request goes on the requests topic like a person's (identities sealed with the intake public
+key), with channel `retention` and verification `not_applicable`; the router plans it, holds
+included. Requests go out in batches of about a second's worth; a batch is recorded in the ledger
+once the broker acknowledged all of it, so a crash re-sends at most one batch, which the router
+recognises by its request ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from pipeline.codec import encode, now_utc
+from pipeline.intake import IntakeClient
+from pipeline.ledger.sweeps import SweepLog
+from pipeline.streaming import topics
+from pipeline.sweep.plan import RulePlan
+
+SWEEP_CHANNEL = "retention"
+SWEEP_VERIFICATION = "not_applicable"
+MAX_BATCH = 100
+
+
+class SweepSubmitter:
+    def __init__(self, client: IntakeClient, sweeps: SweepLog, rate_per_s: float, ack_timeout_s: float = 30.0,
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], datetime] = now_utc) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("the rate must be positive")
+        self.client, self.sweeps, self.rate_per_s = client, sweeps, rate_per_s
+        self.ack_timeout_s = ack_timeout_s
+        self.monotonic, self.sleep, self.clock = monotonic, sleep, clock
+
+    def submit(self, plan: RulePlan, progress: Callable[[int], None] = lambda _: None) -> int:
+        """Publish one request per person still to submit; how many were acknowledged."""
+        people = plan.to_submit
+        batch_size = max(1, min(MAX_BATCH, int(self.rate_per_s)))
+        started = self.monotonic()
+        sent = 0
+        for first in range(0, len(people), batch_size):
+            wait_s = started + sent / self.rate_per_s - self.monotonic()
+            if wait_s > 0:
+                self.sleep(wait_s)
+            batch = people[first:first + batch_size]
+            received_at = self.clock()
+            pending = []
+            for person in batch:
+                event = self.client.build(person.subject.identities, received_at, person.request_id,
+                                          channel=SWEEP_CHANNEL, verification=SWEEP_VERIFICATION,
+                                          scope=plan.scope)
+                pending.append(self.client.producer.send(
+                    topics.REQUESTS, key=event.request_id.encode(), value=encode(event)))
+            for future in pending:
+                future.get(self.ack_timeout_s)
+            self.sweeps.record(plan.system, plan.rule.name, [p.request_id for p in batch], self.clock())
+            sent += len(batch)
+            progress(len(batch))
+        return sent

@@ -191,7 +191,8 @@ def extra_systems(work: Path, people: list[Person], count: int,
         systems.append({"id": f"processor-{index + 1}", "kind": "processor", "location": "EU (bench fake)",
                         "data_categories": ["email_marketing"], "expected_turnaround_s": 60,
                         "connector": {"type": "brevo", "base_url": fake.url,
-                                      "api_key_env": DEMO_BREVO_KEY_ENV}})
+                                      "api_key_env": DEMO_BREVO_KEY_ENV},
+                        "rate_limit": {"requests": 10**6, "per_s": 1.0}})
     return list(systems)
 
 

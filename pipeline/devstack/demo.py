@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pipeline.ledger import Ledger
 
 DEMO_BREVO_KEY_ENV = "ERASURE_DEMO_BREVO_API_KEY"
+DEMO_BREVO_LIMIT_PER_S = 1000
 DEMO_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
@@ -187,7 +188,9 @@ def demo_systems(site_db_url: str, brevo_url: str, redis_url: str | None = None,
         {"id": "brevo", "kind": "processor", "name": "Brevo", "location": "France / EU (Brevo SAS)",
          "contract": "Brevo DPA (demo)", "data_categories": ["newsletter", "email_marketing"],
          "expected_turnaround_s": 60,
-         "connector": {"type": "brevo", "base_url": brevo_url, "api_key_env": DEMO_BREVO_KEY_ENV}},
+         "connector": {"type": "brevo", "base_url": brevo_url, "api_key_env": DEMO_BREVO_KEY_ENV},
+         # the demo's fake Brevo allows 1,000 calls a second, not the real account's 10
+         "rate_limit": {"requests": DEMO_BREVO_LIMIT_PER_S, "per_s": 1.0}},
     ]
     if redis_url:
         systems.append(

@@ -7,6 +7,7 @@ a 500, latency) without the connector knowing it talks to a fake.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 
@@ -69,7 +70,7 @@ class _HeldWriter:
     """The handler's output, held back while `hold` is set and sent on flush: observers see an
     exchange before its client does, so nothing a test asserts can race them."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.BufferedIOBase) -> None:
         self.raw = raw
         self.hold = False
         self.held = bytearray()

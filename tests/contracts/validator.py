@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
-from openapi_core import OpenAPI
+from openapi_core import Config, OpenAPI
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound, ServerNotFound
 from openapi_core.testing import MockRequest, MockResponse
 
@@ -90,7 +90,10 @@ def _validator(processor: str) -> tuple[OpenAPI, str]:
                 content = item[method].get("requestBody", {}).get("content", {})
                 if FORM in content:  # form bodies are checked decoded (see `_form_as_json`)
                     content.setdefault("application/json", {"schema": content[FORM].get("schema", {})})
-    return OpenAPI.from_dict(document), base
+    # openapi-core reads only application/json as JSON: structured-syntax `+json` types too.
+    json_types = {"application/problem+json", "application/vnd.segment.v1+json"}
+    config = Config(extra_media_type_deserializers=dict.fromkeys(json_types, json.loads))
+    return OpenAPI.from_dict(document, config=config), base
 
 
 def _operation(processor: str, method: str, path: str) -> tuple[str, dict[str, Any]] | None:

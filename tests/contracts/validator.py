@@ -189,6 +189,8 @@ def check(exchange: Exchange) -> list[Violation]:
     suffix = document.get("x-optional-path-suffix")
     if suffix and path.endswith(suffix):
         path = path[: -len(suffix)]
+    if document.get("x-optional-trailing-slash") and len(path) > 1:
+        path = path.rstrip("/")
     found = _operation(processor, exchange.method, path)
     label = f"{exchange.method} {found[0] if found else path}"
 

@@ -124,6 +124,18 @@ def test_a_bad_request_is_tolerated_only_when_the_fake_refuses_it() -> None:
     assert [(v.where, v.rule) for v in check(accepted)] == [("request regulationType", "enum")]
 
 
+def test_stripe_form_arrays_are_read_both_ways() -> None:
+    job = {"id": "prj_1", "object": "privacy.redaction_job", "created": 1, "livemode": False,
+           "status": "validating", "validation_behavior": "error", "objects": {"customers": ["cus_1"]}}
+    for form in ("objects[customers][]=cus_1", "objects[customers][0]=cus_1"):
+        headers = {"authorization": "Bearer sk_test_x", "content-type": "application/x-www-form-urlencoded"}
+        sent = Exchange("stripe", "POST", "/v1/privacy/redaction_jobs", headers, form.encode(), 200,
+                        {"content-type": "application/json"}, json.dumps(job).encode())
+        found = check(sent)
+        assert [(v.where, v.rule) for v in found] == [("response objects", "anyOf")]
+        assert "'charges' is a required property" in found[0].detail, "the likeliest branch's miss is named"
+
+
 def test_documented_variants_are_accepted() -> None:
     """Zendesk's optional `.json`, Mixpanel's optional trailing slash, a 404 body the docs leave open."""
     assert check(exchange("zendesk", "DELETE", "/api/v2/users/7.json", 404, authorization=BASIC)) == []

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
+from jsonschema.exceptions import best_match
 from openapi_core import Config, OpenAPI
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound, ServerNotFound
 from openapi_core.testing import MockRequest, MockResponse
@@ -133,27 +134,29 @@ def _path_values(template: str, path: str, base: str) -> dict[str, str]:
 
 
 def _form_as_json(raw: bytes) -> bytes:
-    """A form body with bracket keys (Stripe's `objects[customers][]=cus_1`) as nested JSON:
-    openapi-core cannot read deepObject forms. Values stay strings, as the form sent them."""
-    document: dict[str, Any] = {}
+    """A form body with bracket keys as nested JSON: openapi-core cannot read deepObject forms.
+    `objects[customers][]=a` (Stripe's docs) and `objects[customers][0]=a` (its libraries) both
+    make a list. Values stay strings, as the form sent them."""
+    root: dict[str, Any] = {}
     for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
         names = key.replace("]", "").split("[")
-        node: Any = document
+        node = root
         for index, name in enumerate(names):
-            last = index == len(names) - 1
-            following = None if last else names[index + 1]
-            if isinstance(node, list):
-                if last:
-                    node.append(value)
-                    break
-                node.append([] if following == "" else {})
-                node = node[-1]
-                continue
-            if last:
+            name = name or str(len(node))  # `[]` appends
+            if index == len(names) - 1:
                 node[name] = value
             else:
-                node = node.setdefault(name, [] if following == "" else {})
-    return json.dumps(document).encode()
+                node = node.setdefault(name, {})
+    return json.dumps(_listify(root)).encode()
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {key: _listify(value) for key, value in node.items()}
+    if items and all(key.isdigit() for key in items):
+        return [items[key] for key in sorted(items, key=int)]
+    return items
 
 
 def _source(operation: dict[str, Any] | None, document: dict[str, Any]) -> str:
@@ -170,7 +173,13 @@ def _describe(error: Exception) -> list[tuple[str, str, str]]:
         found = []
         for schema_error in schema_errors:
             field = ".".join(str(p) for p in schema_error.absolute_path) or "(the whole value)"
-            found.append((field, str(schema_error.validator), str(schema_error.message)[:MAX_DETAIL]))
+            detail = str(schema_error.message)
+            if schema_error.context:  # anyOf / oneOf: what the branches miss, beyond their type
+                misses = [e for e in schema_error.context if e.validator != "type"] or [
+                    best_match(schema_error.context)]
+                said = "; ".join(dict.fromkeys(str(e.message) for e in misses))
+                detail = f"no branch matches: {said}"
+            found.append((field, str(schema_error.validator), detail[:MAX_DETAIL]))
         return found
     name = getattr(error, "name", None) or getattr(cause, "name", None)
     field = f"{getattr(error, 'location', '') or ''} {name}".strip() if name else type(error).__name__

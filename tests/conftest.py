@@ -11,6 +11,9 @@ import pytest
 
 from pipeline.devstack.broker import Broker, find_or_start
 
+# Every exchange with a processor fake is checked against contracts/<processor>.openapi.yaml.
+pytest_plugins = ["tests.contracts.plugin"]
+
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 MARIADB_HOST = os.environ.get("TEST_MARIADB_HOST", "127.0.0.1")
 

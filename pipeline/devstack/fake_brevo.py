@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 from urllib.parse import unquote
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
+CREATED_AT = "%Y-%m-%dT%H:%M:%S.000Z"
 NOT_FOUND = {"code": "document_not_found", "message": "Contact does not exist"}
 
 
@@ -85,8 +87,12 @@ class FakeBrevo(FakeProcessor):
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
         if path == "/v3/account" and method == "GET":
-            return Reply(200, {"email": "ops@site.example", "companyName": "Site",
-                               "plan": [{"type": "free"}]})
+            return Reply(200, {"email": "ops@site.example", "firstName": "Site", "lastName": "Operations",
+                               "companyName": "Site", "address": {"street": "", "city": "", "zipCode": "",
+                                                                  "country": "France"},
+                               "plan": [{"type": "free", "credits": 300, "creditsType": "sendLimit"}],
+                               "relay": {"enabled": False, "data": {"userName": "", "relay": "",
+                                                                    "port": 587}}})
         if path == "/v3/contacts" and method == "POST":
             email = (body or {}).get("email")
             if not email:
@@ -100,7 +106,8 @@ class FakeBrevo(FakeProcessor):
             attributes = (body or {}).get("attributes") or {}
             self._contacts[new_id] = {"email": email, "SMS": attributes.get("SMS"),
                                           "ext_id": (body or {}).get("ext_id"),
-                                          "attributes": attributes}
+                                          "attributes": attributes,
+                                          "created_at": time.strftime(CREATED_AT, time.gmtime())}
             return Reply(201, {"id": new_id})
         if path.startswith("/v3/contacts/") and method in ("GET", "DELETE"):
             identifier = unquote(path.removeprefix("/v3/contacts/"))
@@ -115,7 +122,10 @@ class FakeBrevo(FakeProcessor):
             if method == "GET":
                 contact = self._contacts[contact_id]
                 return Reply(200, {"id": contact_id, "email": contact["email"],
-                                   "attributes": contact["attributes"]})
+                                   "attributes": contact["attributes"], "emailBlacklisted": False,
+                                   "smsBlacklisted": False, "createdAt": contact["created_at"],
+                                   "modifiedAt": contact["created_at"], "listIds": [],
+                                   "statistics": {}})
             del self._contacts[contact_id]
             return Reply(204)
         return Reply(404, {"code": "not_found", "message": "Invalid route"})

@@ -7,10 +7,12 @@ a 500, latency) without the connector knowing it talks to a fake.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +31,75 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request a fake answered and its answer, as they crossed the wire (for contract checks)."""
+
+    fake: str
+    method: str
+    target: str  # path and query, as sent (still URL-encoded)
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    status: int
+    response_headers: dict[str, str]  # lower-cased names
+    response_body: bytes
+
+
+ExchangeObserver = Callable[["FakeProcessor", Exchange], None]
+_observers: list[ExchangeObserver] = []
+_observers_lock = threading.Lock()
+
+
+def observe_exchanges(observer: ExchangeObserver) -> Callable[[], None]:
+    """Call `observer` with every exchange any fake serves (control calls excepted), before the
+    client can read the answer; returns the function that stops it."""
+    with _observers_lock:
+        _observers.append(observer)
+
+    def stop() -> None:
+        with _observers_lock:
+            if observer in _observers:
+                _observers.remove(observer)
+
+    return stop
+
+
+class _HeldWriter:
+    """The handler's output, held back while `hold` is set and sent on flush: observers see an
+    exchange before its client does, so nothing a test asserts can race them."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self.raw = raw
+        self.hold = False
+        self.held = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if not self.hold:
+            return self.raw.write(data)
+        self.held.extend(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.held:
+            self.raw.write(bytes(self.held))
+            self.held.clear()
+        self.raw.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def _parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
 
 
 class FakeState:
@@ -95,10 +166,33 @@ class FakeProcessor:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # request lines carry identities in paths: never log them
 
+            def setup(self) -> None:
+                super().setup()
+                self.wfile = _HeldWriter(self.wfile)  # type: ignore[assignment]
+
             def _serve(self) -> None:
-                parts = urlsplit(self.path)
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                with _observers_lock:
+                    observers = list(_observers)
+                if not observers or self.path.startswith("/__fake__/"):
+                    self._answer(raw)
+                    return
+                writer: _HeldWriter = self.wfile  # type: ignore[assignment]
+                writer.hold = True
+                try:
+                    self._answer(raw)
+                finally:
+                    writer.hold = False
+                status, response_headers, response_body = _parse_answer(bytes(writer.held))
+                exchange = Exchange(fake.name, self.command, self.path,
+                                    {k.lower(): v for k, v in self.headers.items()}, raw,
+                                    status, response_headers, response_body)
+                for observer in observers:
+                    observer(fake, exchange)
+
+            def _answer(self, raw: bytes) -> None:
+                parts = urlsplit(self.path)
                 try:
                     content_type = self.headers.get("content-type", "")
                     form = content_type.startswith("application/x-www-form-urlencoded")

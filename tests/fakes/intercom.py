@@ -12,7 +12,7 @@ from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBuck
 
 
 def error_list(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error.list", "request_id": uuid.uuid4().hex,
+    return {"type": "error.list", "request_id": str(uuid.uuid4()),
             "errors": [{"code": code, "message": message}]}
 
 

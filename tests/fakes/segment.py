@@ -212,10 +212,12 @@ class FakeSegment(FakeProcessor):
                          if regulation.destination_status.get(destination_id) == "FAILED" else "",
                          "finishedAt": regulation.finished_at or ""}
                         for destination_id, name in self.destinations.items()]
-        return {"id": regulation.id, "workspaceId": self.workspace_id, "overallStatus": regulation.status,
-                "createdAt": regulation.created_at, "finishedAt": regulation.finished_at,
+        view = {"id": regulation.id, "workspaceId": self.workspace_id, "overallStatus": regulation.status,
+                "createdAt": regulation.created_at,
                 "streamStatus": [{"id": SOURCE_ID, "destinationStatus": destinations}]}
-
+        if regulation.finished_at is not None:  # a string when set, absent before (never null)
+            view["finishedAt"] = regulation.finished_at
+        return view
 
     # -- Retention of regulations ----------------------------------------------------------------
     # The 2026 SDK: list endpoints return only regulations from the past 90 days; older ones give

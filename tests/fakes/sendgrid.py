@@ -75,7 +75,8 @@ class FakeSendgrid(FakeProcessor):
         contact_id = str(uuid.uuid4())
         with self._lock:
             self.contacts[contact_id] = {"id": contact_id, "email": email.lower(), "first_name": None,
-                                         "created_at": _now()}
+                                         "created_at": _now(), "updated_at": _now(), "list_ids": [],
+                                         "segment_ids": []}
         return contact_id
 
     def has_contact(self, email: str) -> bool:

@@ -39,6 +39,31 @@ def stripe_error(kind: str, message: str, code: str | None = None, param: str | 
     return {"error": error}
 
 
+# The rest of what Stripe's `charge` and `invoice` objects always carry (their `required` lists in
+# contracts/stripe.openapi.yaml); values of a plain paid card charge and a paid one-off invoice.
+CHARGE_FIELDS: dict[str, Any] = {
+    "amount_refunded": 0, "captured": True, "disputed": False, "refunded": False,
+    "livemode": False, "metadata": {}, "billing_details": {"address": None, "email": None, "name": None,
+                                                           "phone": None}}
+
+
+def invoice_fields(invoice_id: str, created: int, status: str, total: int) -> dict[str, Any]:
+    paid = status == "paid"
+    return {
+        "amount_due": total, "amount_paid": total if paid else 0, "amount_remaining": 0 if paid else total,
+        "amount_shipping": 0, "attempt_count": 1 if paid else 0, "attempted": paid,
+        "automatic_tax": {"enabled": False, "status": None}, "collection_method": "charge_automatically",
+        "default_tax_rates": [], "livemode": False, "paid": paid, "paid_out_of_band": False,
+        "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                             "payment_method_types": None},
+        "period_end": created, "period_start": created, "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0, "starting_balance": 0,
+        "status_transitions": {"finalized_at": created, "marked_uncollectible_at": None,
+                               "paid_at": created if paid else None, "voided_at": None},
+        "subtotal": total, "total_tax_amounts": [],
+        "lines": {"object": "list", "data": [], "has_more": False, "url": f"/v1/invoices/{invoice_id}/lines"}}
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:14]}"
 
@@ -77,7 +102,8 @@ class FakeStripe(FakeProcessor):
             email = self.customers[customer_id]["email"]
             self.invoices[invoice_id] = {"id": invoice_id, "object": "invoice", "customer": customer_id,
                                          "customer_email": email, "created": created, "status": status,
-                                         "total": total, "currency": "eur"}
+                                         "total": total, "currency": "eur",
+                                         **invoice_fields(invoice_id, created, status, total)}
         return invoice_id
 
     def add_charge(self, customer_id: str, created: int, amount: int = 1200) -> str:
@@ -86,7 +112,8 @@ class FakeStripe(FakeProcessor):
             self.charges[charge_id] = {"id": charge_id, "object": "charge", "customer": customer_id,
                                        "created": created, "amount": amount, "currency": "eur",
                                        "paid": True, "status": "succeeded",
-                                       "payment_method_details": {"card": {"last4": "4242"}}}
+                                       "payment_method_details": {"card": {"last4": "4242"}},
+                                       **CHARGE_FIELDS, "amount_captured": amount}
         return charge_id
 
     def live_customers(self, email: str) -> list[str]:

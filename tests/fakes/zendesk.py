@@ -27,6 +27,10 @@ from tests.fakes.zendesk_tickets import TICKET_PATHS, ZendeskTicketsApi
 
 RECORD_NOT_FOUND: dict[str, Any] = {"error": "RecordNotFound", "description": "Not found"}
 UNAUTHORIZED = {"error": "Couldn't authenticate you"}
+# What Zendesk's (deleted) user objects always carry besides id, name, e-mail, phone and role.
+USER_FIELDS: dict[str, Any] = {
+    "created_at": "2026-01-05T10:00:00Z", "updated_at": "2026-01-05T10:00:00Z", "time_zone": "Paris",
+    "locale": "fr", "locale_id": 1, "organization_id": None, "shared_phone_number": None, "photo": None}
 TEXT_KEY = "__text__"  # a reply body {TEXT_KEY: "..."} is sent as text/plain
 
 
@@ -90,7 +94,8 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
         with self._lock:
             user_id = self._new_id()
             self.users[user_id] = {"id": user_id, "name": name, "email": email.lower(), "phone": None,
-                                   "role": "end-user", "active": True, "state": "active"}
+                                   "role": "end-user", "active": True, "state": "active",
+                                   **USER_FIELDS}
             for n in range(tickets):
                 ticket_id = self._new_id()
                 self.tickets[ticket_id] = {"id": ticket_id, "requester_id": user_id,
@@ -176,7 +181,8 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
     def _route(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
         parts = path.strip("/").split("/")
         if method == "GET" and path == "/api/v2/users/me":
-            return Reply(200, {"user": {"id": 1, "email": self.agent_email, "role": "admin"}})
+            return Reply(200, {"user": {"id": 1, "name": "Erasure Agent", "email": self.agent_email,
+                                        "role": "admin"}})
         if method == "GET" and path == "/api/v2/users/search":
             wanted = query.get("query", [""])[0].strip().lower().removeprefix("email:").strip('"')
             found = [self._public(u) for u in self.users.values()
@@ -208,8 +214,9 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
             if user is None or user["state"] != "soft_deleted":
                 return self.not_found()
             del self.users[user["id"]]
-            gone = {"id": user["id"], "name": "Permanently Deleted User", "email": None, "phone": None,
-                    "active": False, "url": f"{self.url}/api/v2/deleted_users/{user['id']}.json"}
+            gone = {**USER_FIELDS, "id": user["id"], "name": "Permanently Deleted User", "email": None,
+                    "phone": None, "role": user["role"], "active": False,
+                    "url": f"{self.url}/api/v2/deleted_users/{user['id']}.json"}
             self.permanently_deleted[user["id"]] = gone
             return Reply(200, {"deleted_user": gone})
         return self.not_found()

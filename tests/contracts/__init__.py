@@ -1,0 +1,1 @@
+"""The processors' API contracts (contracts/*.openapi.yaml) and their check on every fake exchange."""

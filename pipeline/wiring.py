@@ -278,4 +278,4 @@ def desk_app(settings: Settings) -> FastAPI:
         policy = retention_policy(settings, systems)
     return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
                       topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
-                      security=DeskSecurity.from_settings(settings))
+                      security=DeskSecurity.from_settings(settings), heartbeat_file=settings.heartbeat_file)

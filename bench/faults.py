@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=900.0,
                         help="how long to wait for every request to finish after publishing")
     parser.add_argument("--stall-s", type=float, default=60.0, help="the supervisor's stall threshold")
+    parser.add_argument("--lanes", nargs="+", default=None,
+                        help="kill only these (worker, desk, connector-SYSTEM); every lane by default")
+    parser.add_argument("--group-lanes", action="store_true",
+                        help="connectors join their consumer groups (as when processes share a system) "
+                             "instead of owning their partitions as `erasure up` runs them")
     parser.add_argument("--resume-limit-s", type=float, default=None,
                         help="fail when a lane's next sign of work came later than this after its last kill")
     args = parser.parse_args(argv)
@@ -189,7 +194,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     emails = [p.email for p in people]
     broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), work / "broker")
     ledger_url = f"sqlite:///{work / 'ledger.db'}"
-    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people, stall_s=args.stall_s)
+    group_env = {"ERASURE_CONNECTOR_SOLE_OWNER": "false"} if args.group_lanes else {}
+    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people, extra_env=group_env,
+                             stall_s=args.stall_s)
     pipeline.brevo.bucket.limit = 10**9
     desk = DeskProbe(pipeline.desk_url)
     try:
@@ -197,7 +204,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         pipeline.supervise()
         desk.start()
         publish_s = args.requests / args.rate
-        lanes = sorted(pipeline.processes)
+        lanes = sorted(args.lanes or pipeline.processes)
+        if unknown := set(lanes) - set(pipeline.processes):
+            raise SystemExit(f"--lanes: no lane {sorted(unknown)}; lanes: {sorted(pipeline.processes)}")
         plan = schedule(rng, args.kills, lanes, publish_s)
         plan += schedule(rng, args.broker_restarts, ["broker"], publish_s)
         publisher = Publisher(pipeline, emails, args.requests, args.rate, rng)
@@ -220,6 +229,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return {
             "requests": len(published), "rate_per_s": args.rate, "kills": sum(map(len, kills.values())),
             "broker_restarts": args.broker_restarts, "seed": args.seed, "broker": broker.kind,
+            "connectors": "group members" if args.group_lanes else "sole owners",
             "publish_s": round(publish_s, 1),
             "all_final_after_s": round(finished_at - publisher.start_at, 1),
             "supervisor_restarts": supervisor_restarts(pipeline.logs / "supervisor.log"),
@@ -242,7 +252,7 @@ def resume_check(lanes: dict[str, dict[str, Any]], limit_s: float) -> fault_chec
 def summary(result: dict[str, Any]) -> str:
     lines = [f"fault run: {result['requests']} requests at {result['rate_per_s']}/s, "
              f"{result['kills']} kills, {result['broker_restarts']} broker restarts "
-             f"(seed {result['seed']}, broker {result['broker']}); "
+             f"(seed {result['seed']}, broker {result['broker']}, connectors as {result['connectors']}); "
              f"all final {result['all_final_after_s']} s after publishing began",
              f"supervisor restarts: {result['supervisor_restarts']}"]
     for lane, figures in result["lanes"].items():

@@ -7,30 +7,87 @@ enough for the embedded broker (a join completes after about half the session
 timeout on Tansu) and a short fetch wait (Tansu holds a fetch for the whole wait
 when it had nothing at request time). Each takes the TLS and SASL options of a
 `KafkaSecurity` (`KafkaSecurity.from_settings`); plaintext when none is given.
+
+Connector lanes use `LaneConsumer` (`group_consumer`): a group member whose poll loop only
+hands tasks to a pool, so its longest stall is one send or one commit (30 s each); its
+max-poll interval, which is also the rebalance timeout it asks the broker for, is 60 s rather
+than the 300 s the faust worker needs. A lane run by one process only (`sole_owner`, what
+`erasure up` does) joins no group at all: it takes every partition of its topic and commits
+its offsets to the group with no generation, so a restart after a crash has no rebalance to
+wait for, on Tansu (whose group coordinator keeps a dead leader until its session expires)
+as on Apache Kafka.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
 
 # Under a burst a consumer may go seconds between polls; leaving the group then only
 # adds a rebalance to the backlog.
 MAX_POLL_INTERVAL_S = 300.0
+# A connector's poll loop stalls at most for one send or one commit (30 s each, see runtime.py).
+LANE_MAX_POLL_INTERVAL_S = 60.0
 FETCH_MAX_WAIT_MS = 100
+PARTITIONS_WAIT_S = 60.0
 
 
-def consumer_group_timing(session_timeout_s: float, heartbeat_s: float) -> dict[str, int]:
+def consumer_group_timing(session_timeout_s: float, heartbeat_s: float,
+                          max_poll_interval_s: float = LANE_MAX_POLL_INTERVAL_S) -> dict[str, int]:
     return {
         "session_timeout_ms": int(session_timeout_s * 1000),
         "heartbeat_interval_ms": int(heartbeat_s * 1000),
-        "max_poll_interval_ms": int(MAX_POLL_INTERVAL_S * 1000),
+        "max_poll_interval_ms": int(max_poll_interval_s * 1000),
         "request_timeout_ms": max(15_000, int(session_timeout_s * 2500)),
     }
+
+
+class LaneConsumer(KafkaConsumer):  # type: ignore[misc]
+    """A consumer for one lane's topic: a group member, or its sole owner outside any group."""
+
+    def __init__(self, *, sole_owner: bool = False, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.sole_owner = sole_owner
+
+    def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None, listener: Any = None) -> None:
+        """In the group, as usual; as sole owner, take every partition (and tell the listener)."""
+        if not self.sole_owner:
+            super().subscribe(list(topics), pattern=pattern, listener=listener)
+            return
+        partitions = {TopicPartition(topic, number) for topic in topics for number in self._partitions(topic)}
+        self.assign(sorted(partitions))
+        if listener is not None:
+            listener.on_partitions_assigned(partitions)
+
+    def _partitions(self, topic: str) -> set[int]:
+        deadline = time.monotonic() + PARTITIONS_WAIT_S
+        while not (found := self.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError(f"topic {topic} has no partitions after {PARTITIONS_WAIT_S:.0f} s: "
+                                        "create the topics first (`erasure topics`)")
+            time.sleep(0.5)
+        return set(found)
+
+    def commit(self, offsets: Any = None, timeout_ms: int | None = None) -> None:
+        """Commit and wait; inside a rebalance listener, commit without waiting.
+
+        kafka-python 3 calls listeners on its IO thread, where a blocking commit raises
+        RuntimeError; raised from `on_partitions_revoked` it ended the lane's poll thread.
+        Whatever an unacknowledged commit leaves out is redone by the next owner (idempotent).
+        """
+        try:
+            super().commit(offsets, timeout_ms)
+        except RuntimeError as exc:
+            if "IO thread" not in str(exc):
+                raise
+            self.commit_async(offsets)
 
 
 def producer(bootstrap: str, client_id: str, *, security: KafkaSecurity = PLAINTEXT,
@@ -43,16 +100,17 @@ def producer(bootstrap: str, client_id: str, *, security: KafkaSecurity = PLAINT
 
 
 def group_consumer(bootstrap: str, group_id: str, client_id: str, session_timeout_s: float,
-                   heartbeat_s: float, *, security: KafkaSecurity = PLAINTEXT,
-                   **options: Any) -> KafkaConsumer:
-    """A member of `group_id` that commits by hand and starts from the earliest record."""
+                   heartbeat_s: float, *, security: KafkaSecurity = PLAINTEXT, sole_owner: bool = False,
+                   **options: Any) -> LaneConsumer:
+    """A member of `group_id` (or, `sole_owner`, the one reader committing to it) that commits by hand
+    and starts from the earliest record."""
     settings: dict[str, Any] = {
         "group_id": group_id, "client_id": client_id, "enable_auto_commit": False,
         "auto_offset_reset": "earliest", "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         **consumer_group_timing(session_timeout_s, heartbeat_s), **security.kafka_python(),
     }
     settings.update(options)
-    return KafkaConsumer(bootstrap_servers=bootstrap, **settings)
+    return LaneConsumer(bootstrap_servers=bootstrap, sole_owner=sole_owner, **settings)
 
 
 def reader(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: Any) -> KafkaConsumer:

@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     chromium_path: Path = Field(
         default=Path("/usr/bin/chromium"), description="The Chromium that prints letters to PDF (Debian's)")
 
+    # -- crash survival (issue 11): who owns a lane's partitions, liveness heartbeats, the stall threshold --
+    connector_sole_owner: bool = Field(
+        default=False, description="This connector process is its systems' only one: it takes every "
+        "partition without joining the consumer group (no rebalance to wait for after a crash; offsets "
+        "still committed to the group). `erasure up` sets it; false where processes share a system")
+    heartbeat_file: Path | None = Field(
+        default=None, description="Where this process reports liveness; its supervisor sets it")
+    supervisor_stall_s: float = Field(
+        default=60.0, gt=0, description="`erasure up` restarts a child whose loop has not turned, or has "
+        "held work without finishing any, for this long")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

@@ -283,4 +283,5 @@ def desk_app(settings: Settings) -> FastAPI:
     return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
                       topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
                       security=DeskSecurity.from_settings(settings),
-                      letters=LetterWriter.from_settings(settings, systems, policy))
+                      letters=LetterWriter.from_settings(settings, systems, policy),
+                      heartbeat_file=settings.heartbeat_file)

@@ -252,7 +252,11 @@ def _announce(current: Settings, bootstrap: str, broker_kind: str, register: Sys
               help="Use the demo register (fake Brevo, SQLite site db); default when no "
                    "ERASURE_SYSTEMS_FILE is set")
 def up(demo: bool | None) -> None:
-    """Everything on one machine: broker, router/aggregator, one worker per system."""
+    """Everything on one machine: broker, router/aggregator, one worker per system, the desk.
+
+    Each child that exits, or stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S),
+    is restarted.
+    """
     from pipeline.devstack.broker import find_or_start
     from pipeline.devstack.supervisor import Supervisor
 
@@ -264,6 +268,8 @@ def up(demo: bool | None) -> None:
     env = dict(os.environ, ERASURE_HOME_DIR=str(current.home_dir.resolve()))
     # The local desk is served over plain HTTP (http://127.0.0.1): its cookie cannot be `Secure` there.
     env.setdefault("ERASURE_DESK_COOKIE_SECURE", "false")
+    # One process per system: each owns its lane's partitions outright, no group to rejoin after a crash.
+    env.setdefault("ERASURE_CONNECTOR_SOLE_OWNER", "true")
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
@@ -281,7 +287,9 @@ def up(demo: bool | None) -> None:
         current.broker_file.write_text(json.dumps({"bootstrap": broker.bootstrap, "kind": broker.kind}))
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
         create_topics(current, register, broker.bootstrap)
-        supervisor = Supervisor(env)
+        # Children beat <home>/run/<name>.heartbeat; a hung or stuck one is restarted (logged as a warning).
+        supervisor = Supervisor(env, run_dir=current.home_dir.resolve() / "run",
+                                stall_s=current.supervisor_stall_s)
         cleanup.callback(supervisor.stop_all)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

@@ -22,13 +22,17 @@ document is at `/openapi.json`; no Swagger UI is served (it would load scripts f
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 from connectors.retention import RetentionPolicy
+from pipeline import liveness
 from pipeline.desk import actions, auth, callbacks, exports, intake, metrics, pages
 from pipeline.desk import letters as letter_pages
 from pipeline.desk.context import TEMPLATES, Desk, OpenDsrCallbacks, Publisher
@@ -50,14 +54,39 @@ __all__ = ["INTAKE_PATH", "STATUSES", "TEMPLATES", "DeskSecurity", "OpenDsrCallb
 FORM_ROUTERS = (auth.router, pages.router, actions.router, exports.router, letter_pages.router)
 
 
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _beating(heartbeat_file: Path | None) -> Lifespan:
+    """A lifespan beating the heartbeat file each second while the event loop turns."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        beat = liveness.loop_beat(heartbeat_file, "desk")
+
+        async def beating() -> None:
+            while True:
+                beat.beat()
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(beating())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
+
+
 def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: RetentionPolicy | None,
                session_secret: str, task_topic: Callable[[str], str], requests_topic: str,
                register: SystemsRegister | None = None, opendsr: OpenDsrCallbacks | None = None,
-               security: DeskSecurity | None = None, letters: LetterWriter | None = None) -> FastAPI:
+                 security: DeskSecurity | None = None, letters: LetterWriter | None = None,
+                 heartbeat_file: Path | None = None) -> FastAPI:
     security = security or DeskSecurity()
     app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
                   description="HTTP intake for backends in any language, and the compliance officer's desk.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=_beating(heartbeat_file))
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
                        session_cookie="erasure_desk", https_only=security.cookie_secure,
                        max_age=math.ceil(security.session_max_s))

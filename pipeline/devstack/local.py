@@ -2,19 +2,24 @@
 
 The caller brings a broker and a ledger database; this seeds a fake Brevo and a
 SQLite site database with the given people, writes their register, and runs the
-router/aggregator and the connector workers under one `Supervisor`.
+router/aggregator, the connector workers and (`start(desk=True)`) the desk under one
+`Supervisor`, as `erasure up` does: each connector process is its systems' sole owner, and
+every child beats a heartbeat file under `<home>/run`. Killed children stay dead unless
+`supervise()` runs the supervisor's loop in a thread.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
 
 from pipeline.crypto import init_keys, load_keys
+from pipeline.devstack.broker import free_port
 from pipeline.devstack.demo import DEMO_BREVO_KEY_ENV, Person, demo_systems, seed_brevo, seed_site_database
 from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.devstack.supervisor import Supervisor
@@ -33,7 +38,7 @@ STOP_TIMEOUT_S = 20.0
 class LocalPipeline:
     def __init__(self, root: Path, bootstrap: str, database_url: str, people: list[Person],
                  extra_env: dict[str, str] | None = None, extra_systems: list[dict[str, Any]] | None = None,
-                 site_url: str | None = None) -> None:
+                 site_url: str | None = None, stall_s: float = 60.0) -> None:
         self.root = root
         self.bootstrap = bootstrap
         self.database_url = database_url
@@ -52,6 +57,7 @@ class LocalPipeline:
         self.systems_file.write_text(yaml.safe_dump(register))
         self.signers_file = self.home / "keys" / "signers.json"
         ensure_signers(self.signers_file, self.home / "keys" / "signing", signer_ids(self.system_ids))
+        self.desk_port = free_port()
         self.supervisor = Supervisor({
             **os.environ,
             "ERASURE_HOME_DIR": str(self.home),
@@ -61,8 +67,13 @@ class LocalPipeline:
             DEMO_BREVO_KEY_ENV: BREVO_KEY,
             "ERASURE_REDRIVE_CHECK_INTERVAL_S": "1",
             "ERASURE_RETRY_IN_PROCESS_MAX_WAIT_S": "1",
+            "ERASURE_CONNECTOR_SOLE_OWNER": "true",
+            "ERASURE_DESK_PORT": str(self.desk_port),
+            "ERASURE_DESK_COOKIE_SECURE": "false",
             **(extra_env or {}),
-        }, root / "logs")
+        }, root / "logs", run_dir=self.home / "run", stall_s=stall_s)
+        self._supervising = threading.Event()
+        self._supervisor_thread: threading.Thread | None = None
         self.intake = IntakeClient(bootstrap, self.keys.intake_public)
         ensure_topics(bootstrap, topics.all_topics(self.system_ids), 4)
 
@@ -94,7 +105,13 @@ class LocalPipeline:
         self.spawn(name, "connector", system)
         self.wait_log(name, "assigned", after=offset)
 
-    def start(self) -> Self:
+    @property
+    def desk_url(self) -> str:
+        return f"http://127.0.0.1:{self.desk_port}"
+
+    def start(self, desk: bool = False) -> Self:
+        if desk:
+            self.spawn("desk", "desk")
         self.spawn("worker", "worker")
         for system in OWN_PROCESS_SYSTEMS:
             self.spawn(f"connector-{system}", "connector", system)
@@ -108,10 +125,20 @@ class LocalPipeline:
             self.wait_log("connector-others", "assigned")
         return self
 
-    def kill(self, name: str) -> None:
-        self.supervisor.kill(name)
+    def kill(self, name: str) -> int:
+        return self.supervisor.kill(name)
+
+    def supervise(self, poll_s: float = 0.5) -> None:
+        """Restart, from a thread, each child that exits or stalls, as `erasure up` does, until `stop()`."""
+        self._supervisor_thread = threading.Thread(
+            target=self.supervisor.supervise, args=(self._supervising.is_set, poll_s), daemon=True,
+            name="supervisor")
+        self._supervisor_thread.start()
 
     def stop(self) -> None:
+        self._supervising.set()
+        if self._supervisor_thread is not None:
+            self._supervisor_thread.join(10)
         self.supervisor.stop_all(STOP_TIMEOUT_S)
         self.intake.close()
         self.brevo.stop()

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from pipeline import liveness
 from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
@@ -100,5 +101,12 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                name="housekeeping")
     async def run_housekeeping() -> None:
         await housekeeping.run()
+
+    beat = liveness.loop_beat(settings.heartbeat_file, "faust")
+
+    # Turns while the event loop does: a worker whose loop is blocked stops beating (and is restarted).
+    @app.timer(interval=1.0, name="heartbeat")  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        beat.beat()
 
     return app

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from connectors.base import Connector
 from connectors.retention import RetentionPolicy
-from pipeline import kafka_clients
+from pipeline import kafka_clients, liveness
 from pipeline.codec import dead_letter, decode, describe_invalid, encode, now_utc
 from pipeline.kafka_security import KafkaSecurity
 from pipeline.settings import Settings
@@ -106,7 +106,8 @@ class ConnectorWorker:
             bootstrap, group_id=client_id, client_id=client_id,
             session_timeout_s=settings.group_session_timeout_s,
             heartbeat_s=settings.group_heartbeat_interval_s,
-            max_poll_records=settings.connector_max_in_flight, security=security)
+            max_poll_records=settings.connector_max_in_flight, security=security,
+            sole_owner=settings.connector_sole_owner)
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,15 +117,19 @@ class ConnectorWorker:
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         log.info("%s: connector worker started on %s", self.system, self.topic)
         paused = False
+        beat, taken = liveness.loop_beat(self.settings.heartbeat_file, self.system), 0
         try:
             while not self._stop.is_set():
                 paused = self._flow_control(paused)
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 for tp, records in batches.items():
+                    taken += len(records)
                     for record in records:
                         self.accept(tp, record)
                 self.release_due()
                 self.commit()
+                in_flight = self.tracker.in_flight()  # held until due: waiting, not pending
+                beat.beat(pending=in_flight - len(self.delayed), done=taken - in_flight)
         finally:
             self._shutdown()
 

@@ -1,0 +1,291 @@
+"""Fault suite: the embedded pipeline under random kill -9 while requests flow, then what must still hold.
+
+    python bench/faults.py [--requests N --rate R --kills K --broker-restarts B --seed S]
+
+Starts the embedded broker (or uses KAFKA_BOOTSTRAP_SERVERS), then the pipeline as `erasure up`
+runs it, supervised (`LocalPipeline`: the faust worker, one connector process per demo system,
+the desk), publishes N requests at R per second, and meanwhile SIGKILLs K times a lane chosen at
+random (worker, each connector, desk) and restarts the broker B times (the flag is there for
+when restarts of the broker are survivable; 0 by default). The supervisor restarts what dies.
+Then it checks, and exits 1 if a check fails:
+
+- every request reached a final state in the ledger;
+- each request once in the ledger: one plan, one completion, one final outcome per system;
+- the ledger's chain verifies (`erasure ledger verify`);
+- no published e-mail in clear in any record of any topic (read raw) nor in any log.
+
+It reports, per lane, how long after its last kill (and at worst after any kill) its next sign
+of work came: a connector's next outcome, the worker's next ledger write, the desk's next
+answer; with --resume-limit-s a lane that took longer fails the run. JSON on stdout (and in
+bench/results/), a summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests as http
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout as well as from an installed package
+
+from bench import fault_checks  # noqa: E402
+from pipeline.devstack.broker import Broker, find_or_start, start_tansu  # noqa: E402
+from pipeline.devstack.demo import Person  # noqa: E402
+from pipeline.devstack.local import LocalPipeline  # noqa: E402
+from pipeline.ledger import requests_table  # noqa: E402
+from pipeline.streaming import topics  # noqa: E402
+
+WARMUP_S = 5.0  # no kill before the first requests are under way
+QUIET_TAIL_S = 10.0  # nor in the last seconds of publishing: every lane has work after its last kill
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=6.0, help="requests published per second")
+    parser.add_argument("--kills", type=int, default=50, help="SIGKILLs, each of a lane chosen at random")
+    parser.add_argument("--broker-restarts", type=int, default=0,
+                        help="restarts of the embedded broker during the run (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="makes the kill schedule repeatable")
+    parser.add_argument("--people", type=int, default=200, help="seeded people the requests are about")
+    parser.add_argument("--timeout-s", type=float, default=900.0,
+                        help="how long to wait for every request to finish after publishing")
+    parser.add_argument("--stall-s", type=float, default=60.0, help="the supervisor's stall threshold")
+    parser.add_argument("--lanes", nargs="+", default=None,
+                        help="kill only these (worker, desk, connector-SYSTEM); every lane by default")
+    parser.add_argument("--group-lanes", action="store_true",
+                        help="connectors join their consumer groups (as when processes share a system) "
+                             "instead of owning their partitions as `erasure up` runs them")
+    parser.add_argument("--resume-limit-s", type=float, default=None,
+                        help="fail when a lane's next sign of work came later than this after its last kill")
+    args = parser.parse_args(argv)
+    publish_s = args.requests / args.rate
+    if args.rate <= 0 or publish_s < WARMUP_S + QUIET_TAIL_S + 5:
+        parser.error(f"publishing must last at least {WARMUP_S + QUIET_TAIL_S + 5:.0f} s to leave room for "
+                     f"kills: raise --requests or lower --rate (now {publish_s:.0f} s)")
+    if args.seed is None:
+        args.seed = random.randrange(10**6)
+    return args
+
+
+class Publisher(threading.Thread):
+    """Publishes the requests at a steady rate through the intake client; remembers what and when."""
+
+    def __init__(self, pipeline: LocalPipeline, emails: list[str], count: int, rate: float,
+                 rng: random.Random) -> None:
+        super().__init__(daemon=True, name="publisher")
+        self.pipeline, self.emails, self.count, self.rate, self.rng = pipeline, emails, count, rate, rng
+        self.published: dict[str, float] = {}
+        self.start_at = time.time()
+
+    def run(self) -> None:
+        intake = self.pipeline.intake
+        for index in range(self.count):
+            time.sleep(max(0.0, self.start_at + index / self.rate - time.time()))
+            event = intake.build({"email": self.rng.choice(self.emails)}, datetime.now(UTC))
+            intake.producer.send(topics.REQUESTS, key=event.request_id.encode(),
+                                 value=event.model_dump_json(exclude_none=True).encode())
+            self.published[event.request_id] = time.time()
+        intake.producer.flush()
+
+
+class DeskProbe(threading.Thread):
+    """Asks the desk's /healthz twice a second; remembers when it answered."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True, name="desk-probe")
+        self.url = url
+        self.answers: list[float] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                if http.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    self.answers.append(time.time())
+            except http.RequestException:
+                pass
+
+
+def schedule(rng: random.Random, count: int, lanes: list[str], publish_s: float) -> list[tuple[float, str]]:
+    """`count` (seconds after publishing starts, lane) pairs, in order."""
+    window = (WARMUP_S, publish_s - QUIET_TAIL_S)
+    return sorted((rng.uniform(*window), rng.choice(lanes)) for _ in range(count))
+
+
+def restart_broker(broker: Broker, work: Path) -> Broker:
+    """Stop the embedded broker and start it again on the same address."""
+    if broker.kind != "tansu" or broker.pid is None:
+        raise SystemExit("--broker-restarts needs the embedded broker: unset KAFKA_BOOTSTRAP_SERVERS")
+    port = int(broker.bootstrap.rsplit(":", 1)[1])
+    broker.stop()
+    return start_tansu(work / "broker", port=port)
+
+
+def inflict(pipeline: LocalPipeline, broker: Broker, work: Path, plan: list[tuple[float, str]],
+            start_at: float) -> tuple[dict[str, list[float]], Broker]:
+    """Carry out the plan; when each lane was killed (epoch seconds), and the broker now running."""
+    kills: dict[str, list[float]] = {}
+    for offset, target in plan:
+        time.sleep(max(0.0, start_at + offset - time.time()))
+        if target == "broker":
+            broker = restart_broker(broker, work)
+            logging.getLogger("faults").warning("broker restarted")
+        else:
+            pipeline.kill(target)
+            kills.setdefault(target, []).append(time.time())
+    return kills, broker
+
+
+def wait_final(ledger_url: str, request_ids: list[str], timeout_s: float) -> float:
+    """Wait until no published request is in progress (or the timeout); when the last one finished."""
+    engine = sa.create_engine(ledger_url)
+    deadline = time.time() + timeout_s
+    wanted = set(request_ids)
+    try:
+        while time.time() < deadline:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(requests_table.c.request_id, requests_table.c.status)).all()
+            finished = sum(1 for r in rows if r.request_id in wanted and r.status != "in_progress")
+            print(f"  {finished}/{len(wanted)} final", file=sys.stderr)
+            if finished == len(wanted):
+                break
+            time.sleep(2.0)
+    finally:
+        engine.dispose()
+    return time.time()
+
+
+def lane_figures(pipeline: LocalPipeline, kills: dict[str, list[float]], outcomes: list[Any],
+                 desk_answers: list[float], ledger_url: str) -> dict[str, dict[str, Any]]:
+    by_system = fault_checks.outcome_times(outcomes)
+    signs = {"worker": fault_checks.ledger_write_times(ledger_url), "desk": desk_answers}
+    signs.update({f"connector-{system}": times for system, times in by_system.items()})
+    return {lane: fault_checks.resume_figures(kills.get(lane, []), signs.get(lane, []))
+            for lane in sorted(pipeline.processes)}
+
+
+def supervisor_restarts(log_path: Path) -> dict[str, int]:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return {"after_exit": text.count("exited with"), "after_stall": text.count("makes no progress")}
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    run_id = uuid.uuid4().hex[:8]
+    people = [Person(f"Fault Person{run_id} {i}", f"fault.{run_id}.{i}@example.test", f"+3361{i:07d}",
+                     in_brevo=i % 2 == 0) for i in range(args.people)]
+    emails = [p.email for p in people]
+    broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), work / "broker")
+    ledger_url = f"sqlite:///{work / 'ledger.db'}"
+    group_env = {"ERASURE_CONNECTOR_SOLE_OWNER": "false"} if args.group_lanes else {}
+    pipeline = LocalPipeline(work, broker.bootstrap, ledger_url, people, extra_env=group_env,
+                             stall_s=args.stall_s)
+    pipeline.brevo.bucket.limit = 10**9
+    desk = DeskProbe(pipeline.desk_url)
+    try:
+        pipeline.start(desk=True)
+        pipeline.supervise()
+        desk.start()
+        publish_s = args.requests / args.rate
+        lanes = sorted(args.lanes or pipeline.processes)
+        if unknown := set(lanes) - set(pipeline.processes):
+            raise SystemExit(f"--lanes: no lane {sorted(unknown)}; lanes: {sorted(pipeline.processes)}")
+        plan = schedule(rng, args.kills, lanes, publish_s)
+        plan += schedule(rng, args.broker_restarts, ["broker"], publish_s)
+        publisher = Publisher(pipeline, emails, args.requests, args.rate, rng)
+        publisher.start()
+        kills, broker = inflict(pipeline, broker, work, sorted(plan), publisher.start_at)
+        publisher.join()
+        published = list(publisher.published)
+        finished_at = wait_final(ledger_url, published, args.timeout_s)
+        desk.stopping.set()
+        checks = [fault_checks.final_states(ledger_url, published),
+                  fault_checks.exactly_once(ledger_url, published),
+                  fault_checks.chain(ledger_url)]
+        topic_check, outcomes = fault_checks.identities_in_topics(broker.bootstrap, emails)
+        checks.append(topic_check)
+        logs = sorted(pipeline.logs.glob("*.log")) + ([broker.log_path] if broker.log_path else [])
+        checks.append(fault_checks.identities_in_logs(logs, emails))
+        lanes_report = lane_figures(pipeline, kills, outcomes, desk.answers, ledger_url)
+        if args.resume_limit_s is not None:
+            checks.append(resume_check(lanes_report, args.resume_limit_s))
+        return {
+            "requests": len(published), "rate_per_s": args.rate, "kills": sum(map(len, kills.values())),
+            "broker_restarts": args.broker_restarts, "seed": args.seed, "broker": broker.kind,
+            "connectors": "group members" if args.group_lanes else "sole owners",
+            "publish_s": round(publish_s, 1),
+            "all_final_after_s": round(finished_at - publisher.start_at, 1),
+            "supervisor_restarts": supervisor_restarts(pipeline.logs / "supervisor.log"),
+            "lanes": lanes_report, "checks": [asdict(c) for c in checks],
+            "passed": all(c.passed for c in checks), "work_dir": str(work),
+        }
+    finally:
+        desk.stopping.set()
+        pipeline.stop()
+        broker.stop()
+
+
+def resume_check(lanes: dict[str, dict[str, Any]], limit_s: float) -> fault_checks.Check:
+    after = {lane: f["resume_after_last_kill_s"] for lane, f in lanes.items() if f["kills"]}
+    late = {lane: s for lane, s in after.items() if s is None or s > limit_s}
+    return fault_checks.Check(f"every lane resumed within {limit_s:.0f} s of its last kill", not late,
+                              f"late: {late}" if late else "all lanes resumed in time")
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = [f"fault run: {result['requests']} requests at {result['rate_per_s']}/s, "
+             f"{result['kills']} kills, {result['broker_restarts']} broker restarts "
+             f"(seed {result['seed']}, broker {result['broker']}, connectors as {result['connectors']}); "
+             f"all final {result['all_final_after_s']} s after publishing began",
+             f"supervisor restarts: {result['supervisor_restarts']}"]
+    for lane, figures in result["lanes"].items():
+        lines.append(f"  {lane:<20} kills {figures['kills']:>3}  next work after last kill "
+                     f"{figures['resume_after_last_kill_s']} s, worst after any kill "
+                     f"{figures['worst_resume_s']} s")
+    for check in result["checks"]:
+        lines.append(f"  [{'PASS' if check['passed'] else 'FAIL'}] {check['name']}: {check['detail']}")
+    return "\n".join(lines)
+
+
+def configure_logging(work: Path) -> None:
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(work / "logs" / "supervisor.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("pipeline.devstack.supervisor", "faults"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="erasure-faults-"))
+    configure_logging(work)
+    result = run(args, work)
+    print(json.dumps(result, indent=2))
+    print(summary(result), file=sys.stderr)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"faults-{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(json.dumps(result, indent=2))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A connector that shares its lane through the consumer group survives rebalances with work in flight.
+
+kafka-python 3 calls rebalance listeners on its IO thread, where a blocking commit raises: the
+connector's commit in `on_partitions_revoked` ended its poll thread, and the lane stayed down
+(its process exited, or lived on without it when it ran several systems). Here another member
+joins and leaves the Brevo group three times while requests flow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.devstack.broker import Broker
+from pipeline.devstack.demo import Person
+from pipeline.devstack.local import LocalPipeline
+from pipeline.devstack.probes import wait_until
+from pipeline.kafka_clients import group_consumer
+from pipeline.ledger import open_ledger
+from pipeline.streaming import topics
+
+pytestmark = pytest.mark.e2e
+
+RUN = uuid.uuid4().hex[:8]
+PEOPLE = [Person(f"Rebalance Essai{RUN} {i}", f"rebalance.{RUN}.{i}@example.test", f"+3362{i:07d}")
+          for i in range(20)]
+
+
+@pytest.fixture
+def group_pipeline(kafka: Broker, tmp_path: Path) -> Iterator[LocalPipeline]:
+    pipeline = LocalPipeline(tmp_path, kafka.bootstrap, f"sqlite:///{tmp_path / 'ledger.db'}", PEOPLE,
+                             extra_env={"ERASURE_CONNECTOR_SOLE_OWNER": "false"})
+    yield pipeline.start()
+    pipeline.stop()
+
+
+def join_then_leave(bootstrap: str) -> None:
+    """Another member of the Brevo lane's group takes some partitions, then leaves."""
+    intruder = group_consumer(bootstrap, "erasure-connector-brevo", "intruder", 6.0, 1.0)
+    try:
+        intruder.subscribe([topics.task_topic("brevo")])
+        wait_until(lambda: intruder.poll(timeout_ms=200) is not None and intruder.assignment(), 60,
+                   "the intruder's partitions")
+    finally:
+        intruder.close()
+
+
+def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipeline: LocalPipeline) -> None:
+    published: list[str] = []
+
+    def publish() -> None:
+        for person in PEOPLE * 2:
+            published.append(group_pipeline.intake.submit({"email": person.email}, datetime.now(UTC)))
+            time.sleep(0.3)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    for _ in range(3):
+        join_then_leave(group_pipeline.bootstrap)
+        time.sleep(2)
+    publisher.join()
+    brevo = group_pipeline.processes["connector-brevo"]
+    assert brevo.poll() is None, "the Brevo connector is still running"
+    ledger = open_ledger(group_pipeline.database_url)
+    try:
+        def all_final() -> bool:
+            now = datetime.now(UTC)
+            views = [ledger.request(rid, now) for rid in published]
+            return all(v is not None and v.status != "in_progress" for v in views)
+
+        wait_until(all_final, 120, "every request to finish", interval_s=1.0)
+        brevo_outcomes = {s.status for rid in published
+                          for s in ledger.request(rid, datetime.now(UTC)).systems  # type: ignore[union-attr]
+                          if s.system == "brevo"}
+        assert brevo_outcomes <= {"erased", "not_found"}
+    finally:
+        ledger.close()
+    log = group_pipeline.log_path("connector-brevo").read_text()
+    assert "failed on_partitions_revoked" not in log and "Exception in thread" not in log
+    assert log.count("assigned") >= 3, "the rebalances happened"

@@ -1,31 +1,44 @@
-"""The desk's pages: the request list (filtered by status, deadline and search) and a request's page
-(who asked and when, the deadline, each system's outcome and evidence, holds, the timeline)."""
+"""The desk's pages: the home page (the officer's overview as charts, then the request list; filtered by
+status, deadline and search, the list alone) and a request's page (who asked and when, the deadline, each
+system's outcome and evidence, holds, the timeline)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from pipeline.codec import now_utc
 from pipeline.desk.auth import require_user
+from pipeline.desk.charts import Chart, overview_charts
 from pipeline.desk.context import Desk, DeskDep
 from pipeline.desk.records import timeline, view_or_404
 from pipeline.desk.render import page
 from pipeline.ledger import RequestView
+from pipeline.ledger.overview import overview
 from pipeline.manual_messages import manual_message
 
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention"]
 router = APIRouter()
 
 
+def home_charts(desk: Desk, now: datetime) -> list[Chart]:
+    return overview_charts(overview(desk.ledger.engine, now))
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index(request: Request, desk: DeskDep, status: str | None = None, deadline: str | None = None,
                 q: str | None = None) -> Response:
     user = require_user(desk, request)
-    views = desk.ledger.list_requests(now_utc(), status=status or None, overdue=deadline == "overdue",
+    now = now_utc()
+    views = desk.ledger.list_requests(now, status=status or None, overdue=deadline == "overdue",
                                       due_soon=deadline == "due_soon", search=q or None)
+    # Drawing takes a fraction of a second: off the event loop, which also serves the intake.
+    charts = [] if status or deadline or q else await run_in_threadpool(home_charts, desk, now)
     return page(desk, request, "list.html", user, views=views, statuses=STATUSES, status=status,
-                deadline=deadline, q=q or "")
+                deadline=deadline, q=q or "", charts=charts)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

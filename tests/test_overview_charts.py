@@ -9,12 +9,14 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from pipeline.desk.charts import Chart, overview_charts
 from pipeline.desk.inline_svg import SVG_NS, XLINK_NS
+from pipeline.desk.overview_cache import OverviewCache
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.ledger.overview import overview
 from tests.desk_fixtures import OFFICER
@@ -117,6 +119,21 @@ def test_the_home_page_shows_the_charts_and_the_filtered_list_does_not(desk: Sma
         digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in policy, "every inline style of the page is allowed by hash"
     assert "<script" not in home.text and ' style="' not in home.text
+    assert re.search(r"Figures read at \d\d:\d\d:\d\d UTC", home.text)
     filtered = officer.get("/", params={"status": "in_progress"})
     assert filtered.status_code == 200 and 'id="overview"' not in filtered.text
     assert desk.request_id in filtered.text
+
+
+def test_the_drawing_is_shared_for_a_minute_then_read_again(ledger: Ledger) -> None:
+    clock = [1000.0]
+    cache = OverviewCache(ledger.engine, max_age_s=60, clock=lambda: clock[0])
+    first = cache.get(NOW)
+    assert first.read_at == NOW and first.charts[0].description == "No request is in progress."
+    seed_overview(ledger)
+    clock[0] += 59
+    assert cache.get(NOW + timedelta(seconds=59)) is first, "younger than a minute: the same drawing"
+    clock[0] += 1
+    again = cache.get(NOW + timedelta(seconds=60))
+    assert again.read_at == NOW + timedelta(seconds=60)
+    assert again.charts[0].description.startswith("6 requests in progress")

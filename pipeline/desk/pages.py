@@ -4,28 +4,21 @@ system's outcome and evidence, holds, the timeline)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.codec import now_utc
 from pipeline.desk.auth import require_user
-from pipeline.desk.charts import Chart, overview_charts
 from pipeline.desk.context import Desk, DeskDep
+from pipeline.desk.overview_cache import DrawnOverview, OverviewCache
 from pipeline.desk.records import timeline, view_or_404
 from pipeline.desk.render import page
 from pipeline.ledger import RequestView
-from pipeline.ledger.overview import overview
 from pipeline.manual_messages import manual_message
 
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention"]
 router = APIRouter()
-
-
-def home_charts(desk: Desk, now: datetime) -> list[Chart]:
-    return overview_charts(overview(desk.ledger.engine, now))
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -35,10 +28,13 @@ async def index(request: Request, desk: DeskDep, status: str | None = None, dead
     now = now_utc()
     views = desk.ledger.list_requests(now, status=status or None, overdue=deadline == "overdue",
                                       due_soon=deadline == "due_soon", search=q or None)
-    # Drawing takes a fraction of a second: off the event loop, which also serves the intake.
-    charts = [] if status or deadline or q else await run_in_threadpool(home_charts, desk, now)
+    overview: DrawnOverview | None = None
+    if not (status or deadline or q):
+        cache: OverviewCache = request.app.state.overview
+        # Off the event loop, which also serves the intake: a drawing can take a second.
+        overview = await run_in_threadpool(cache.get, now)
     return page(desk, request, "list.html", user, views=views, statuses=STATUSES, status=status,
-                deadline=deadline, q=q or "", charts=charts)
+                deadline=deadline, q=q or "", overview=overview)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

@@ -154,10 +154,11 @@ def completion_times(conn: sa.Connection, since: datetime) -> list[CompletionTim
                .select_from(systems_table.join(requests_table, s.request_id == r.request_id))
                .where(s.final.is_(True), s.status.in_(COMPLETED_STATUSES), s.updated_at >= since)
                .subquery())
+    # Both windows in the same order over the whole partition: the databases sort the answers once.
+    system, seconds = answers.c.system, answers.c.seconds
     ranked = sa.select(
-        answers.c.system, answers.c.seconds,
-        sa.func.row_number().over(partition_by=answers.c.system, order_by=answers.c.seconds).label("rank"),
-        sa.func.count().over(partition_by=answers.c.system).label("n")).subquery()
+        system, seconds, sa.func.row_number().over(partition_by=system, order_by=seconds).label("rank"),
+        sa.func.count().over(partition_by=system, order_by=seconds, rows=(None, None)).label("n")).subquery()
 
     def at_percentile(percent: int) -> sa.Label[Any]:
         # nearest rank: the first rank with rank >= n * p, compared in integers

@@ -40,6 +40,7 @@ from pipeline.desk.errors import add_error_handlers
 from pipeline.desk.headers import SecurityHeaders
 from pipeline.desk.intake import INTAKE_PATH
 from pipeline.desk.openapi import publish_intake_only
+from pipeline.desk.overview_cache import OverviewCache
 from pipeline.desk.pages import STATUSES
 from pipeline.desk.security import DeskSecurity
 from pipeline.desk.throttle import LoginThrottle
@@ -96,6 +97,7 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
     app.state.security = security
     app.state.letters = letters  # None: letters signed by default, Chromium at its default path
     app.state.metrics = metrics.metrics_registry(ledger)
+    app.state.overview = OverviewCache(ledger.engine)  # the home page's charts
     app.state.login_throttle = LoginThrottle(security.login_lockout_s, security.login_lockout_cap_s)
     add_error_handlers(app)
     app.include_router(intake.router, max_body_size=security.intake_max_body_bytes)

@@ -1,20 +1,23 @@
-"""The desk's pages: the request list (filtered by status, deadline and search) and a request's page
-(who asked and when, the deadline, each system's outcome and evidence, holds, the timeline)."""
+"""The desk's pages: the home page (the officer's overview as charts, then the request list; filtered by
+status, deadline and search, the list alone) and a request's page (who asked and when, the deadline, each
+system's outcome and evidence, holds, the timeline)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from pipeline.codec import now_utc
 from pipeline.desk.auth import require_user
 from pipeline.desk.context import Desk, DeskDep
+from pipeline.desk.overview_cache import DrawnOverview, OverviewCache
 from pipeline.desk.records import timeline, view_or_404
 from pipeline.desk.render import page
 from pipeline.ledger import RequestView
 from pipeline.manual_messages import manual_message
 
-STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention"]
+STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention", "refused"]
 router = APIRouter()
 
 
@@ -22,11 +25,17 @@ router = APIRouter()
 async def index(request: Request, desk: DeskDep, status: str | None = None, deadline: str | None = None,
                 q: str | None = None, channel: str | None = None) -> Response:
     user = require_user(desk, request)
-    views = desk.ledger.list_requests(now_utc(), status=status or None, overdue=deadline == "overdue",
+    now = now_utc()
+    views = desk.ledger.list_requests(now, status=status or None, overdue=deadline == "overdue",
                                       due_soon=deadline == "due_soon", search=q or None,
                                       channel=channel or None)
+    overview: DrawnOverview | None = None
+    if not (status or deadline or q or channel):
+        cache: OverviewCache = request.app.state.overview
+        # Off the event loop, which also serves the intake: a drawing can take a second.
+        overview = await run_in_threadpool(cache.get, now)
     return page(desk, request, "list.html", user, views=views, statuses=STATUSES, status=status,
-                deadline=deadline, q=q or "", channel=channel)
+                deadline=deadline, q=q or "", channel=channel, overview=overview)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

@@ -146,7 +146,8 @@ class KeyStore:
                 .join(requests_table, requests_table.c.request_id == data_keys_table.c.request_id)
                 .where(data_keys_table.c.destroyed_at.is_(None),
                        sa.or_(
-                           sa.and_(requests_table.c.status == "completed",
+                           # a refused request erased nothing: its key has nothing left to open
+                           sa.and_(requests_table.c.status.in_(("completed", "refused")),
                                    requests_table.c.completed_at <= cutoff),
                            sa.and_(requests_table.c.status == "completed_with_holds", ~unreleased,
                                    last_release <= cutoff)))

@@ -45,6 +45,8 @@ class FakeBrevo(FakeProcessor):
             return Fault(429, {"code": "too_many_requests",
                                "message": "The expected rate limit is exceeded."},
                          self.rate_headers(0, reset_s))
+        if 400 <= status < 500:  # Brevo's documented error codes for a refused request
+            return Fault(status, {"code": "invalid_parameter", "message": "Invalid parameter"}, {})
         return Fault(status, {"code": "internal_error", "message": "Internal server error"}, {})
 
     # -- the contacts store ------------------------------------------------

@@ -52,7 +52,9 @@ class AccessReport(BaseModel):
         if not self.reachable:
             return "cannot reach the system: check its base_url and the network, then run the check again"
         if not self.authenticated:
-            return f"the system refused {where}: check or replace it"
+            # A check that raised carries the variable in its message (every auth error names it).
+            return (f"the system refused {where}: check or replace it" if self.credential_env
+                    else f"check or replace the credential: {self.notes}")
         if self.missing:
             return f"grant {', '.join(self.missing)} to {where}"
         if self.unverified:

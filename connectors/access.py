@@ -59,7 +59,7 @@ class AccessReport(BaseModel):
             return f"grant {', '.join(self.missing)} to {where}"
         if self.unverified:
             needed = "; ".join(self.unverified)
-            return f"confirm by hand that {where} may {needed} (no read-only call shows it)"
+            return f"confirm by hand that {where} has: {needed} (no read-only call can show it)"
         return ""
 
 

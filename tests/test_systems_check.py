@@ -263,8 +263,8 @@ def test_several_processors_in_one_table(tmp_path: Path, several: tuple[dict[str
     assert rows["zendesk-eu"].split()[3:5] == ["FAILED", "admin"]
     advice = done.stdout.split("what to do:")[1]
     assert "  sendgrid-eu: grant marketing_campaigns.delete to the credential in CASE_SENDGRID_KEY" in advice
-    assert ("  hubspot-eu: confirm by hand that the credential in CASE_HUBSPOT_TOKEN may "
-            "crm.objects.contacts.write") in advice
+    assert ("  hubspot-eu: confirm by hand that the credential in CASE_HUBSPOT_TOKEN has: "
+            "crm.objects.contacts.write (no read-only call can show it)") in advice
     assert "2 system(s) failed the check (sendgrid-eu, zendesk-eu)" in done.stderr
     secrets = [v for kind in started for v in case_of(kind).secret_env.values()]
     assert not any(secret in done.stdout + done.stderr for secret in secrets), "no secret value printed"
@@ -285,3 +285,29 @@ def test_json_output_and_strict(tmp_path: Path, several: tuple[dict[str, Any], d
     assert reports["sendgrid-eu"]["scopes_granted"] == sorted(sendgrid.MARKETING_SCOPES)
     strict = run_check(tmp_path, env, "--strict")
     assert strict.returncode != 0 and "(hubspot-eu)" in strict.stderr
+
+
+def test_every_mailjet_account_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.mailjet_accounts import FakeMailjetAccounts
+
+    fake = FakeMailjetAccounts({"main": ("main-key", "main-secret"), "sub": ("sub-key", "sub-secret")})
+    fake.start()
+    try:
+        for name, value in {"MJ_KEY": "main-key", "MJ_SECRET": "main-secret", "MJ_SUB_KEY": "sub-key",
+                            "MJ_SUB_SECRET": "revoked-secret"}.items():
+            monkeypatch.setenv(name, value)
+        settings = settings_model("mailjet").model_validate({
+            "base_url": fake.url, "secrets": {"api_key": "MJ_KEY", "secret_key": "MJ_SECRET"},
+            "accounts": [{"api_key": "MJ_SUB_KEY", "secret_key": "MJ_SUB_SECRET"}]})
+        instance = build_connector("mailjet", "mailjet", settings)
+        with pytest.raises(AuthError) as refused:
+            instance.check()  # type: ignore[attr-defined]
+        report = from_error(refused.value)
+        assert report.result == "FAILED" and "MJ_SUB_KEY, MJ_SUB_SECRET" in report.advice()
+        instance.close()
+        monkeypatch.setenv("MJ_SUB_SECRET", "sub-secret")
+        instance = build_connector("mailjet", "mailjet", settings)
+        assert instance.check().result == "ok"  # type: ignore[attr-defined]
+        instance.close()
+    finally:
+        fake.stop()

@@ -275,7 +275,8 @@ class DeclarativeConnector:
         """The spec's check call on every account; a 403 naming permissions (`refused`) is missing ones."""
         check = self.spec.check
         if check is None:
-            return AccessReport(reachable=True, authenticated=True, unverified=["use the credential"],
+            return AccessReport(reachable=True, authenticated=True,
+                                unverified=["access to the system (the spec declares no check call)"],
                                 credential_env=self.credential_env, notes="the spec declares no check call")
         values = self.spec.param_values(self.settings.params)
         route = f"{check.method} {check.path}"

@@ -36,7 +36,8 @@ def check_system(current: Settings, register: SystemsRegister, system: str) -> A
     try:
         check = getattr(instance, "check", None)
         if not callable(check):
-            return AccessReport(reachable=True, authenticated=True, unverified=["use its credentials"],
+            return AccessReport(reachable=True, authenticated=True,
+                                unverified=["access to the system (its connector has no check call)"],
                                 notes="the connector has no check call")
         return described(check())
     except Exception as exc:  # the table reports every system, whatever fails

@@ -367,11 +367,13 @@ class RedactionJobs:
 
 
 # == Systems check (erasure systems check): restricted keys and the read-only list of jobs ===========
-# Additive block. Stripe's restricted keys (rk_...) carry resource permissions; a call the key may
-# not make answers 403 with an invalid_request_error naming the permission ("Having the
-# 'rak_customer_read' permission would allow this request to continue."). `restrict_key` is the
-# switch; secret keys (sk_...) may do anything. GET /v1/privacy/redaction_jobs lists jobs
-# (GetPrivacyRedactionJobs in the preview contract), newest first.
+# Additive. A restricted key's (rk_) forbidden call: 403 naming the permission ("Having the 'rak_...'
+# permission would allow..."); switch `restrict_key`. Lists jobs (GetPrivacyRedactionJobs, preview).
+FULL_RESTRICTED = {"rak_customer_read", "rak_customer_write", "rak_invoice_read", "rak_charge_read",
+                   "rak_privacy_redaction_job_read", "rak_privacy_redaction_job_write"}
+_RESOURCES = ((REDACTION_JOBS, "privacy_redaction_job"), ("/v1/customers", "customer"),
+              ("/v1/invoices", "invoice"), ("/v1/charges", "charge"))
+
 
 def restrict_key(fake: FakeStripe, key: str, permissions: set[str]) -> None:
     """Accept `key` as a restricted key granted only `permissions` (Stripe's rak_* names)."""
@@ -379,31 +381,14 @@ def restrict_key(fake: FakeStripe, key: str, permissions: set[str]) -> None:
     fake.__dict__.setdefault("restricted_keys", {})[key] = set(permissions)
 
 
-FULL_RESTRICTED = {"rak_customer_read", "rak_customer_write", "rak_invoice_read", "rak_charge_read",
-                   "rak_privacy_redaction_job_read", "rak_privacy_redaction_job_write"}
-
-
-def _permission(method: str, path: str) -> str | None:
-    access = "read" if method == "GET" else "write"
-    for prefix, resource in ((REDACTION_JOBS, "privacy_redaction_job"), ("/v1/customers", "customer"),
-                             ("/v1/invoices", "invoice"), ("/v1/charges", "charge")):
-        if path.startswith(prefix):
-            return f"rak_{resource}_{access}"
-    return None
-
-
-def _key(headers: dict[str, str]) -> str:
-    value = headers.get("authorization", "")
-    if value.startswith("Basic "):
-        return base64.b64decode(value.removeprefix("Basic ")).decode().split(":", 1)[0]
-    return value.removeprefix("Bearer ")
-
-
 def access_reply(fake: FakeStripe, method: str, path: str, query: dict[str, list[str]],
                  headers: dict[str, str]) -> Reply | None:
     """A restricted key's refusal, or the list of redaction jobs; None: the fake's routes answer."""
-    granted = fake.__dict__.get("restricted_keys", {}).get(_key(headers))
-    needed = _permission(method, path)
+    value = headers.get("authorization", "")
+    key = base64.b64decode(value[6:]).decode().split(":")[0] if value.startswith("Basic ") else value[7:]
+    granted = fake.__dict__.get("restricted_keys", {}).get(key)
+    access = "read" if method == "GET" else "write"
+    needed = next((f"rak_{name}_{access}" for prefix, name in _RESOURCES if path.startswith(prefix)), None)
     if granted is not None and needed is not None and needed not in granted:
         return Reply(403, stripe_error(
             "invalid_request_error", "The provided key 'rk_test_********************' does not have the "
@@ -411,6 +396,5 @@ def access_reply(fake: FakeStripe, method: str, path: str, query: dict[str, list
             f"'{needed}' permission would allow this request to continue."))
     if method == "GET" and path == REDACTION_JOBS:
         with fake._lock:
-            jobs = [dict(job) for job in fake.redaction.jobs.values()]
-        return fake._page(jobs, query, REDACTION_JOBS)
+            return fake._page([dict(job) for job in fake.redaction.jobs.values()], query, REDACTION_JOBS)
     return None

@@ -229,4 +229,4 @@ def test_errors_name_routes_not_people(fake: FakeMailjet, connector: Declarative
 
 
 def test_check_lists_one_contact(connector: DeclarativeConnector) -> None:
-    assert connector.check() == "HTTP 200"
+    assert connector.check().result == "ok"

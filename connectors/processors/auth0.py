@@ -19,11 +19,15 @@ are remembered per request until the request's erasure ends.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.access import AccessReport, compared
 from connectors.auth import OAuth2ClientCredentials
 from connectors.base import (
     EraseResult,
@@ -33,12 +37,14 @@ from connectors.base import (
     require_secret,
 )
 from connectors.client import ProcessorClient
+from connectors.http import json_object
 from schemas import Evidence, SubjectIdentities
 
 TOKEN = "/oauth/token"
 LOOKUP = "/api/v2/users-by-email"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # a development fake stands for the tenant itself
 USER = "/api/v2/users/{user_id}"
+NEEDED_SCOPES = ("read:users", "delete:users")  # the lookup, the erasure
 
 
 class Auth0Settings(BaseModel):
@@ -78,6 +84,7 @@ class Auth0Connector:
         base_url = settings.base_url.rstrip("/")
         self.audience = settings.management_audience()
         credential_env = f"{settings.client_id_env}, {settings.client_secret_env}"
+        self._credential_env = credential_env
         self._token_client = ProcessorClient(system, base_url, timeout_s=settings.timeout_s,
                                              secret_env=credential_env)
         self._token = OAuth2ClientCredentials(
@@ -125,10 +132,43 @@ class Auth0Connector:
         with self._sent_lock:
             self._sent.pop(request_id, None)
 
-    def check(self) -> str:
-        self._token.token()
-        return "Management API token obtained"
+    def check(self) -> AccessReport:
+        """A fresh client-credentials token: its `scope` (the answer's, else the JWT's claim) must
+        hold read:users and delete:users. A 403 is the application not authorized for the API."""
+        grant = {"grant_type": "client_credentials", "audience": self.audience,
+                 "client_id": require_secret(self.settings.client_id_env, self.system),
+                 "client_secret": require_secret(self.settings.client_secret_env, self.system)}
+        response = self._token_client.request("POST", TOKEN, json=grant, return_statuses=(403,))
+        document = json_object(response, self.system, f"POST {TOKEN}")
+        if response.status_code == 403:
+            reason = str(document.get("error_description") or document.get("error") or "access denied")
+            return AccessReport(reachable=True, authenticated=True, scopes_needed=list(NEEDED_SCOPES),
+                                missing=list(NEEDED_SCOPES), credential_env=self._credential_env,
+                                notes=f"POST {TOKEN} answered 403 ({reason[:120]}): authorize the "
+                                      f"application for the Management API ({self.audience}) with "
+                                      "read:users and delete:users")
+        scope = document.get("scope")
+        if not isinstance(scope, str):
+            scope = _jwt_claim(str(document.get("access_token") or ""), "scope")
+        if not isinstance(scope, str):
+            return AccessReport(reachable=True, authenticated=True, scopes_needed=list(NEEDED_SCOPES),
+                                unverified=list(NEEDED_SCOPES), credential_env=self._credential_env,
+                                notes="token obtained, but it names no scope")
+        return compared(NEEDED_SCOPES, scope.split(), credential_env=self._credential_env,
+                        notes="the Management API token's scope")
 
     def close(self) -> None:
         self._client.close()
         self._token_client.close()
+
+
+def _jwt_claim(token: str, claim: str) -> Any:
+    """A claim of a JWT's payload, read without verifying it (only to say what it grants), or None."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return payload.get(claim) if isinstance(payload, dict) else None

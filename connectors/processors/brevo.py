@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import ApiKeyHeaderAuth
 from connectors.base import EraseResult, PermanentError, TaskContext, require_secret
 from connectors.client import ProcessorClient
@@ -73,9 +74,12 @@ class BrevoConnector:
         return EraseResult(status="erased", evidence=Evidence(
             http_status=last_status, records_affected=erased, assurance="confirmed"))
 
-    def check(self) -> str:
-        response = self._client.request("GET", "/v3/account")
-        return f"HTTP {response.status_code}"
+    def check(self) -> AccessReport:
+        """`GET /v3/account`: a key it accepts is a key of the account, and Brevo keys carry no scopes."""
+        self._client.request("GET", "/v3/account")
+        return AccessReport(reachable=True, authenticated=True, credential_env=self.settings.api_key_env,
+                            notes="GET /v3/account answered; Brevo API keys carry no scopes (a valid key "
+                                  "may delete contacts)")
 
     def close(self) -> None:
         self._client.close()

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.access import AccessReport, compared
 from connectors.auth import ApiKeyHeaderAuth, BearerTokenAuth, HttpBasicAuth
 from connectors.base import (
     ConfigError,
@@ -84,6 +85,17 @@ class EraseSpec(CallSpec):
     reference: str | None = Field(default=None, description="Answer field kept as evidence")
 
 
+class CheckSpec(CallSpec):
+    """The read-only call `erasure systems check` makes, and what its answers say of permissions."""
+
+    needs: list[str] = Field(default_factory=list, description="Permissions the erasure calls need, "
+                                                               "in the processor's names")
+    proves: list[str] = Field(default_factory=list, description="Of those, what a 2xx answer proves granted")
+    granted: str | None = Field(default=None, description="Where a 2xx answer lists the granted permissions")
+    refused: str | None = Field(default=None, description="Where a 403 answer names the missing permissions")
+    note: str = Field(default="", max_length=200)
+
+
 class ResidualSpec(Strict):
     what: str = Field(min_length=1, max_length=200)
     kept_for: timedelta | None = Field(default=None, alias="for",
@@ -138,7 +150,7 @@ class ProcessorSpec(Strict):
     identity: Literal["email", "phone", "user_id", "account_id", "customer_id"]
     lookup: LookupSpec | None = None
     erase: EraseSpec
-    check: CallSpec | None = None
+    check: CheckSpec | None = None
     outcome: OutcomeSpec | None = Field(default=None, description="Applied to erased results only")
     sub_accounts: bool = Field(default=False, description="Each (sub-)account has its own data and keys: "
                                                           "systems.yaml may list more `accounts`")
@@ -259,15 +271,47 @@ class DeclarativeConnector:
             return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
         return self._runs.erase(identities, context)
 
-    def check(self) -> str:
-        if self.spec.check is None:
-            return "no check declared"
-        response = self.call(self.spec.check, self.spec.param_values(self.settings.params))
-        return f"HTTP {response.status_code}"
+    def check(self) -> AccessReport:
+        """The spec's check call on every account; a 403 naming permissions (`refused`) is missing ones."""
+        check = self.spec.check
+        if check is None:
+            return AccessReport(reachable=True, authenticated=True,
+                                unverified=["access to the system (the spec declares no check call)"],
+                                credential_env=self.credential_env, notes="the spec declares no check call")
+        values = self.spec.param_values(self.settings.params)
+        route = f"{check.method} {check.path}"
+        granted: set[str] = set()
+        missing: list[str] = []
+        for client in self._clients:  # the main account, then each sub-account
+            response = client.request(check.method, check.path, values,
+                                      params=_fill(check.query, values) or None,
+                                      return_statuses=(403,) if check.refused else ())
+            if response.status_code == 403:
+                named = extract(_json_or_none(response), check.refused or "")
+                if not named:
+                    client.classify(response, route)  # a 403 naming nothing: the credential refused
+                missing += [str(n) for n in named if str(n) not in missing]
+            elif check.granted:
+                granted.update(str(g) for g in extract(self.answer(response, check), check.granted))
+        notes = f"{route} answered" + (f"; {check.note}" if check.note else "")
+        if check.granted and not missing:
+            return compared(check.needs, granted, credential_env=self.credential_env, notes=notes)
+        unverified = [n for n in check.needs if n not in check.proves and n not in missing]
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=list(check.needs),
+                            scopes_granted=[p for p in check.proves if p not in missing] or None,
+                            missing=missing, unverified=[] if missing else unverified,
+                            credential_env=self.credential_env, notes=notes[:300])
 
     def close(self) -> None:
         for client in self._clients:
             client.close()
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def settings_for(spec: ProcessorSpec, raw: dict[str, Any]) -> DeclarativeSettings:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import GoogleServiceAccountAuth
 from connectors.base import EraseResult, TaskContext, identities_of
 from connectors.client import ProcessorClient
@@ -82,9 +83,16 @@ class Ga4Connector:
             http_status=200, records_affected=len(targets), reference=", ".join(times)[:200] or None,
             assurance="accepted", residual=[ResidualData(what=ON_SERVERS), ResidualData(what=AFTER)]))
 
-    def check(self) -> str:
+    def check(self) -> AccessReport:
+        """A token minted for `analytics.user.deletion` (Google refuses a grant it will not give). The
+        User Deletion API has no read call: access to the property shows on the first upsert."""
         self._auth.token()
-        return "service-account access token obtained"
+        right = f"edit GA4 property {self.settings.property_id} (the service account added as Editor)"
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=[SCOPE, right],
+                            scopes_granted=[SCOPE], unverified=[right],
+                            credential_env=self.settings.key_file_env,
+                            notes="token granted for analytics.user.deletion; the User Deletion API has no "
+                                  "read-only call to show access to the property")
 
     def close(self) -> None:
         self._client.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import HttpBasicAuth
 from connectors.base import (
     ConfigError,
@@ -35,6 +36,7 @@ SEARCH = "/3.0/search-members"
 # Mailchimp: delete-permanent "will make it impossible to re-import the list member".
 FORGOTTEN = "a record that the address was permanently deleted, which blocks its re-import"
 DELETE_PERMANENT = "/3.0/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
+PING = "/3.0/ping"
 
 
 def subscriber_hash(email: str) -> str:
@@ -105,6 +107,13 @@ class MailchimpConnector:
                             reference=("lists " + ", ".join(dict.fromkeys(erased)))[:200],
                             assurance="confirmed", residual=[ResidualData(what=FORGOTTEN)])
         return EraseResult(status="erased", evidence=evidence)
+
+    def check(self) -> AccessReport:
+        """`GET /3.0/ping` on the key's data centre: a key it accepts may use the account's audiences."""
+        self._client.request("GET", PING)
+        return AccessReport(reachable=True, authenticated=True, credential_env=self.settings.api_key_env,
+                            notes="GET /3.0/ping answered; Mailchimp API keys carry no scopes (a valid, "
+                                  "enabled key may delete members)")
 
     def close(self) -> None:
         self._client.close()

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
@@ -63,6 +64,9 @@ CANCEL_ROUTE = f"DELETE {TASK}"
 RUNNING = frozenset({"PENDING", "STAGING", "STARTED"})
 FAILED = frozenset({"FAILURE", "REVOKED"})
 MAX_DISTINCT_IDS = 1999
+# A task id no one made: asking for its status reads nothing of anyone and proves both tokens.
+PROBE_TASK = "erasure-systems-check"
+CREATE_RIGHT = "create data deletion tasks in the project"
 TASK_RECORD = "Mixpanel's record of the deletion task (kept for legal compliance, no end stated)"
 
 
@@ -88,6 +92,7 @@ class MixpanelConnector:
         self._project_token = require_secret(settings.project_token_env, system)
         oauth_token = require_secret(settings.oauth_token_env, system)
         credentials = f"{settings.oauth_token_env} (and the project token in {settings.project_token_env})"
+        self._credential_env = f"{settings.oauth_token_env}, {settings.project_token_env}"
         self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(oauth_token),
                                        timeout_s=settings.timeout_s, secret_env=credentials)
 
@@ -152,6 +157,15 @@ class MixpanelConnector:
         response = self._call("DELETE", TASK, task_id)
         if response.status_code not in (200, 204):
             raise PermanentError(self.system, f"unexpected HTTP {response.status_code} from {CANCEL_ROUTE}")
+
+    def check(self) -> AccessReport:
+        """The GDPR API has no read-only call that shows a right to delete: a status query for a task
+        no one made proves the OAuth token and the project token, nothing more."""
+        response = self._call("GET", TASK, PROBE_TASK, return_statuses=(404,))
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=[CREATE_RIGHT],
+                            unverified=[CREATE_RIGHT], credential_env=self._credential_env,
+                            notes=f"both tokens accepted by {POLL_ROUTE} (HTTP {response.status_code}); the "
+                                  "right to create deletion tasks cannot be verified without erasing")
 
     def close(self) -> None:
         self._client.close()

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth, HttpBasicAuth
 from connectors.base import ConfigError, EraseResult, PermanentError, TaskContext, require_secret
 from connectors.client import ProcessorClient
@@ -52,6 +53,8 @@ OpenDsrIdentity = Literal["email", "controller_customer_id", "android_advertisin
                           "microsoft_publisher_id", "roku_publisher_id", "roku_advertising_id"]
 OurIdentity = Literal["email", "phone", "user_id", "account_id", "customer_id"]
 STILL_RUNNING = ("pending", "in_progress")
+# A subject_request_id no one made (a valid UUID v4): its status query proves the credentials only.
+PROBE_REQUEST = "00000000-0000-4000-8000-000000000000"
 
 
 def _default_identities() -> dict[OurIdentity, OpenDsrIdentity]:
@@ -99,6 +102,7 @@ class OpenDsrConnector:
         else:
             auth = BearerTokenAuth(key)
             secret_env = settings.api_key_env
+        self._secret_env = secret_env
         self._trust: CallbackTrust | None = None
         if settings.trust_anchors_file:
             try:
@@ -202,10 +206,25 @@ class OpenDsrConnector:
         except CallbackRejected as exc:
             raise PermanentError(self.system, f"{route}: response refused: {exc.message}") from None
 
-    def check(self) -> str:
+    def check(self) -> AccessReport:
+        """Discovery says whether the processor takes erasures of our identities; a status query for
+        a request no one made (400 or 404) proves the credentials, which discovery does not need."""
         response = self._client.request("GET", self.settings.discovery_url or "/discovery", route=DISCOVERY)
-        version = json_object(response, self.system, DISCOVERY).get("api_version")
-        return f"HTTP {response.status_code}, api_version {version}"
+        discovery = json_object(response, self.system, DISCOVERY)
+        self._client.request("GET", REQUEST, {"subject_request_id": PROBE_REQUEST}, route=POLL,
+                             return_statuses=(400, 404))
+        supported = {(str(i.get("identity_type")), str(i.get("identity_format")))
+                     for i in discovery.get("supported_identities") or [] if isinstance(i, dict)}
+        needed = {"erasure requests": "erasure" in (discovery.get("supported_subject_request_types") or [])}
+        for kind in dict.fromkeys(self.settings.identities.values()):
+            needed[f"{kind} identities ({self.settings.identity_format})"] = (
+                (kind, self.settings.identity_format) in supported)
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=list(needed),
+                            scopes_granted=[n for n, ok in needed.items() if ok],
+                            missing=[n for n, ok in needed.items() if not ok],
+                            credential_env=self._secret_env,
+                            notes=f"discovery api_version {str(discovery.get('api_version'))[:10]}; "
+                                  "credentials accepted by a status query")
 
     def close(self) -> None:
         self._client.close()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
@@ -50,6 +51,8 @@ from schemas import Evidence, ResidualData, SubjectIdentities
 REGULATIONS = "/regulations"
 REGULATION = "/regulations/{id}"
 CREATE_ROUTE = f"POST {REGULATIONS}"
+LIST_ROUTE = f"GET {REGULATIONS}"
+CREATE_RIGHT = "create workspace regulations (the token's role)"
 POLL_ROUTE = f"GET {REGULATION}"
 RUNNING = frozenset({"INITIALIZED", "RUNNING"})
 FAILED = frozenset({"FAILED", "INVALID", "NOT_SUPPORTED"})
@@ -163,6 +166,25 @@ class SegmentConnector:
         if status in FAILED:
             raise PermanentError(self.system, f"regulation {regulate_id} ended {status}")
         raise PermanentError(self.system, f"regulation {regulate_id} has unknown status {status!r:.30}")
+
+    def check(self) -> AccessReport:
+        """`GET /regulations` (one per page): the token may read the workspace's regulations. Whether
+        its role may create them shows only on a create, which would suppress and delete."""
+        env = self.settings.token_env
+        response = self._client.request("GET", REGULATIONS, params={"pagination.count": "1"},
+                                        return_statuses=(403,))
+        if response.status_code == 403:
+            return AccessReport(reachable=True, authenticated=True, scopes_needed=["read regulations",
+                                                                                   CREATE_RIGHT],
+                                missing=["read regulations"], credential_env=env,
+                                notes=f"{LIST_ROUTE} answered 403: the token's role may not use "
+                                      "Deletion and Suppression")
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=["read regulations",
+                                                                               CREATE_RIGHT],
+                            scopes_granted=["read regulations"], unverified=[CREATE_RIGHT],
+                            credential_env=env,
+                            notes=f"{LIST_ROUTE} answered; creating a regulation cannot be tried without "
+                                  "erasing")
 
     def close(self) -> None:
         self._client.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport, compared
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
@@ -44,6 +45,10 @@ JOB = "/v3/marketing/contacts/imports/{job_id}"
 JOB_ROUTE = f"GET {JOB}"
 PENDING_STATUSES = frozenset({"pending"})
 PARTIAL = "errored"
+SCOPES = "/v3/scopes"
+# The Marketing Campaigns scopes (SendGrid's teammate-permissions page, "Marketing Campaigns"): the
+# contact search reads, the delete job deletes; SendGrid does not say which scope each contact call needs.
+NEEDED_SCOPES = ("marketing.read", "marketing_campaigns.read", "marketing_campaigns.delete")
 # Contacts only: e-mail activity and logs are SendGrid's separate recipient-data erasure.
 ACTIVITY = "e-mail activity and logs naming the address (outside Marketing contacts)"
 
@@ -137,6 +142,15 @@ class SendgridConnector:
         return EraseResult(status="erased", evidence=Evidence(
             residual=[ResidualData(what=ACTIVITY)], reference=reference,
             http_status=response.status_code, records_affected=deleted, assurance="confirmed"))
+
+    def check(self) -> AccessReport:
+        """`GET /v3/scopes` lists the key's scopes: compared with those the erasure calls need."""
+        body = json_answer(self._client.request("GET", SCOPES), self.system, f"GET {SCOPES}")
+        scopes = body.get("scopes") if isinstance(body, dict) else None
+        if not isinstance(scopes, list):
+            raise PermanentError(self.system, f"no `scopes` list in the answer from GET {SCOPES}")
+        return compared(NEEDED_SCOPES, [str(s) for s in scopes], credential_env=self.settings.api_key_env,
+                        notes=f"GET {SCOPES} listed the key's {len(scopes)} scope(s)")
 
     def close(self) -> None:
         self._client.close()

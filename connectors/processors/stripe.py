@@ -22,13 +22,16 @@ their hold.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
     EraseResult,
@@ -53,6 +56,13 @@ MAX_PAGES = 50
 MAX_REMEMBERED = 1000
 SHELL = "deleted customer record (id, deleted flag)"
 LOGS = "events and request logs naming the customer (not redacted: redaction is off)"
+REDACTION_JOBS = "/v1/privacy/redaction_jobs"
+# Restricted keys (rk_): the Dashboard's resource permissions. A refused call's error names the
+# permission that would let it continue: "Having the 'rak_customer_read' permission would allow ...".
+READS = ((CUSTOMERS, "Customers: Read"), (INVOICES, "Invoices: Read"), (CHARGES, "Charges: Read"))
+WRITE = "Customers: Write (to delete customers)"
+REDACTION = "Privacy redaction jobs: Write (redaction: true)"
+NAMED_PERMISSION = re.compile(r"'(rak_[a-z0-9_]+)' permission")
 
 
 class StripeSettings(BaseModel):
@@ -84,6 +94,7 @@ class StripeConnector:
         self.system = system
         self.settings = settings
         secret = require_secret(settings.secret_key_env, system)
+        self._unrestricted = secret.startswith("sk_")  # a secret key may do anything; rk_ keys may not
         self._client = ProcessorClient(system, settings.base_url, auth=BearerTokenAuth(secret),
                                        timeout_s=settings.timeout_s, secret_env=settings.secret_key_env)
         self._progress: dict[str, _Progress] = {}
@@ -200,5 +211,35 @@ class StripeConnector:
                                holds=[self._hold(context, progress.latest_record)])
         return EraseResult(status="erased", evidence=evidence)
 
+    def check(self) -> AccessReport:
+        """Read-only list calls (limit 1) for every resource the erasure reads; a restricted key's
+        refusal names the permission it lacks. Deleting customers cannot be tried without erasing."""
+        env = self.settings.secret_key_env
+        redaction_read = [(REDACTION_JOBS, "Privacy redaction jobs: Read")] if self.settings.redaction else []
+        reads = [*READS, *redaction_read]
+        needed = [WRITE, *(label for _, label in reads), *([REDACTION] if self.settings.redaction else [])]
+        missing: list[str] = []
+        for path, label in reads:
+            response = self._client.request("GET", path, params={"limit": "1"}, return_statuses=(403,))
+            if response.status_code == 403:
+                named = NAMED_PERMISSION.search(str(_error_message(response)))
+                missing.append(f"{label} ({named.group(1)})" if named else label)
+        if self._unrestricted:
+            return AccessReport(reachable=True, authenticated=True, scopes_needed=needed, missing=missing,
+                                credential_env=env, notes="a secret key (sk_): every permission")
+        writes = [WRITE, *([REDACTION] if self.settings.redaction else [])]
+        return AccessReport(reachable=True, authenticated=True, scopes_needed=needed, missing=missing,
+                            unverified=[] if missing else writes, credential_env=env,
+                            notes="a restricted key: reads verified with limit-1 lists; its write "
+                                  "permissions cannot be tried without erasing")
+
     def close(self) -> None:
         self._client.close()
+
+
+def _error_message(response: requests.Response) -> object:
+    """Stripe's error envelope `error.message`, or None (a permission error names the permission)."""
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -29,6 +29,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.access import AccessReport
 from connectors.auth import HttpBasicAuth
 from connectors.base import (
     AuthError,
@@ -49,6 +50,7 @@ TICKETS = "/api/v2/users/{id}/tickets/requested.json"
 USER = "/api/v2/users/{id}.json"
 DELETED_USER = "/api/v2/deleted_users/{id}.json"
 ME = "/api/v2/users/me.json"
+ADMIN_ROLE = "admin role"
 JOB_PREFIX = "zendesk-permanent:"
 DEFAULT_POLL_S = 30.0
 
@@ -223,12 +225,27 @@ class ZendeskConnector:
         with self._lock:
             self._progress.pop(request_id, None)
 
-    def check(self) -> str:
+    def check(self) -> AccessReport:
+        """`GET /api/v2/users/me`: who the token acts as. Permanent deletion is for admins (and agents
+        in a custom role allowed to manage end users, which the role id alone does not show)."""
         response = self._call("GET", ME)
         user = json_object(response, self.system, f"GET {ME}").get("user") or {}
         if not user.get("id"):  # Zendesk answers an anonymous user to unauthenticated calls
             raise AuthError(self.system, f"GET {ME} answered an anonymous user; check {self._credential_env}")
-        return f"HTTP {response.status_code}"
+        role = str(user.get("role") or "unknown")
+        needed = [ADMIN_ROLE]
+        report = AccessReport(reachable=True, authenticated=True, scopes_needed=needed, scopes_granted=[role],
+                              credential_env=self._credential_env)
+        if role == "admin":
+            return report.model_copy(update={"scopes_granted": [ADMIN_ROLE],
+                                             "notes": "the token acts as an admin"})
+        if role == "agent" and user.get("custom_role_id"):
+            return report.model_copy(update={"unverified": [
+                "manage end users (permanent deletion) in the agent's custom role"],
+                "notes": "the token acts as an agent in a custom role"})
+        return report.model_copy(update={"missing": needed, "notes": (
+            f"the token acts as {role!r}: only admins (or agents whose custom role may manage end "
+            "users) may delete users permanently; use an admin's API token")})
 
     def close(self) -> None:
         self._client.close()

@@ -16,7 +16,6 @@ from pipeline.crypto import init_keys, rotate_kek
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.streaming import topics
-from pipeline.wiring import SetupError
 
 
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
@@ -171,35 +170,26 @@ def systems() -> None:
     """The systems register."""
 
 
-def _check_one(current: Settings, register: SystemsRegister, system: str) -> str:
-    """One row's result: the connector's own check, or why the system could not be reached."""
-    try:
-        instance = wiring.build_connectors(current, register, [system])[system]
-        check = getattr(instance, "check", None)
-        result = ("ok: " + str(check())) if callable(check) else "ok: configured (no check call)"
-        instance.close()
-        return result
-    except SetupError as exc:
-        return f"FAILED: {str(exc).splitlines()[-1].strip()}"
-    except Exception as exc:  # the table reports every system, whatever fails
-        message = getattr(exc, "message", None) or type(exc).__name__
-        return f"FAILED ({getattr(exc, 'kind', 'error')}): {message}"
-
-
 @systems.command("check")
-def systems_check() -> None:
-    """Try each system's credentials and reachability, erasing nothing; print a table."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per system instead of the table")
+@click.option("--strict", is_flag=True, help="Also fail when a permission could not be verified")
+def systems_check(as_json: bool, strict: bool) -> None:
+    """Try each system's credentials and the permissions erasing needs, erasing nothing.
+
+    Prints, per system: ok, UNVERIFIED (a permission shows only when erasing) or FAILED, the missing
+    scopes and notes, then what to do (the scope to grant, the variable holding the credential).
+    """
+    from pipeline.cli import systems_check as check
+
     current = settings()
-    register = wiring.systems_register(current)
-    rows = [(entry.id, entry.kind, entry.connector.type, _check_one(current, register, entry.id))
-            for entry in register.systems]
-    width = max(len(r[0]) for r in rows)
-    click.echo(f"{'system':<{width}}  {'kind':<9}  {'type':<11}  result")
-    for system, kind, connector_type, result in rows:
-        click.echo(f"{system:<{width}}  {kind:<9}  {connector_type:<11}  {result}")
-    failures = sum(result.startswith("FAILED") for *_, result in rows)
-    if failures:
-        raise CliError(f"{failures} system(s) failed the check")
+    rows = check.check_all(current, wiring.systems_register(current))
+    for line in (check.as_json(rows) if as_json else check.table(rows)):
+        click.echo(line)
+    failed = [r.system for r in rows if r.report.result == "FAILED"
+              or (strict and r.report.result == "UNVERIFIED")]
+    if failed:
+        raise CliError(f"{len(failed)} system(s) failed the check ({', '.join(failed)}): "
+                       "see what to do above, then run `erasure systems check` again")
 
 
 # -- fakes and the embedded stack ------------------------------------------------------

@@ -82,7 +82,7 @@ class FakeAuth0(FakeProcessor):
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
                body: Any) -> Reply:
         if method == "POST" and path == "/oauth/token":
-            return self._token(body or {})
+            return scoped_token(self, self._token(body or {}), body or {})  # systems check: block at the end
         if not path.startswith("/api/v2/"):
             return Reply(404, {"statusCode": 404, "error": "Not Found", "message": "Not Found"})
         token = headers.get("authorization", "").removeprefix("Bearer ")
@@ -96,6 +96,9 @@ class FakeAuth0(FakeProcessor):
         rate = self.rate_headers(remaining, reset_s)
         if not allowed:
             return Reply(429, dict(TOO_MANY), rate)
+        refused = insufficient_scope(self, method, token)  # systems check: see the block at the end
+        if refused is not None:
+            return refused
         with self._lock:
             reply = self._route(method, path, query)
         reply.headers = {**rate, **(reply.headers or {})}
@@ -141,3 +144,38 @@ class FakeAuth0(FakeProcessor):
                                        "message": "The user does not exist.", "errorCode": "inexistent_user"})
                 return Reply(200, dict(user))
         return Reply(404, {"statusCode": 404, "error": "Not Found", "message": "Not Found"})
+
+
+# == Systems check (erasure systems check): the scopes a client is granted ==========================
+# Additive block. A client-credentials token carries the scopes the application is granted on the
+# Management API, in the answer's `scope`; a token without the scope a call needs is answered 403
+# "Insufficient scope, expected any of: ..." (auth0/SOURCE.md fact 6); an application granted no
+# scope at all gets no token (403 access_denied). `grant_client_scopes` is the switch; a client
+# not given one holds read:users and delete:users.
+
+DEFAULT_SCOPES = ("read:users", "delete:users")
+
+
+def grant_client_scopes(fake: FakeAuth0, client_id: str, scopes: list[str]) -> None:
+    fake.__dict__.setdefault("client_scopes", {})[client_id] = list(scopes)
+
+
+def scoped_token(fake: FakeAuth0, reply: Reply, grant: dict[str, Any]) -> Reply:
+    """The token answer with the client's granted scopes, remembered for the Management API."""
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return reply
+    scopes = fake.__dict__.get("client_scopes", {}).get(str(grant.get("client_id")), list(DEFAULT_SCOPES))
+    if not scopes:
+        description = "Client has not been granted scopes: read:users, delete:users"
+        return Reply(403, {"error": "access_denied", "error_description": description})
+    fake.__dict__.setdefault("token_scopes", {})[reply.body["access_token"]] = set(scopes)
+    return Reply(200, {**reply.body, "scope": " ".join(scopes)})
+
+
+def insufficient_scope(fake: FakeAuth0, method: str, token: str) -> Reply | None:
+    needed = "delete:users" if method == "DELETE" else "read:users"
+    granted = fake.__dict__.get("token_scopes", {}).get(token, set(DEFAULT_SCOPES))
+    if needed in granted:
+        return None
+    return Reply(403, {"statusCode": 403, "error": "Forbidden", "errorCode": "insufficient_scope",
+                       "message": f"Insufficient scope, expected any of: {needed}"})

@@ -145,7 +145,9 @@ class FakeHubSpot(FakeProcessor):
             body429, headers429 = self.secondly_429(reset_s)
             return Reply(429, body429, headers429)
         with self._lock:
-            reply = self._route(method, path, query, body)
+            reply = access_reply(self, method, path, headers)  # systems check: see the block at the end
+            if reply is None:
+                reply = self._route(method, path, query, body)
             rate = self.rate_headers(remaining, reset_s)
         reply.headers = {**rate, **(reply.headers or {})}
         return reply
@@ -201,3 +203,33 @@ class FakeHubSpot(FakeProcessor):
         contact = self.awaiting_purge[object_id] = self.contacts.pop(object_id)
         self.blocklist.add(contact["email"])
         return Reply(204)
+
+
+# == Systems check (erasure systems check): a private app's scopes ==================================
+# Additive block. A call the token's scopes do not allow answers 403 with category MISSING_SCOPES
+# and the scopes it requires in errors[].context.requiredGranularScopes (developers.hubspot.com/scopes;
+# the body shape as HubSpot's community threads quote it). Reading contacts (list, search) needs
+# crm.objects.contacts.read, gdpr-delete needs crm.objects.contacts.write (hubspot/SOURCE.md facts 1
+# and 5). `grant_token_scopes` is the switch; a token not given one holds both.
+
+CONTACT_SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write")
+
+
+def grant_token_scopes(fake: FakeHubSpot, token: str, scopes: list[str]) -> None:
+    fake.__dict__.setdefault("token_scopes", {})[token] = set(scopes)
+
+
+def access_reply(fake: FakeHubSpot, method: str, path: str, headers: dict[str, str]) -> Reply | None:
+    if not path.startswith("/crm/v3/objects/contacts"):
+        return None
+    token = headers.get("authorization", "").removeprefix("Bearer ")
+    granted = fake.__dict__.get("token_scopes", {}).get(token, set(CONTACT_SCOPES))
+    needed = CONTACT_SCOPES[1] if path.endswith("/gdpr-delete") else CONTACT_SCOPES[0]
+    if needed in granted:
+        return None
+    message = ("This app hasn't been granted all required scopes to make this call. Read more about "
+               "required scopes here: https://developers.hubspot.com/scopes.")
+    return Reply(403, {**error(message, "MISSING_SCOPES"),
+                       "errors": [{"message": "One or more of the following scopes are required.",
+                                   "context": {"requiredGranularScopes": [needed]}}],
+                       "links": {"scopes": "https://developers.hubspot.com/scopes"}})

@@ -264,6 +264,9 @@ class FakeOpenDsr(FakeProcessor):
     # -- HTTP -------------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str],
                body: Any) -> Reply:
+        access = access_reply(self, method, path)  # systems check: see the block at the end
+        if access is not None:
+            return self._signed(access)
         if method == "GET" and path == "/v2/discovery":
             return self._signed(Reply(200, self.discovery()))
         if not self._authorized(headers.get("authorization", "")):
@@ -452,3 +455,27 @@ def _invalid(body: Any) -> str | None:
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         return "status_callback_urls must be a list of URLs"
     return None
+
+
+# == Systems check (erasure systems check): what discovery says the processor takes =================
+# Additive block. Discovery (§6) lists the supported subject request types and identities; the
+# systems check compares them with what the connector sends. `support` is the switch that narrows
+# them (a processor taking access requests only, or raw e-mails only).
+
+def support(fake: FakeOpenDsr, request_types: list[str] | None = None,
+            identities: list[tuple[str, str]] | None = None) -> None:
+    """Discovery now lists only these request types and (identity_type, identity_format) pairs."""
+    fake.__dict__["supported"] = (request_types, identities)
+
+
+def access_reply(fake: FakeOpenDsr, method: str, path: str) -> Reply | None:
+    supported = fake.__dict__.get("supported")
+    if supported is None or method != "GET" or path != "/v2/discovery":
+        return None
+    request_types, identities = supported
+    document = fake.discovery()
+    if request_types is not None:
+        document["supported_subject_request_types"] = list(request_types)
+    if identities is not None:
+        document["supported_identities"] = [{"identity_type": t, "identity_format": f} for t, f in identities]
+    return Reply(200, document)

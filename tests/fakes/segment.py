@@ -166,7 +166,9 @@ class FakeSegment(FakeProcessor):
             return Reply(429, envelope("too-many-requests", "Too many requests"),
                          {"Retry-After": str(max(1, math.ceil(reset_s)))})
         with self._lock:
-            reply = self._route(method, path, body)
+            reply = access_reply(self, method, path, query, auth)  # systems check: see the block at the end
+            if reply is None:
+                reply = self._route(method, path, body)
         if 200 <= reply.status < 300:
             reply.headers = {**self.rate_headers(remaining, reset_s), **(reply.headers or {})}
         return reply
@@ -236,3 +238,33 @@ class FakeSegment(FakeProcessor):
 
 RETENTION = timedelta(days=90)
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
+
+
+# == Systems check (erasure systems check): list the workspace's regulations ========================
+# Additive block. GET /regulations?pagination.count=N (listWorkspaceRegulations; `pagination` is a
+# required deep object, sent dotted as Segment's docs show) answers {"data": {"regulations": [...],
+# "pagination": {"current": ...}}}, 422 without a count of 1 to 200. `forbid` is the switch: a token
+# whose role may not use Deletion and Suppression is answered 403 (UNCONFIRMED: the subset lists no
+# 403; every HTTP API can send one, RFC 9110 §15.5.4).
+
+def forbid(fake: FakeSegment, token: str) -> None:
+    """`token` authenticates, but its role may not use Deletion and Suppression."""
+    fake.__dict__.setdefault("forbidden_tokens", set()).add(token)
+
+
+def access_reply(fake: FakeSegment, method: str, path: str, query: dict[str, list[str]],
+                 authorization: str) -> Reply | None:
+    if authorization.removeprefix("Bearer ") in fake.__dict__.get("forbidden_tokens", set()):
+        return Reply(403, envelope("forbidden", "The token may not use Deletion and Suppression"))
+    if method != "GET" or path != "/regulations":
+        return None
+    count = query.get("pagination.count", [""])[0]
+    if not count.isdigit() or not 1 <= int(count) <= 200:
+        return Reply(422, envelope("validation", "pagination.count must be between 1 and 200"))
+    live = sorted((r for r in fake.regulations.values() if not fake._forgotten(r)),
+                  key=lambda r: r.created_at, reverse=True)
+    entries = [{"id": r.id, "subjectType": "USER_ID", "subjects": list(r.subject_ids), "status": r.status,
+                "createdAt": r.created_at, **({"finishedAt": r.finished_at} if r.finished_at else {})}
+               for r in live[:int(count)]]
+    pagination = {"current": "MA==", "totalEntries": len(live)}
+    return Reply(200, {"data": {"regulations": entries, "pagination": pagination}})

@@ -137,7 +137,9 @@ class FakeSendgrid(FakeProcessor):
         if not allowed:
             return Reply(429, TOO_MANY, rate)
         with self._lock:
-            reply = self._route(method, path, query, body)
+            reply = access_reply(self, method, path, headers)  # systems check: see the block at the end
+            if reply is None:
+                reply = self._route(method, path, query, body)
         reply.headers = {**rate, **(reply.headers or {})}
         return reply
 
@@ -193,3 +195,24 @@ class FakeSendgrid(FakeProcessor):
                            if failed else {})},
             "started_at": job.started_at, "finished_at": job.finished_at,
         }
+
+
+# == Systems check (erasure systems check): GET /v3/scopes ============================================
+# Additive block. GET /v3/scopes answers {"scopes": [...]}, every scope of the key that asks
+# (twilio/sendgrid-oai tsg_scopes_v3.json, ListScope). `grant_scopes` is the switch; a key not
+# given one holds the Marketing Campaigns scopes (teammate-permissions page) and mail.send.
+
+MARKETING_SCOPES = ["mail.send", "marketing.read", "marketing_campaigns.create", "marketing_campaigns.delete",
+                    "marketing_campaigns.read", "marketing_campaigns.update"]
+
+
+def grant_scopes(fake: FakeSendgrid, api_key: str, scopes: list[str]) -> None:
+    """The key `api_key` now holds exactly `scopes` (GET /v3/scopes lists them)."""
+    fake.__dict__.setdefault("key_scopes", {})[api_key] = list(scopes)
+
+
+def access_reply(fake: FakeSendgrid, method: str, path: str, headers: dict[str, str]) -> Reply | None:
+    if method != "GET" or path != "/v3/scopes":
+        return None
+    key = headers.get("authorization", "").removeprefix("Bearer ")
+    return Reply(200, {"scopes": list(fake.__dict__.get("key_scopes", {}).get(key, MARKETING_SCOPES))})

@@ -176,6 +176,9 @@ class FakeStripe(FakeProcessor):
         if not allowed:
             fault = self._rate_limited(reset_s)
             return Reply(fault.status, fault.body, fault.headers)
+        access = access_reply(self, method, path, query, headers)  # systems check: see the block at the end
+        if access is not None:
+            return access
         with self._lock:
             if path.startswith(REDACTION_JOBS):
                 return self.redaction.route(method, path, query, body or {}, headers)
@@ -361,3 +364,37 @@ class RedactionJobs:
         for charge in self.stripe.charges.values():
             if charge["customer"] == customer_id:
                 charge["billing_details"] = {"email": REDACTED, "name": REDACTED}
+
+
+# == Systems check (erasure systems check): restricted keys and the read-only list of jobs ===========
+# Additive. A restricted key's (rk_) forbidden call: 403 naming the permission ("Having the 'rak_...'
+# permission would allow..."); switch `restrict_key`. Lists jobs (GetPrivacyRedactionJobs, preview).
+FULL_RESTRICTED = {"rak_customer_read", "rak_customer_write", "rak_invoice_read", "rak_charge_read",
+                   "rak_privacy_redaction_job_read", "rak_privacy_redaction_job_write"}
+_RESOURCES = ((REDACTION_JOBS, "privacy_redaction_job"), ("/v1/customers", "customer"),
+              ("/v1/invoices", "invoice"), ("/v1/charges", "charge"))
+
+
+def restrict_key(fake: FakeStripe, key: str, permissions: set[str]) -> None:
+    """Accept `key` as a restricted key granted only `permissions` (Stripe's rak_* names)."""
+    fake.secret_keys.add(key)
+    fake.__dict__.setdefault("restricted_keys", {})[key] = set(permissions)
+
+
+def access_reply(fake: FakeStripe, method: str, path: str, query: dict[str, list[str]],
+                 headers: dict[str, str]) -> Reply | None:
+    """A restricted key's refusal, or the list of redaction jobs; None: the fake's routes answer."""
+    value = headers.get("authorization", "")
+    key = base64.b64decode(value[6:]).decode().split(":")[0] if value.startswith("Basic ") else value[7:]
+    granted = fake.__dict__.get("restricted_keys", {}).get(key)
+    access = "read" if method == "GET" else "write"
+    needed = next((f"rak_{name}_{access}" for prefix, name in _RESOURCES if path.startswith(prefix)), None)
+    if granted is not None and needed is not None and needed not in granted:
+        return Reply(403, stripe_error(
+            "invalid_request_error", "The provided key 'rk_test_********************' does not have the "
+            "required permissions for this endpoint on account 'acct_fake'. Having the "
+            f"'{needed}' permission would allow this request to continue."))
+    if method == "GET" and path == REDACTION_JOBS:
+        with fake._lock:
+            return fake._page([dict(job) for job in fake.redaction.jobs.values()], query, REDACTION_JOBS)
+    return None

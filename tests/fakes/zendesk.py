@@ -149,6 +149,10 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
         if not allowed:
             return self.too_many(reset_s, rate)
         path = path.removesuffix(".json")
+        access = access_reply(self, method, path)  # systems check: see the block at the end
+        if access is not None:
+            access.headers = {**rate, **(access.headers or {})}
+            return access
         if method == "DELETE" and path.startswith("/api/v2/deleted_users/"):
             allowed, _, permanent_reset_s = self.permanent_bucket.take()
             if not allowed:
@@ -221,3 +225,19 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
             return Reply(200, {"deleted_user": gone})
         return self.not_found()
 
+
+# == Systems check (erasure systems check): who the token acts as ======================================
+# Additive block. GET /api/v2/users/me answers the token's user; its `role` (end-user, agent, admin)
+# and `custom_role_id` say whether it may delete users permanently (admins, and agents in a custom
+# role allowed to manage end users). `act_as` is the switch; unset, the token is an admin's.
+
+def act_as(fake: FakeZendesk, role: str, custom_role_id: int | None = None) -> None:
+    """The token's user is now of `role` (end-user, agent, admin), with an agent's custom role id."""
+    fake.__dict__["me"] = {"role": role, "custom_role_id": custom_role_id}
+
+
+def access_reply(fake: FakeZendesk, method: str, path: str) -> Reply | None:
+    me = fake.__dict__.get("me")
+    if me is None or method != "GET" or path != "/api/v2/users/me":
+        return None
+    return Reply(200, {"user": {"id": 1, "name": "Erasure Agent", "email": fake.agent_email, **me}})

@@ -63,21 +63,32 @@ def reader(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: An
     return KafkaConsumer(bootstrap_servers=bootstrap, **settings)
 
 
+def admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: Any) -> Any:
+    """An admin client (topics, group offsets)."""
+    from kafka.admin import KafkaAdminClient
+
+    settings: dict[str, Any] = {"client_id": "erasure-admin", **security.kafka_python()}
+    settings.update(options)
+    return KafkaAdminClient(bootstrap_servers=bootstrap, **settings)
+
+
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
                   configs: dict[str, dict[str, str]] | None = None, *,
-                  security: KafkaSecurity = PLAINTEXT) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+                  security: KafkaSecurity = PLAINTEXT, client: Any = None) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); the names created. `client`: an admin
+    client to use (and keep open), else one made for the call."""
+    from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="erasure-admin",
-                             **security.kafka_python())
+    using = client if client is not None else admin(bootstrap, security=security)
     try:
-        existing = set(admin.list_topics())
+        existing = set(using.list_topics())
         wanted = [NewTopic(t, partitions, replication, topic_configs=(configs or {}).get(t, {}))
                   for t in topics if t not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted)
+                using.create_topics(wanted)
+        return [t.name for t in wanted]
     finally:
-        admin.close()
+        if client is None:
+            using.close()

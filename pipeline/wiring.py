@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
@@ -225,19 +225,24 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+DESK_SEND_TIMEOUT_MS = 15_000
+
+
 def desk_publisher(settings: Settings) -> Publisher:
     """Publishes for the desk; the producer is built on first use, so the desk starts without a broker."""
     from pipeline.desk.app import Publisher
     from pipeline.kafka_clients import producer
+    from pipeline.renewing_producer import RenewingProducer
 
-    producers: list[Any] = []
+    producers: list[RenewingProducer] = []
     desk_signer = signer(settings, DESK)
 
     def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        if not producers:
-            producers.append(producer(bootstrap_servers(settings), "erasure-desk",
-                                      security=kafka_security(settings)))
-        producers[0].send(topic, key=key, value=value, headers=headers).get(30)
+        if not producers:  # replaced when a broker that lost its state makes it unusable (issue 11)
+            producers.append(RenewingProducer(lambda: producer(
+                bootstrap_servers(settings), "erasure-desk", security=kafka_security(settings),
+                max_block_ms=DESK_SEND_TIMEOUT_MS), "desk"))
+        producers[0].deliver([(topic, key, value, headers)], DESK_SEND_TIMEOUT_MS / 1000)
 
     return Publisher(send, desk_signer)
 

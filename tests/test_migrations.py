@@ -101,7 +101,9 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
         "CREATE TABLE desk_sessions", "CREATE INDEX ix_desk_sessions_user_name ON desk_sessions",
         "CREATE TABLE erasure_notes",
         # 0003: the system rows gain re-drive counters (SQLite keeps the altered CREATE TABLE)
-        "CREATE TABLE erasure_system_outcomes"}
+        "CREATE TABLE erasure_system_outcomes",
+        # 0006: the HTTP intake's outbox
+        "CREATE TABLE intake_outbox", "CREATE INDEX ix_intake_outbox_next_check_at ON intake_outbox"}
     [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
     [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
     counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
@@ -136,7 +138,7 @@ def test_a_ledger_written_before_migrations_is_adopted_and_still_verifies(tmp_pa
 def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
     engine = sa.create_engine(postgres_url)
     # what the code before migrations created: not the account tables, nor those of later migrations
-    later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes")
+    later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes", "intake_outbox")
     tables = [t for t in metadata.sorted_tables if t.name not in later]
     metadata.create_all(engine, tables=tables)
     with engine.begin() as conn:  # nor the columns of later migrations

@@ -12,6 +12,7 @@ Tansu broker included) is always the leader.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
 from pipeline.ledger import Ledger
+from pipeline.ledger.outbox import Outbox
+from pipeline.outbox import OutboxRelay
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
@@ -97,5 +100,23 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                name="housekeeping")
     async def run_housekeeping() -> None:
         await housekeeping.run()
+
+    # Broker loss (issue 11): the HTTP intake's outbox, and the topics a restarted broker lost.
+    relay = OutboxRelay(Outbox(ledger.engine, ledger.writer, settings.outbox_recheck_after_s,
+                               settings.outbox_recheck_cap_s), publisher)
+    keeper = topics.TopicKeeper(bootstrap, [*names, progress.changelog_topic.get_topic_name()],
+                                settings.topic_partitions, settings.topic_replication_factor,
+                                topics.topic_configs(settings.requests_retention_s),
+                                single_partition=(f"{APP_ID}-__assignor-__leader",),
+                                security=KafkaSecurity.from_settings(settings))
+
+    @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
+               name="outbox")
+    async def relay_outbox() -> None:
+        await relay.run()
+
+    @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
+    async def keep_topics() -> None:
+        await asyncio.to_thread(keeper.check)
 
     return app

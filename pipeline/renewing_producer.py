@@ -1,0 +1,118 @@
+"""A Kafka producer that outlives a broker which lost its state.
+
+An idempotent kafka-python producer holds a producer id the broker gave it. A broker that comes
+back without its storage (the embedded Tansu on `memory://`, killed and restarted) no longer
+knows that id: the next send fails with `UnknownProducerIdError`, kafka-python asks for a new
+epoch, the broker refuses (Tansu answers `UnknownError`) and the producer turns fatal: every
+later send fails at once, forever, while its process lives on. `RenewingProducer` replaces such
+a producer with a fresh one (a new producer id) and `deliver` sends again until the broker
+acknowledges, so a process lives through a broker restart.
+
+Sending again is safe: every consumer of the pipeline is idempotent on the record's key and
+content (at-least-once everywhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import (
+    IllegalStateError,
+    InvalidProducerEpochError,
+    KafkaError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+)
+
+log = logging.getLogger(__name__)
+
+# What a broker that forgot this producer answers (its id, epoch or sequence are unknown to it).
+LOST_STATE_ERRORS = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
+                     IllegalStateError)
+RETRY_PAUSE_S = 0.5
+
+# topic, key, value, headers
+Record = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
+
+
+def is_unusable(producer: Any, error: BaseException) -> bool:
+    """Whether `producer`, whose send failed with `error`, can never send again."""
+    manager = getattr(producer, "_transaction_manager", None)  # kafka-python keeps its fatal state here
+    fatal = manager is not None and manager.has_fatal_error()
+    return fatal or isinstance(error, LOST_STATE_ERRORS)
+
+
+class RenewingProducer:
+    """One producer at a time, replaced when a failed send leaves it unusable. Thread-safe."""
+
+    def __init__(self, build: Callable[[], KafkaProducer], name: str) -> None:
+        self._build = build
+        self.name = name
+        self._lock = threading.Lock()
+        self._current: KafkaProducer = build()
+        self.renewals = 0
+
+    @property
+    def current(self) -> KafkaProducer:
+        return self._current
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> Any:
+        return self._current.send(topic, value=value, key=key,
+                                  headers=list(headers) if headers is not None else None)
+
+    def renew_if_unusable(self, used: KafkaProducer, error: BaseException) -> bool:
+        """Replace `used` (the producer a send failed on) when `error` made it unusable; whether
+        it is replaced now (here or by another thread already)."""
+        if not is_unusable(used, error):
+            return False
+        with self._lock:
+            if self._current is not used:
+                return True
+            log.warning("%s: the producer cannot send any more (%s: the broker lost its state); "
+                        "replacing it", self.name, type(error).__name__)
+            self._current = self._build()
+            self.renewals += 1
+        _close_quietly(used)
+        return True
+
+    def deliver(self, records: Sequence[Record], timeout_s: float,
+                stopping: Callable[[], bool] = lambda: False) -> None:
+        """Send every record and wait until the broker has them all, sending again (on a fresh
+        producer when needed) until `timeout_s` runs out or `stopping()`; then the last error."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            used = self._current
+            try:
+                futures = [used.send(topic, value=value, key=key,
+                                     headers=list(headers) if headers is not None else None)
+                           for topic, key, value, headers in records]
+                for future in futures:
+                    future.get(max(0.1, deadline - time.monotonic()))
+                return
+            except KafkaError as exc:
+                self.renew_if_unusable(used, exc)
+                if time.monotonic() + RETRY_PAUSE_S >= deadline or stopping():
+                    raise
+                log.warning("%s: %d record(s) not acknowledged (%s); sending again", self.name,
+                            len(records), type(exc).__name__)
+                time.sleep(RETRY_PAUSE_S)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._current.flush(timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        self._current.close(timeout_s)
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    """Close a producer that can no longer send, without waiting for what it will never deliver."""
+    try:
+        producer.close(0)
+    except Exception as exc:  # it is being discarded; its failure changes nothing
+        log.debug("closing a discarded producer failed: %s", type(exc).__name__)

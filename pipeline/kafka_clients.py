@@ -74,21 +74,19 @@ def admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: Any
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
                   configs: dict[str, dict[str, str]] | None = None, *,
-                  security: KafkaSecurity = PLAINTEXT, client: Any = None) -> list[str]:
-    """Create the topics that do not exist yet (idempotent); the names created. `client`: an admin
-    client to use (and keep open), else one made for the call."""
-    from kafka.admin import NewTopic
+                  security: KafkaSecurity = PLAINTEXT) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    using = client if client is not None else admin(bootstrap, security=security)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="erasure-admin",
+                             **security.kafka_python())
     try:
-        existing = set(using.list_topics())
+        existing = set(admin.list_topics())
         wanted = [NewTopic(t, partitions, replication, topic_configs=(configs or {}).get(t, {}))
                   for t in topics if t not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                using.create_topics(wanted)
-        return [t.name for t in wanted]
+                admin.create_topics(wanted)
     finally:
-        if client is None:
-            using.close()
+        admin.close()

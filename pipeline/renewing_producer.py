@@ -4,9 +4,12 @@ An idempotent kafka-python producer holds a producer id the broker gave it. A br
 back without its storage (the embedded Tansu on `memory://`, killed and restarted) no longer
 knows that id: the next send fails with `UnknownProducerIdError`, kafka-python asks for a new
 epoch, the broker refuses (Tansu answers `UnknownError`) and the producer turns fatal: every
-later send fails at once, forever, while its process lives on. `RenewingProducer` replaces such
-a producer with a fresh one (a new producer id) and `deliver` sends again until the broker
-acknowledges, so a process lives through a broker restart.
+later send fails at once, forever, while its process lives on. Or it takes the refusal for a
+retention gap (KAFKA-5793: the log starts after its last acknowledged record) and retries the
+same unknown id until its delivery timeout. `RenewingProducer` replaces the producer after any
+failed send with a fresh one (a new producer id; a broker that is only away gets a new
+connection, which costs nothing) and `deliver` sends again until the broker acknowledges, so a
+process lives through a broker restart.
 
 Sending again is safe: every consumer of the pipeline is idempotent on the record's key and
 content (at-least-once everywhere).
@@ -40,11 +43,13 @@ RETRY_PAUSE_S = 0.5
 Record = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
 
 
-def is_unusable(producer: Any, error: BaseException) -> bool:
-    """Whether `producer`, whose send failed with `error`, can never send again."""
+def failure_name(producer: Any, error: BaseException) -> str:
+    """What made a send fail, for the logs: the error, and whether the producer is now fatal."""
     manager = getattr(producer, "_transaction_manager", None)  # kafka-python keeps its fatal state here
     fatal = manager is not None and manager.has_fatal_error()
-    return fatal or isinstance(error, LOST_STATE_ERRORS)
+    lost = fatal or isinstance(error, LOST_STATE_ERRORS)
+    return (type(error).__name__ + (", fatal" if fatal else "")
+            + (": the broker lost its state" if lost else ""))
 
 
 class RenewingProducer:
@@ -66,20 +71,16 @@ class RenewingProducer:
         return self._current.send(topic, value=value, key=key,
                                   headers=list(headers) if headers is not None else None)
 
-    def renew_if_unusable(self, used: KafkaProducer, error: BaseException) -> bool:
-        """Replace `used` (the producer a send failed on) when `error` made it unusable; whether
-        it is replaced now (here or by another thread already)."""
-        if not is_unusable(used, error):
-            return False
+    def renew(self, used: KafkaProducer, error: BaseException) -> None:
+        """Replace `used`, the producer a send failed on (unless another thread did already)."""
         with self._lock:
             if self._current is not used:
-                return True
-            log.warning("%s: the producer cannot send any more (%s: the broker lost its state); "
-                        "replacing it", self.name, type(error).__name__)
+                return
+            log.warning("%s: a send failed (%s); replacing the producer", self.name,
+                        failure_name(used, error))
             self._current = self._build()
             self.renewals += 1
         _close_quietly(used)
-        return True
 
     def deliver(self, records: Sequence[Record], timeout_s: float,
                 stopping: Callable[[], bool] = lambda: False) -> None:
@@ -96,7 +97,7 @@ class RenewingProducer:
                     future.get(max(0.1, deadline - time.monotonic()))
                 return
             except KafkaError as exc:
-                self.renew_if_unusable(used, exc)
+                self.renew(used, exc)
                 if time.monotonic() + RETRY_PAUSE_S >= deadline or stopping():
                     raise
                 log.warning("%s: %d record(s) not acknowledged (%s); sending again", self.name,

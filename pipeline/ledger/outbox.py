@@ -8,10 +8,9 @@ identities sealed with the intake key, `subject_ref` a pseudonym: no identity in
 request planned, then deletes them.
 
 A row is due `recheck_after_s` after its last publication (1, 2, 4... times that, capped): the
-router has planned the request by then unless the broker lost it. A request whose key store says
-its tasks went out but whose plan the ledger never recorded (the broker lost the plan before the
-aggregator read it) is handed back to the router (`tasks_published_at` cleared): its data key
-stays, the router plans it again.
+router has planned the request by then unless the broker lost it. (A request whose tasks went out
+but whose plan the broker lost before the aggregator recorded it is routed again when it comes
+back: see the key store's `LOST_PLAN_AFTER`.)
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline.ledger.tables import UtcDateTime, chunks, data_keys_table, metadata, requests_table
+from pipeline.ledger.tables import UtcDateTime, chunks, metadata, requests_table
 
 # The stream worker reads these from its settings (ERASURE_OUTBOX_RECHECK_*); the desk, which only
 # records its own first publication, uses the defaults.
@@ -75,9 +74,7 @@ class Outbox:
         return now + timedelta(seconds=wait_s)
 
     def due(self, now: datetime, limit: int = 500) -> list[Unplanned]:
-        """The rows due now whose request the ledger has not planned; the planned ones are deleted.
-
-        A due row that went out before and is still unplanned is handed back to the router."""
+        """The rows due now whose request the ledger has not planned; the planned ones are deleted."""
         with self.writer.begin() as conn:
             rows = conn.execute(
                 sa.select(outbox_table.c.request_id, outbox_table.c.body, outbox_table.c.attempts,
@@ -89,11 +86,6 @@ class Outbox:
             for part in chunks(planned):
                 conn.execute(outbox_table.delete().where(outbox_table.c.request_id.in_(part)))
             unplanned = [r for r in rows if r.planned is None]
-            again = [r.request_id for r in unplanned if r.attempts > 0]
-            for part in chunks(again):
-                conn.execute(data_keys_table.update().where(
-                    data_keys_table.c.request_id.in_(part), data_keys_table.c.tasks_published_at.is_not(None),
-                    data_keys_table.c.destroyed_at.is_(None)).values(tasks_published_at=None))
         return [Unplanned(r.request_id, r.body.encode(), r.attempts) for r in unplanned]
 
     def published(self, request_ids: list[str], now: datetime) -> None:

@@ -7,7 +7,15 @@ One timer runs the periodic jobs (`housekeeping.Housekeeping`) on the group's
 leader only (`on_leader=True`): faust elects as leader the worker that is
 assigned the single partition of its `<app id>-__assignor-__leader` topic, so
 with several workers exactly one runs them, and a lone worker (the embedded
-Tansu broker included) is always the leader.
+Tansu broker included) is always the leader. The HTTP intake's outbox relay
+(`pipeline.outbox`) runs on the leader too.
+
+Everything the app publishes is sent again until the broker acknowledges it
+(`resending.ResendingPublisher`). Every worker checks on a timer that the broker
+still has the pipeline's topics (`topics.TopicKeeper`); a broker that lost them
+(restarted without its storage) gets them back, and the worker stops with
+`BrokerStateLost` for its supervisor to start it afresh: faust's offsets and
+table refer to logs that no longer exist.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
+from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
 from pipeline.streaming.transport import broker_credentials, broker_url
 
 APP_ID = "erasure-pipeline"
+STOP_AFTER_BROKER_LOST_S = 15.0
 
 
 def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -76,7 +86,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     faust_topics = {name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw", partitions=settings.topic_partitions)
                     for name in names}
-    publisher = TopicPublisher(faust_topics, signer)
+    publisher = ResendingPublisher(TopicPublisher(faust_topics, signer))  # never gives up: issue 11
     # Working state per request; the ledger is the record. Partitioned by key like the
     # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
     progress = app.Table("request-progress", key_type=str, use_partitioner=True,
@@ -109,6 +119,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                                 topics.topic_configs(settings.requests_retention_s),
                                 single_partition=(f"{APP_ID}-__assignor-__leader",),
                                 security=KafkaSecurity.from_settings(settings))
+    keeper.check()  # the topics before faust starts: what the timer's checks compare with
 
     @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
                name="outbox")
@@ -117,6 +128,9 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
 
     @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
     async def keep_topics() -> None:
-        await asyncio.to_thread(keeper.check)
+        if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets and table belong to the lost log
+            topics.exit_unless_stopped_within(STOP_AFTER_BROKER_LOST_S)
+            raise topics.BrokerStateLost("the broker lost the pipeline's topics: the stream worker stops, "
+                                         "for its supervisor to start it afresh")
 
     return app

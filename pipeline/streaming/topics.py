@@ -3,8 +3,11 @@ when the broker lost them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
@@ -34,57 +37,100 @@ def topic_configs(requests_retention_s: float) -> dict[str, dict[str, str]]:
     return {REQUESTS: {"retention.ms": str(int(requests_retention_s * 1000))}}
 
 
+# The exit code of a process that stops because the broker lost its state (EX_TEMPFAIL: start it again).
+EXIT_BROKER_LOST = 75
+
+
+class BrokerStateLost(Exception):
+    """Topics this process saw on the broker are gone or were made again: the broker lost its state."""
+
+
+def exit_unless_stopped_within(grace_s: float) -> None:
+    """Make sure the process ends: `os._exit(EXIT_BROKER_LOST)` in `grace_s` unless it ended before.
+
+    faust's orderly stop can hang on a group the broker no longer knows (a commit that never
+    returns): leaving then is like a crash, which the pipeline is built to survive (every step is
+    at-least-once and idempotent)."""
+    def leave() -> None:
+        log.critical("topics: the process did not stop within %.0f s; leaving now (exit code %d)",
+                     grace_s, EXIT_BROKER_LOST)
+        os._exit(EXIT_BROKER_LOST)
+
+    timer = threading.Timer(grace_s, leave)
+    timer.daemon = True
+    timer.start()
+
+
+@dataclass(frozen=True)
+class TopicCheck:
+    created: list[str]  # missing, created now
+    lost: list[str]  # seen at an earlier check, and since gone or replaced (another topic id)
+
+
 class TopicKeeper:
-    """Creates the topics it keeps that the broker does not have (again, after a broker lost its state).
+    """Creates the topics it keeps that the broker does not have, and tells which ones it lost.
 
     A broker that restarts without its storage (the embedded Tansu on memory storage) comes back with
-    no topic. Tansu then creates a topic on its first produce or subscription, with its default
-    partition count and none of our configs; `check()` on a short timer puts ours back first, with
-    `partitions` (and `single_partition` topics with one, such as faust's leader topic). One admin
-    client is kept open between checks and replaced after an error. Thread-safe.
+    no topic. Tansu then creates a topic on its first produce, with its default partition count and
+    none of our configs: `check()`, on a short timer, puts ours back (`partitions`, one for the
+    `single_partition` topics such as faust's leader topic). A topic seen at an earlier check that is
+    gone, or that came back under another topic id (a client's produce made it again first), is
+    reported `lost`. One admin client is kept open between checks, replaced after an error.
     """
 
     def __init__(self, bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
                  configs: dict[str, dict[str, str]] | None = None, *, single_partition: tuple[str, ...] = (),
                  security: KafkaSecurity = PLAINTEXT) -> None:
         self.bootstrap = bootstrap
-        self.topics = [t for t in topics if t not in single_partition]
-        self.single_partition = list(single_partition)
+        self.topics = [*topics, *(t for t in single_partition if t not in topics)]
+        self.single_partition = set(single_partition)
         self.partitions, self.replication = partitions, replication
         self.configs = configs or {}
         self.security = security
         self._client: Any = None
+        self._ids: dict[str, str | None] = {}  # topic -> its id when last seen
         self._lock = threading.Lock()
-        self._checked = False  # topics missing at the first check are new, not lost
 
-    def check(self) -> list[str]:
-        """Create the missing topics; the names created (none when the broker did not answer)."""
+    def check(self) -> TopicCheck:
+        """Create the missing topics; what was created and what was lost (nothing when the broker
+        did not answer: the next check tries again)."""
         from kafka.errors import KafkaError
 
-        from pipeline.kafka_clients import admin, ensure_topics
+        from pipeline.kafka_clients import admin
 
         with self._lock:
             try:
                 if self._client is None:
                     self._client = admin(self.bootstrap, security=self.security,
-                                         request_timeout_ms=CHECK_TIMEOUT_MS)
-                created = ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication,
-                                        self.configs, client=self._client)
-                if self.single_partition:
-                    created += ensure_topics(self.bootstrap, self.single_partition, 1, self.replication,
-                                             client=self._client)
+                                         request_timeout_ms=CHECK_TIMEOUT_MS,
+                                         bootstrap_timeout_ms=CHECK_TIMEOUT_MS)
+                found = {t["name"]: t.get("topic_id") for t in self._client.describe_topics(self.topics)
+                         if t["error_code"] == 0}
+                missing = [t for t in self.topics if t not in found]
+                if missing:
+                    self._create(missing)
             except (KafkaError, OSError) as exc:
                 log.warning("topics: the broker did not answer the topic check (%s); trying again later",
                             type(exc).__name__)
                 self.close()
-                return []
-        if created and self._checked:
-            log.warning("topics: %d topic(s) missing on the broker (restarted without its storage?), "
-                        "created again: %s", len(created), ", ".join(sorted(created)))
-        elif created:
-            log.info("topics: created %s", ", ".join(sorted(created)))
-        self._checked = True
-        return created
+                return TopicCheck([], [])
+            lost = sorted(t for t, seen in self._ids.items() if found.get(t, "gone") != seen)
+            self._ids = {t: topic_id for t, topic_id in found.items()}
+        if lost:
+            log.error("topics: the broker lost %d topic(s) it had (restarted without its storage?): %s; "
+                      "%d created again", len(lost), ", ".join(lost), len(missing))
+        elif missing:
+            log.info("topics: created %s", ", ".join(missing))
+        return TopicCheck(missing, lost)
+
+    def _create(self, names: list[str]) -> None:
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        wanted = [NewTopic(t, 1 if t in self.single_partition else self.partitions, self.replication,
+                           topic_configs=self.configs.get(t, {})) for t in names]
+        with contextlib.suppress(TopicAlreadyExistsError):  # a client's produce made it first
+            self._client.create_topics(wanted)
 
     def close(self) -> None:
         client, self._client = self._client, None

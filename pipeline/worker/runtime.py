@@ -11,12 +11,11 @@ crash re-delivers, never loses.
 
 A broker that lost its state (the embedded broker restarted on memory storage)
 is lived through, not waited out: a producer it made unusable is replaced
-(`RenewingProducer`); what was not acknowledged is published again after a
+(`RenewingProducer`, after any failed send); what was not acknowledged is published again after a
 pause, its offset still in flight (the erasure is not run again); a task whose
-erasure failed unexpectedly is run again later; and on every assignment each
-partition is read again from the group's committed offset (from its beginning
-when the broker has none, as after a restart), never from a position the old
-broker gave.
+erasure failed unexpectedly is run again later; and a group the broker forgot
+is joined again, its partitions read from the committed offsets (from their
+beginning when the broker has none, as after a restart).
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ from schemas import ErasureTask
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S = 30.0
+# A send not acknowledged by then is sent again, on a new producer (see `publish`).
+SEND_TIMEOUT_S = 15.0
 POLL_TIMEOUT_MS = 100
 # What was not acknowledged (or a task whose erasure failed unexpectedly) is tried again after
 # 1, 2, 4... s, at most this long apart, until it succeeds or the worker stops.
@@ -99,16 +99,28 @@ def again_after_s(tries: int) -> float:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python calls these on its network thread: nothing here may wait on the broker."""
+
     def __init__(self, worker: ConnectorWorker) -> None:
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker.commit()
-        self.worker.tracker.forget(set(revoked))
+        self.worker.commit(wait=False)
+        self._forget(set(revoked))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        """Evicted from the group (a broker restarted without its state, a session that expired):
+        nothing can be committed; kafka-python reads the partitions again from the committed
+        offsets, or from their beginning, once they are assigned again."""
+        log.warning("%s: the group lost its member (%d partition(s)); rejoining", self.worker.system,
+                    len(lost))
+        self._forget(set(lost))
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        self.worker.tracker.forget(partitions)
         self.worker.generation += 1  # what is still in flight from before no longer moves offsets
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.worker.read_from_committed(list(assigned))
         log.info("%s: assigned %d partition(s)", self.worker.system, len(assigned))
 
 
@@ -232,26 +244,17 @@ class ConnectorWorker:
             else:
                 self._pool.submit(self.process, item)
 
-    def read_from_committed(self, assigned: list[TopicPartition]) -> None:
-        """Position each newly assigned partition at the group's committed offset, or its beginning.
-
-        kafka-python keeps a partition's position across a rebalance that gives it back; after
-        a broker restart that position belongs to a log that no longer exists, and reading on
-        from it would skip the records the new log has below it. The tasks the tracker forgot
-        at the revocation are read again too (at-least-once; every step is idempotent)."""
-        for tp in assigned:
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
-
-    def commit(self) -> None:
+    def commit(self, wait: bool = True) -> None:
+        """Commit what the tracker allows; `wait=False` (inside a rebalance callback) sends the commit
+        without waiting for the answer."""
         positions = self.tracker.committable()
         if not positions:
             return
         try:
-            self.consumer.commit(positions)
+            if wait or not hasattr(self.consumer, "commit_async"):
+                self.consumer.commit(positions)
+            else:
+                self.consumer.commit_async(positions)
             self.tracker.committed(positions)
         except (CommitFailedError, KafkaError) as exc:
             log.warning("%s: commit failed (%s); tasks since the last commit will be redone",
@@ -290,7 +293,7 @@ class ConnectorWorker:
                 future.get(SEND_TIMEOUT_S)
         except Exception as exc:
             if isinstance(self.producer, RenewingProducer):
-                self.producer.renew_if_unusable(producer, exc)
+                self.producer.renew(producer, exc)
             wait_s = again_after_s(delivery.tries)
             log.error("%s: %s not acknowledged by the broker (%s); publishing it again in %.0f s",
                       self.system, delivery.what, type(exc).__name__, wait_s)

@@ -274,6 +274,8 @@ def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> Op
 def desk_app(settings: Settings) -> FastAPI:
     """The officer's desk and the HTTP intake; the register is optional (the desk runs without one)."""
     from pipeline.desk.app import DeskSecurity, create_app
+    from pipeline.desk.broker_figures import BrokerProbe
+    from pipeline.desk.metrics import watch_broker
     from pipeline.ledger.accounts import Access
 
     records = ledger(settings, data_keys=True)
@@ -281,6 +283,11 @@ def desk_app(settings: Settings) -> FastAPI:
     if systems_file(settings).exists():
         systems = systems_register(settings)
         policy = retention_policy(settings, systems)
-    return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
-                      topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
-                      security=DeskSecurity.from_settings(settings))
+    app = create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
+                     topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
+                     security=DeskSecurity.from_settings(settings))
+    ids = systems.ids if systems else []  # issue 11: lag and dead letters on /metrics, the broker on /readyz
+    watch_broker(app, BrokerProbe(lambda: (bootstrap_servers(settings), kafka_security(settings)),
+                                  lambda: ids, timeout_s=settings.broker_probe_timeout_s,
+                                  cache_s=settings.broker_figures_cache_s))
+    return app

@@ -81,17 +81,18 @@ class BrokerFigures:
 
 
 class DeadLetterCount:
-    """Counts the dead-letter topic's records by consumer and reason kind, reading on from where it was."""
+    """Counts the dead-letter topic's records by consumer and reason kind, reading on from where it was;
+    from the beginning again when the topic, its partitions or the reader changed."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {}
-        self.topic_id: str | None = None
+        self._source: tuple[object, str | None, tuple[int, ...]] | None = None
 
     def refresh(self, reader: Any, topic_id: str | None, partitions: list[int], budget_s: float) -> None:
         assigned = [TopicPartition(topics.DEADLETTER, p) for p in partitions]
-        if topic_id != self.topic_id or set(assigned) != set(reader.assignment()):
-            if topic_id != self.topic_id:  # a new topic (the broker lost the old one): count again
-                self.counts, self.topic_id = {}, topic_id
+        source = (reader, topic_id, tuple(partitions))
+        if source != self._source:
+            self.counts, self._source = {}, source
             reader.assign(assigned)
             if assigned:
                 reader.seek_to_beginning(*assigned)
@@ -114,12 +115,14 @@ class DeadLetterCount:
 
 
 class BrokerProbe:
-    """The broker's figures, at most every `cache_s` seconds; thread-safe. `bootstrap()` raising means
-    no broker is configured (the desk runs without one): `figures()` is then None."""
+    """The broker's figures, at most every `cache_s` seconds; thread-safe. `bootstrap()` (the address
+    and the client security) raising means no broker is configured (the desk runs without one):
+    `figures()` is then None."""
 
-    def __init__(self, bootstrap: Callable[[], str], systems: Callable[[], list[str]], *,
-                 security: KafkaSecurity = PLAINTEXT, timeout_s: float = 2.0, cache_s: float = 5.0) -> None:
-        self.bootstrap, self.systems, self.security = bootstrap, systems, security
+    def __init__(self, bootstrap: Callable[[], tuple[str, KafkaSecurity]], systems: Callable[[], list[str]],
+                 *, timeout_s: float = 2.0, cache_s: float = 5.0) -> None:
+        self.bootstrap, self.systems = bootstrap, systems
+        self.security = PLAINTEXT
         self.timeout_s, self.cache_s = timeout_s, cache_s
         self._lock = threading.Lock()
         self._cached: tuple[float, BrokerFigures | None] | None = None
@@ -132,7 +135,7 @@ class BrokerProbe:
             if self._cached is not None and time.monotonic() - self._cached[0] < self.cache_s:
                 return self._cached[1]
             try:
-                address = self.bootstrap()
+                address, self.security = self.bootstrap()
             except Exception:  # no broker configured: nothing to report
                 figures = None
             else:
@@ -165,7 +168,6 @@ class BrokerProbe:
             self._reader = kafka_clients.reader(address, security=self.security,
                                                 client_id="erasure-desk-metrics", session_timeout_ms=1000,
                                                 heartbeat_interval_ms=300, **options)
-            self._dead_letters.topic_id = None  # a new reader starts from the beginning
 
     def _lag(self, found: dict[str, Any]) -> dict[str, int]:
         from kafka.admin import OffsetSpec

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 LOST_STATE_ERRORS = (UnknownProducerIdError, OutOfOrderSequenceNumberError, InvalidProducerEpochError,
                      IllegalStateError)
 RETRY_PAUSE_S = 0.5
+# One attempt waits this long for the acknowledgement: a producer stuck on an id the broker forgot
+# (kafka-python retries a "retention-based" UnknownProducerId until its delivery timeout) is replaced.
+ATTEMPT_TIMEOUT_S = 5.0
 
 # topic, key, value, headers
 Record = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
@@ -94,7 +97,7 @@ class RenewingProducer:
                                      headers=list(headers) if headers is not None else None)
                            for topic, key, value, headers in records]
                 for future in futures:
-                    future.get(max(0.1, deadline - time.monotonic()))
+                    future.get(max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - time.monotonic())))
                 return
             except KafkaError as exc:
                 self.renew(used, exc)

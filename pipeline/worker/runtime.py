@@ -49,7 +49,7 @@ from schemas import ErasureTask
 log = logging.getLogger(__name__)
 
 # A send not acknowledged by then is sent again, on a new producer (see `publish`).
-SEND_TIMEOUT_S = 15.0
+SEND_TIMEOUT_S = 10.0
 POLL_TIMEOUT_MS = 100
 # What was not acknowledged (or a task whose erasure failed unexpectedly) is tried again after
 # 1, 2, 4... s, at most this long apart, until it succeeds or the worker stops.

@@ -235,6 +235,8 @@ def _retries(conn: sa.Connection) -> dict[tuple[str, str], int]:
         counts[(system, RETRY_REASONS[kind])] = int(count)
     for system, redrives in conn.execute(sa.select(s.system, sa.func.sum(s.redrives)).group_by(s.system)):
         counts[(system, "silent")] = int(redrives or 0)
+        for reason in RETRY_REASONS.values():  # every reason of every system, zero included
+            counts.setdefault((system, reason), 0)
     return counts
 
 

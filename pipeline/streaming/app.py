@@ -13,9 +13,9 @@ Tansu broker included) is always the leader. The HTTP intake's outbox relay
 Everything the app publishes is sent again until the broker acknowledges it
 (`resending.ResendingPublisher`). Every worker checks on a timer that the broker
 still has the pipeline's topics (`topics.TopicKeeper`); a broker that lost them
-(restarted without its storage) gets them back, and the worker stops with
-`BrokerStateLost` for its supervisor to start it afresh: faust's offsets and
-table refer to logs that no longer exist.
+(restarted without its storage) gets them back, and the worker leaves for its
+supervisor to start it afresh (`broker_loss`): faust's offsets and table refer
+to logs that no longer exist. So does a worker whose table recovery makes no end.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
+from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
 from pipeline.streaming.resending import ResendingPublisher
@@ -44,7 +45,6 @@ from pipeline.streaming.router import Router
 from pipeline.streaming.transport import broker_credentials, broker_url
 
 APP_ID = "erasure-pipeline"
-STOP_AFTER_BROKER_LOST_S = 15.0
 
 
 def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -114,12 +114,15 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     # Broker loss (issue 11): the HTTP intake's outbox, and the topics a restarted broker lost.
     relay = OutboxRelay(Outbox(ledger.engine, ledger.writer, settings.outbox_recheck_after_s,
                                settings.outbox_recheck_cap_s), publisher)
-    keeper = topics.TopicKeeper(bootstrap, [*names, progress.changelog_topic.get_topic_name()],
+    changelog = progress.changelog_topic.get_topic_name()
+    keeper = topics.TopicKeeper(bootstrap, [*names, changelog],
                                 settings.topic_partitions, settings.topic_replication_factor,
                                 topics.topic_configs(settings.requests_retention_s),
                                 single_partition=(f"{APP_ID}-__assignor-__leader",),
                                 security=KafkaSecurity.from_settings(settings))
     keeper.check()  # the topics before faust starts: what the timer's checks compare with
+    RecoveryWatch(lambda: bool(getattr(app, "in_recovery", False)),
+                  lambda: leave_afresh(keeper, changelog, "the table's recovery makes no end")).start()
 
     @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
                name="outbox")
@@ -129,8 +132,6 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
     async def keep_topics() -> None:
         if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets and table belong to the lost log
-            topics.exit_unless_stopped_within(STOP_AFTER_BROKER_LOST_S)
-            raise topics.BrokerStateLost("the broker lost the pipeline's topics: the stream worker stops, "
-                                         "for its supervisor to start it afresh")
+            leave_afresh(keeper, changelog, "the broker lost the pipeline's topics")
 
     return app

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.kafka_clients import admin
 from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
@@ -35,30 +35,6 @@ def all_topics(systems: list[str]) -> list[str]:
 def topic_configs(requests_retention_s: float) -> dict[str, dict[str, str]]:
     """The requests topic holds sealed boxes under the intake key: keep it short."""
     return {REQUESTS: {"retention.ms": str(int(requests_retention_s * 1000))}}
-
-
-# The exit code of a process that stops because the broker lost its state (EX_TEMPFAIL: start it again).
-EXIT_BROKER_LOST = 75
-
-
-class BrokerStateLost(Exception):
-    """Topics this process saw on the broker are gone or were made again: the broker lost its state."""
-
-
-def exit_unless_stopped_within(grace_s: float) -> None:
-    """Make sure the process ends: `os._exit(EXIT_BROKER_LOST)` in `grace_s` unless it ended before.
-
-    faust's orderly stop can hang on a group the broker no longer knows (a commit that never
-    returns): leaving then is like a crash, which the pipeline is built to survive (every step is
-    at-least-once and idempotent)."""
-    def leave() -> None:
-        log.critical("topics: the process did not stop within %.0f s; leaving now (exit code %d)",
-                     grace_s, EXIT_BROKER_LOST)
-        os._exit(EXIT_BROKER_LOST)
-
-    timer = threading.Timer(grace_s, leave)
-    timer.daemon = True
-    timer.start()
 
 
 @dataclass(frozen=True)
@@ -96,8 +72,6 @@ class TopicKeeper:
         did not answer: the next check tries again)."""
         from kafka.errors import KafkaError
 
-        from pipeline.kafka_clients import admin
-
         with self._lock:
             try:
                 if self._client is None:
@@ -131,6 +105,20 @@ class TopicKeeper:
                            topic_configs=self.configs.get(t, {})) for t in names]
         with contextlib.suppress(TopicAlreadyExistsError):  # a client's produce made it first
             self._client.create_topics(wanted)
+
+    def delete(self, name: str) -> None:
+        """Delete one topic, if the broker answers (best effort: see `broker_loss`)."""
+        from kafka.errors import KafkaError
+
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client = admin(self.bootstrap, security=self.security,
+                                         request_timeout_ms=CHECK_TIMEOUT_MS,
+                                         bootstrap_timeout_ms=CHECK_TIMEOUT_MS)
+                self._client.delete_topics([name])
+            except (KafkaError, OSError) as exc:
+                log.warning("topics: %s could not be deleted (%s)", name, type(exc).__name__)
 
     def close(self) -> None:
         client, self._client = self._client, None

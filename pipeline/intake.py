@@ -4,6 +4,14 @@ It seals the person's identities with the pipeline's intake public key (the
 backend holds nothing else) and publishes `ErasureRequested` with an idempotent,
 acks=all producer. The `request_id` is the idempotency key: resubmitting the
 same one changes nothing downstream.
+
+`submit` returns once the broker has acknowledged the request, sending again (on a
+fresh producer when a broker that lost its state made the old one unusable) until
+`timeout_s`. An acknowledgement is as durable as the broker: on the embedded broker
+(memory storage) a request acknowledged just before the broker dies is gone with it.
+A backend that cannot lose one keeps it in its own outbox and submits it again until
+`erasure status` (or the HTTP intake's receipt) shows it planned; see the README's
+"Broker loss".
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pipeline import kafka_clients
 from pipeline.codec import encode
 from pipeline.crypto import seal_for_intake
 from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
+from pipeline.renewing_producer import RenewingProducer
 from pipeline.streaming import topics
 from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
@@ -43,8 +52,8 @@ class IntakeClient:
     def __init__(self, bootstrap_servers: str, intake_public_key: bytes, *,
                  security: KafkaSecurity = PLAINTEXT, **producer_options: Any) -> None:
         self.public_key = intake_public_key
-        self.producer = kafka_clients.producer(bootstrap_servers, "erasure-intake", security=security,
-                                               **producer_options)
+        self.producer = RenewingProducer(lambda: kafka_clients.producer(
+            bootstrap_servers, "erasure-intake", security=security, **producer_options), "intake")
 
     def build(self, identities: IdentitiesInput, received_at: datetime, request_id: str | None = None,
               **fields: Any) -> ErasureRequested:
@@ -57,10 +66,10 @@ class IntakeClient:
 
     def submit(self, identities: IdentitiesInput, received_at: datetime, request_id: str | None = None,
                timeout_s: float = 30.0, **fields: Any) -> str:
-        """Publish one deletion request and wait for the broker's acknowledgement."""
+        """Publish one deletion request and wait for the broker's acknowledgement (sending again
+        until `timeout_s`; then the broker's last error is raised)."""
         event = self.build(identities, received_at, request_id, **fields)
-        self.producer.send(topics.REQUESTS, key=event.request_id.encode(),
-                           value=encode(event)).get(timeout_s)
+        self.producer.deliver([(topics.REQUESTS, event.request_id.encode(), encode(event), None)], timeout_s)
         return event.request_id
 
     def close(self) -> None:

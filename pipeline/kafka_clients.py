@@ -121,6 +121,15 @@ def reader(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: An
     return KafkaConsumer(bootstrap_servers=bootstrap, **settings)
 
 
+def admin(bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: Any) -> Any:
+    """An admin client (topics, group offsets)."""
+    from kafka.admin import KafkaAdminClient
+
+    settings: dict[str, Any] = {"client_id": "erasure-admin", **security.kafka_python()}
+    settings.update(options)
+    return KafkaAdminClient(bootstrap_servers=bootstrap, **settings)
+
+
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1,
                   configs: dict[str, dict[str, str]] | None = None, *,
                   security: KafkaSecurity = PLAINTEXT) -> None:

@@ -142,6 +142,19 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="`erasure up` restarts a child whose loop has not turned, or has "
         "held work without finishing any, for this long")
 
+    # -- broker loss and the operator's view (issue 11, items 4 and 6) --
+    topic_check_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the stream worker checks that the broker still has the "
+                                       "pipeline's topics (and creates again those it lost)")
+    outbox_recheck_after_s: float = Field(
+        default=30.0, gt=0, description="After this long, an intake request the router has not planned is "
+                                        "published again (then 2, 4... times as long)")
+    outbox_recheck_cap_s: float = Field(default=600.0, gt=0, description="Longest wait between those")
+    broker_probe_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long /metrics and /readyz wait on the broker (lag, dead letters)")
+    broker_figures_cache_s: float = Field(
+        default=5.0, ge=0, description="How long /metrics reuses the broker's figures (lag, dead letters)")
+
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
         check_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,

@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.base import ConfigError
 from connectors.retention import RetentionPolicy
@@ -228,19 +228,24 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+DESK_SEND_TIMEOUT_MS = 15_000
+
+
 def desk_publisher(settings: Settings) -> Publisher:
     """Publishes for the desk; the producer is built on first use, so the desk starts without a broker."""
     from pipeline.desk.app import Publisher
     from pipeline.kafka_clients import producer
+    from pipeline.renewing_producer import RenewingProducer
 
-    producers: list[Any] = []
+    producers: list[RenewingProducer] = []
     desk_signer = signer(settings, DESK)
 
     def send(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        if not producers:
-            producers.append(producer(bootstrap_servers(settings), "erasure-desk",
-                                      security=kafka_security(settings)))
-        producers[0].send(topic, key=key, value=value, headers=headers).get(30)
+        if not producers:  # replaced when a broker that lost its state makes it unusable (issue 11)
+            producers.append(RenewingProducer(lambda: producer(
+                bootstrap_servers(settings), "erasure-desk", security=kafka_security(settings),
+                max_block_ms=DESK_SEND_TIMEOUT_MS), "desk"))
+        producers[0].deliver([(topic, key, value, headers)], DESK_SEND_TIMEOUT_MS / 1000)
 
     return Publisher(send, desk_signer)
 
@@ -272,6 +277,8 @@ def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> Op
 def desk_app(settings: Settings) -> FastAPI:
     """The officer's desk and the HTTP intake; the register is optional (the desk runs without one)."""
     from pipeline.desk.app import DeskSecurity, create_app
+    from pipeline.desk.broker_figures import BrokerProbe
+    from pipeline.desk.metrics import watch_broker
     from pipeline.ledger.accounts import Access
     from pipeline.letters import LetterWriter
 
@@ -280,8 +287,13 @@ def desk_app(settings: Settings) -> FastAPI:
     if systems_file(settings).exists():
         systems = systems_register(settings)
         policy = retention_policy(settings, systems)
-    return create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
-                      topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
-                      security=DeskSecurity.from_settings(settings),
-                      letters=LetterWriter.from_settings(settings, systems, policy),
-                      heartbeat_file=settings.heartbeat_file)
+    app = create_app(records, Access(records), desk_publisher(settings), policy, desk_secret(settings),
+                     topics.task_topic, topics.REQUESTS, systems, opendsr_callbacks(settings, systems),
+                     security=DeskSecurity.from_settings(settings),
+                     letters=LetterWriter.from_settings(settings, systems, policy),
+                     heartbeat_file=settings.heartbeat_file)
+    ids = systems.ids if systems else []  # issue 11: lag and dead letters on /metrics, the broker on /readyz
+    watch_broker(app, BrokerProbe(lambda: (bootstrap_servers(settings), kafka_security(settings)),
+                                  lambda: ids, timeout_s=settings.broker_probe_timeout_s,
+                                  cache_s=settings.broker_figures_cache_s))
+    return app

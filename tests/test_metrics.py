@@ -1,5 +1,7 @@
 """An operator's view: `/metrics` matches the ledger, `/readyz` says when the ledger is gone,
-`erasure status --lanes` prints each system's counts."""
+`erasure status --lanes` prints each system's counts; after a real run (processes, broker, desk),
+the retries, dead letters by reason and each lane's consumer lag, which grows while a lane is
+stopped and returns to zero once it runs again."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,9 +19,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline import kafka_clients
+from pipeline.codec import encode
 from pipeline.deadlines import due_at
+from pipeline.devstack.broker import Broker, free_port, start_tansu
+from pipeline.devstack.demo import Person
 from pipeline.ledger import Ledger
-from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+from pipeline.streaming import topics
+from schemas import ErasureOutcome, ErasurePlanned, ErasureTask, PlannedTarget, SealedIdentities
+from tests.harness import RunningPipeline, wait_until
 from tests.security.desk_app import SmallDesk, small_desk
 
 SYSTEMS = ("brevo", "stripe")
@@ -169,3 +178,106 @@ def test_figures_on_every_ledger_database(database: str, request: pytest.Fixture
         ledger.ping()
     finally:
         ledger.close()
+
+
+# -- after a real run: the pipeline's processes, its own broker, the desk as a process ------------------
+RUN_PEOPLE = [Person(f"Mesure{i} Essai", f"mesure{i}.{uuid.uuid4().hex[:6]}@example.test", f"+3361000000{i}")
+              for i in range(6)]
+
+
+@dataclass
+class Run:
+    pipeline: RunningPipeline
+    broker: Broker
+    url: str
+
+
+@pytest.fixture(scope="module")
+def run(postgres_url_module: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    root = tmp_path_factory.mktemp("metrics-run")
+    broker = start_tansu(root / "broker")
+    port = free_port()
+    pipeline = RunningPipeline(root / "pipeline", broker.bootstrap, postgres_url_module, RUN_PEOPLE, {
+        "ERASURE_BROKER_FIGURES_CACHE_S": "0", "ERASURE_DESK_COOKIE_SECURE": "false"}).start()
+    pipeline.spawn("desk", "desk", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{url}/healthz"), 60, "the desk")
+    yield Run(pipeline, broker, url)
+    pipeline.stop()
+    broker.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def by(scraped: dict[str, dict[tuple[tuple[str, str], ...], float]], family: str,
+       *labels: str) -> dict[tuple[str, ...], float]:
+    return {tuple(dict(k)[label] for label in labels): v for k, v in scraped.get(family, {}).items()}
+
+
+def unsigned_task(request_id: str) -> bytes:
+    sealed = SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=request_id, ciphertext="c2VjcmV0")
+    now = datetime.now(UTC)
+    return encode(ErasureTask(request_id=request_id, system="brevo", attempt=1, received_at=now,
+                              due_at=due_at(now), subject_ref="sr_u", identities=sealed))
+
+
+def test_metrics_match_the_ledger_after_a_real_run(run: Run) -> None:
+    httpx.post(f"{run.pipeline.brevo.url}/__fake__/faults", json={"status": 429, "count": 1, "reset_s": 2},
+               timeout=5)
+    ids = [run.pipeline.submit(person.email) for person in RUN_PEOPLE[:3]]
+    producer = kafka_clients.producer(run.broker.bootstrap, "careless-publisher")
+    producer.send(topics.REQUESTS, key=b"junk", value=b"{not json").get(10)
+    producer.send(topics.task_topic("brevo"), key=b"forged", value=unsigned_task(str(uuid.uuid4()))).get(10)
+    producer.close()
+    for rid in ids:
+        run.pipeline.wait_final(rid)
+
+    def settled() -> dict[str, dict[tuple[tuple[str, str], ...], float]] | None:
+        scraped = scrape(run.url)
+        letters = by(scraped, "erasure_dead_letters", "consumer", "reason")
+        caught_up = all(v == 0 for v in by(scraped, "erasure_consumer_lag", "lane").values())
+        return scraped if len(letters) == 2 and caught_up else None
+
+    scraped = wait_until(settled, 60, "the dead letters counted and every lane caught up")
+    now = datetime.now(UTC)
+    views = run.pipeline.ledger.list_requests(now, limit=1000)
+    states: dict[str, int] = {}
+    outcomes: dict[tuple[str, str], int] = {}
+    for view in views:
+        states[view.status] = states.get(view.status, 0) + 1
+        for s in run.pipeline.ledger.request(view.request_id, now).systems:  # type: ignore[union-attr]
+            outcomes[(s.system, s.status)] = outcomes.get((s.system, s.status), 0) + 1
+    assert states == {"completed": 3}
+    assert by(scraped, "erasure_requests", "state") == {(k,): v for k, v in states.items()}
+    assert by(scraped, "erasure_system_outcomes", "system", "status") == outcomes
+    retrying = [e for rid in ids for e in run.pipeline.ledger.events(rid) if e.status == "retrying"]
+    assert [(e.system, e.kind) for e in retrying] == [("brevo", "outcome")]
+    retries = by(scraped, "erasure_retries", "system", "reason")
+    assert retries[("brevo", "processor")] == 1 and retries[("site-db", "processor")] == 0
+    assert by(scraped, "erasure_dead_letters", "consumer", "reason") == {
+        ("router", "invalid"): 1, ("connector:brevo", "unsigned"): 1}
+    assert set(by(scraped, "erasure_consumer_lag", "lane")) == {("router",), ("aggregator",), ("brevo",),
+                                                                  ("site-db",)}
+    assert scraped["erasure_broker_up"][()] == 1 and scraped["erasure_intake_outbox_pending"][()] == 0
+    ready = httpx.get(f"{run.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "ledger": "ok", "broker": "ok"}
+
+
+def test_lag_grows_while_a_lane_is_stopped_and_returns_to_zero(run: Run) -> None:
+    run.pipeline.kill("connector-brevo")
+    ids = [run.pipeline.submit(person.email) for person in RUN_PEOPLE[3:]]
+
+    def brevo_lag() -> float:
+        return by(scrape(run.url), "erasure_consumer_lag", "lane").get(("brevo",), -1)
+
+    assert wait_until(brevo_lag, 60, "tasks waiting on the stopped lane") > 0
+    assert by(scrape(run.url), "erasure_lane_open", "system")[("brevo",)] >= len(ids)
+    run.pipeline.start_connector("brevo")
+    for rid in ids:
+        assert run.pipeline.wait_final(rid, timeout_s=90).status == "completed"
+    wait_until(lambda: brevo_lag() == 0, 60, "the lane to catch up")

@@ -104,7 +104,9 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
         "CREATE TABLE erasure_system_outcomes",
         # 0004: identity digests of erased people (replay after a restore), sweep submissions
         "CREATE TABLE erasure_identity_digests", "CREATE TABLE erasure_sweep_submissions",
-        "CREATE INDEX ix_erasure_identity_digests_system_digest ON erasure_identity_digests"}
+        "CREATE INDEX ix_erasure_identity_digests_system_digest ON erasure_identity_digests",
+        # 0006: the HTTP intake's outbox
+        "CREATE TABLE intake_outbox", "CREATE INDEX ix_intake_outbox_next_check_at ON intake_outbox"}
     [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
     [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
     counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
@@ -140,7 +142,7 @@ def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
     engine = sa.create_engine(postgres_url)
     # what the code before migrations created: not the account tables, nor those of later migrations
     later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes", "erasure_identity_digests",
-             "erasure_sweep_submissions")
+             "erasure_sweep_submissions", "intake_outbox")
     tables = [t for t in metadata.sorted_tables if t.name not in later]
     metadata.create_all(engine, tables=tables)
     with engine.begin() as conn:  # nor the columns of later migrations

@@ -7,7 +7,12 @@ again, from the same client, gets the same answer; 422 names the field at fault,
 The client sets the legal clock, so `received_at` must be recent (`DeskSecurity.intake_max_age_s`)
 and not in the future (beyond `intake_max_clock_skew_s`); `subject_ref`, which travels in clear,
 must be a pseudonym of the router's form, never an identity. A receipt belongs to the client that
-made it: another client's request id is refused as a conflict, without telling whose it is."""
+made it: another client's request id is refused as a conflict, without telling whose it is.
+
+The 202 is as durable as the ledger, not the broker: the request goes into the intake's outbox
+(`pipeline.ledger.outbox`) in the receipt's transaction, and is published after the answer; when the
+broker does not take it (away, or restarted and lost it), the stream worker's relay publishes it
+again until the router has planned it. So the intake answers while the broker is down."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from pipeline.codec import now_utc
 from pipeline.crypto import SUBJECT_REF_PATTERN
@@ -27,12 +33,14 @@ from pipeline.deadlines import due_at
 from pipeline.desk.context import Desk, DeskDep
 from pipeline.desk.errors import problem
 from pipeline.desk.security import DeskSecurity
-from pipeline.ledger import receipts_table
+from pipeline.ledger import outbox, receipts_table
 from schemas import ErasureRequested
 from schemas.codec import problem_details
 
 log = logging.getLogger("pipeline.desk.app")  # the name operators know from the logs
 INTAKE_PATH = "/v1/erasure-requests"
+# The relay publishes a request the desk did not manage to publish after this long.
+OUTBOX_FIRST_CHECK_S = 10.0
 CONFLICT = ("request_id {} was already submitted with a different body, or by another client: "
             "choose a new UUID for a new request")
 router = APIRouter()
@@ -100,13 +108,22 @@ async def submit(request: Request, desk: DeskDep) -> Response:
             if known.client != client or known.body_sha256 != digest:
                 return problem(409, CONFLICT.format(event.request_id))
             return JSONResponse(answer, status_code=202)
+        accepted_at = now_utc()
         conn.execute(receipts_table.insert().values(
             request_id=event.request_id, client=client, body_sha256=digest,
-            received_at=event.received_at, due_at=deadline, accepted_at=now_utc()))
-        try:
-            desk.publisher.send(desk.requests_topic, event.request_id.encode(), body)
-        except Exception as exc:  # the receipt rolls back: the client may retry as is
-            log.error("intake: publishing %s failed (%s)", event.request_id, type(exc).__name__)
-            raise HTTPException(503, "the broker did not take the request; retry later") from None
+            received_at=event.received_at, due_at=deadline, accepted_at=accepted_at))
+        outbox.add(conn, event.request_id, body, accepted_at, OUTBOX_FIRST_CHECK_S)
     log.info("intake: request %s accepted from client %s", event.request_id, client)
-    return JSONResponse(answer, status_code=202)
+    return JSONResponse(answer, status_code=202,
+                        background=BackgroundTask(publish_accepted, desk, event.request_id, body))
+
+
+def publish_accepted(desk: Desk, request_id: str, body: bytes) -> None:
+    """Publish a request just accepted (after the answer); the outbox's relay does it otherwise."""
+    try:
+        desk.publisher.send(desk.requests_topic, request_id.encode(), body)
+    except Exception as exc:  # it is in the outbox: the relay publishes it when the broker is back
+        log.warning("intake: request %s not published yet (%s); it waits in the outbox", request_id,
+                    type(exc).__name__)
+        return
+    outbox.Outbox(desk.ledger.engine, desk.ledger.writer).published([request_id], now_utc())

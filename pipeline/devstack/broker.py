@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,47 @@ class Broker:
     _log_handle: Any = None
     log_path: Path | None = None
     _stopped: bool = field(default=False)
+    # What started an embedded broker, so it can be started again on the same port.
+    _port: int | None = None
+    _work_dir: Path | None = None
+    _advertised: str | None = None
 
     @property
     def pid(self) -> int | None:
         """The embedded broker's process id; None for a broker this process did not start."""
         return self._process.pid if self._process is not None else None
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this process started the broker (and can restart it)."""
+        return self._process is not None
+
+    def alive(self) -> bool:
+        """False once the embedded broker's process exited; a broker not started here counts as alive."""
+        return self._process is None or self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the embedded broker, as a crash would (tests): memory storage loses everything."""
+        if self._process is None:
+            raise RuntimeError("only a broker started by this process can be killed")
+        self._process.kill()
+        self._process.wait(10)
+
+    def restart(self) -> None:
+        """Start the embedded broker again on the same port, killing it first if it still runs.
+
+        With memory storage it comes back empty: no topics, no groups, no producer ids. Clients
+        that keep their connections reconnect to the same address; topics must be created again
+        (`revive` does both).
+        """
+        if self._process is None or self._port is None or self._work_dir is None:
+            raise RuntimeError("only a broker started by this process can be restarted")
+        if self._process.poll() is None:
+            self.kill()
+        if self._log_handle is not None:
+            self._log_handle.close()
+        fresh = start_tansu(self._work_dir, self._port, self._advertised)
+        self._process, self._log_handle = fresh._process, fresh._log_handle
 
     def stop(self) -> None:
         if self._stopped:
@@ -139,6 +176,7 @@ def start_tansu(work_dir: Path, port: int | None = None, advertised: str | None 
     return Broker(
         bootstrap=advertised or f"127.0.0.1:{port}", kind="tansu", caps=dict(CAPS_TANSU),
         _process=process, _log_handle=log_handle, log_path=log_path,
+        _port=port, _work_dir=work_dir, _advertised=advertised,
     )
 
 
@@ -156,3 +194,19 @@ def find_or_start(bootstrap: str | None, work_dir: Path) -> Broker:
             return Broker(bootstrap=container.get_bootstrap_server(), kind="kafka",
                           caps=dict(CAPS_FULL), _container=container)
     return start_tansu(work_dir)
+
+
+def revive(broker: Broker, create_topics: Callable[[str], object]) -> bool:
+    """Start the embedded broker again if it died, on the same port, then create the pipeline's topics
+    (`create_topics(bootstrap)`) before its clients do it with the broker's defaults; whether it did.
+
+    For `erasure up`'s supervision loop, at each turn. Memory storage comes back empty: the clients
+    live through it (see the README's "Broker loss") and the ledger re-drives what was lost."""
+    if broker.alive():
+        return False
+    code = broker._process.returncode if broker._process is not None else None
+    log.warning("the embedded broker exited (code %s); starting it again on %s: it comes back empty",
+                code, broker.bootstrap)
+    broker.restart()
+    create_topics(broker.bootstrap)
+    return True

@@ -21,6 +21,9 @@ from pipeline.ledger.chain import open_chain
 from pipeline.ledger.tables import data_keys_table, holds_table, requests_table
 
 DESTROYED_PER_CALL = 1000
+# Tasks published this long ago whose plan the ledger never recorded were lost with the broker (a broker
+# restarted without its storage): the request is routed again when it comes back (issue 11).
+LOST_PLAN_AFTER = timedelta(seconds=60)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ class KeyStore:
     def grant(self, proposals: dict[str, bytes], now: datetime) -> dict[str, KeyGrant]:
         """Store each request's data key unless one exists; return the key in force.
 
-        A destroyed key is never re-created: its request gets no grant.
+        A destroyed key is never re-created: its request gets no grant. Its tasks count as published
+        once marked so, unless that was `LOST_PLAN_AFTER` ago and the ledger still has no plan.
         """
         if not proposals:
             return {}
@@ -70,14 +74,17 @@ class KeyStore:
                      for rid, key in proposals.items() if rid not in existing]
             if fresh:
                 conn.execute(data_keys_table.insert(), fresh)
+            planned = set(conn.execute(sa.select(requests_table.c.request_id).where(
+                requests_table.c.request_id.in_(list(existing)))).scalars()) if existing else set()
         grants = {}
         for rid, key in proposals.items():
             row = existing.get(rid)
             if row is None:
                 grants[rid] = KeyGrant(rid, key, False)
             elif row.data_key is not None:
-                grants[rid] = KeyGrant(rid, self._open(rid, bytes(row.data_key)),
-                                       row.tasks_published_at is not None)
+                published = row.tasks_published_at is not None and (
+                    rid in planned or row.tasks_published_at > now - LOST_PLAN_AFTER)
+                grants[rid] = KeyGrant(rid, self._open(rid, bytes(row.data_key)), published)
         return grants
 
     def mark_tasks_published(self, request_ids: Iterable[str], now: datetime) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from pipeline.deadlines import DUE_SOON_WINDOW, deadline_flag
+from pipeline.ledger.outbox import OutboxFigures, outbox_table
 from pipeline.ledger.tables import (
     chain_head_table,
     events_table,
@@ -186,6 +187,9 @@ class PipelineFigures:
     nearest_due_at: datetime | None
     overdue_requests: int
     chain_length: int
+    # (system, reason) -> attempts started again: see `_retries`
+    retries: dict[tuple[str, str], int] = field(default_factory=dict)
+    outbox: OutboxFigures = field(default_factory=lambda: OutboxFigures(0, None, 0))
 
 
 def _lanes(conn: sa.Connection, now: datetime) -> list[LaneFigures]:
@@ -215,8 +219,40 @@ def pipeline_figures(engine: sa.Engine, now: datetime) -> PipelineFigures:
         lanes = _lanes(conn, now)
         head = conn.execute(sa.select(chain_head_table.c.last_position)
                             .where(chain_head_table.c.id == 1)).scalar_one()
+        retries = _retries(conn)
+        outbox = _outbox(conn)
     return PipelineFigures(by_state, lanes, unfinished.oldest, unfinished.nearest,
-                           int(unfinished.overdue or 0), int(head))
+                           int(unfinished.overdue or 0), int(head), retries, outbox)
+
+
+RETRY_REASONS = {"outcome": "processor", "officer_retry": "officer"}
+
+
+def _retries(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    """How many times each system's attempt was started again, by why: `processor` (it answered
+    `retrying`: a transient failure, re-queued), `silent` (no answer past its turnaround: re-driven;
+    each re-drive is counted on the row, the chain records only the first of a silence), `officer`
+    (an officer's retry of a failed system). They only grow: the chain is append-only and the
+    re-drive counts never go down."""
+    e, s = events_table.c, systems_table.c
+    counts: dict[tuple[str, str], int] = {}
+    for system, kind, count in conn.execute(
+            sa.select(e.system, e.kind, sa.func.count())
+            .where(sa.or_(sa.and_(e.kind == "outcome", e.status == "retrying"), e.kind == "officer_retry"))
+            .group_by(e.system, e.kind)):
+        counts[(system, RETRY_REASONS[kind])] = int(count)
+    for system, redrives in conn.execute(sa.select(s.system, sa.func.sum(s.redrives)).group_by(s.system)):
+        counts[(system, "silent")] = int(redrives or 0)
+        for reason in RETRY_REASONS.values():  # every reason of every system, zero included
+            counts.setdefault((system, reason), 0)
+    return counts
+
+
+def _outbox(conn: sa.Connection) -> OutboxFigures:
+    o = outbox_table.c
+    row = conn.execute(sa.select(sa.func.count().label("pending"), sa.func.min(o.created_at).label("oldest"),
+                                 sa.func.sum(sa.case((o.attempts > 1, 1), else_=0)).label("again"))).one()
+    return OutboxFigures(int(row.pending), row.oldest, int(row.again or 0))
 
 
 def select_one(engine: sa.Engine) -> None:

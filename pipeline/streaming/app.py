@@ -7,11 +7,20 @@ One timer runs the periodic jobs (`housekeeping.Housekeeping`) on the group's
 leader only (`on_leader=True`): faust elects as leader the worker that is
 assigned the single partition of its `<app id>-__assignor-__leader` topic, so
 with several workers exactly one runs them, and a lone worker (the embedded
-Tansu broker included) is always the leader.
+Tansu broker included) is always the leader. The HTTP intake's outbox relay
+(`pipeline.outbox`) runs on the leader too.
+
+Everything the app publishes is sent again until the broker acknowledges it
+(`resending.ResendingPublisher`). Every worker checks on a timer that the broker
+still has the pipeline's topics (`topics.TopicKeeper`); a broker that lost them
+(restarted without its storage) gets them back, and the worker leaves for its
+supervisor to start it afresh (`broker_loss`): faust's offsets and table refer
+to logs that no longer exist. So does a worker whose table recovery makes no end.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,14 +31,18 @@ from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
 from pipeline.ledger import Ledger
+from pipeline.ledger.outbox import Outbox
 from pipeline.letters import LetterWriter
+from pipeline.outbox import OutboxRelay
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
+from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
+from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
 from pipeline.streaming.transport import broker_credentials, broker_url
 
@@ -76,7 +89,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     faust_topics = {name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw", partitions=settings.topic_partitions)
                     for name in names}
-    publisher = TopicPublisher(faust_topics, signer)
+    publisher = ResendingPublisher(TopicPublisher(faust_topics, signer))  # never gives up: issue 11
     # Working state per request; the ledger is the record. Partitioned by key like the
     # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
     progress = app.Table("request-progress", key_type=str, use_partitioner=True,
@@ -108,5 +121,28 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     @app.timer(interval=1.0, name="heartbeat")  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         beat.beat()
+
+    # Broker loss (issue 11): the HTTP intake's outbox, and the topics a restarted broker lost.
+    relay = OutboxRelay(Outbox(ledger.engine, ledger.writer, settings.outbox_recheck_after_s,
+                               settings.outbox_recheck_cap_s), publisher)
+    changelog = progress.changelog_topic.get_topic_name()
+    keeper = topics.TopicKeeper(bootstrap, [*names, changelog],
+                                settings.topic_partitions, settings.topic_replication_factor,
+                                topics.topic_configs(settings.requests_retention_s),
+                                single_partition=(f"{APP_ID}-__assignor-__leader",),
+                                security=KafkaSecurity.from_settings(settings))
+    keeper.check()  # the topics before faust starts: what the timer's checks compare with
+    RecoveryWatch(lambda: bool(getattr(app, "in_recovery", False)),
+                  lambda: leave_afresh(keeper, changelog, "the table's recovery makes no end")).start()
+
+    @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
+               name="outbox")
+    async def relay_outbox() -> None:
+        await relay.run()
+
+    @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
+    async def keep_topics() -> None:
+        if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets and table belong to the lost log
+            leave_afresh(keeper, changelog, "the broker lost the pipeline's topics")
 
     return app

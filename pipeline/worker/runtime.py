@@ -8,6 +8,14 @@ then hands it to the pool. A pool thread erases (`erase`), publishes the outcome
 connector key, and only then marks the offset done.
 Offsets are committed up to the lowest task still in flight (`offsets`), so a
 crash re-delivers, never loses.
+
+A broker that lost its state (the embedded broker restarted on memory storage)
+is lived through, not waited out: a producer it made unusable is replaced
+(`RenewingProducer`, after any failed send); what was not acknowledged is published again after a
+pause, its offset still in flight (the erasure is not run again); a task whose
+erasure failed unexpectedly is run again later; and a group the broker forgot
+is joined again, its partitions read from the committed offsets (from their
+beginning when the broker has none, as after a restart).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from kafka import TopicPartition
@@ -28,6 +37,7 @@ from connectors.retention import RetentionPolicy
 from pipeline import kafka_clients, liveness
 from pipeline.codec import dead_letter, decode, describe_invalid, encode, now_utc
 from pipeline.kafka_security import KafkaSecurity
+from pipeline.renewing_producer import RenewingProducer
 from pipeline.settings import Settings
 from pipeline.signing import Headers, Signer, Unverified, Verifier
 from pipeline.streaming import topics
@@ -38,8 +48,13 @@ from schemas import ErasureTask
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_S = 30.0
+# A send not acknowledged by then is sent again, on a new producer (see `publish`).
+SEND_TIMEOUT_S = 10.0
 POLL_TIMEOUT_MS = 100
+# What was not acknowledged (or a task whose erasure failed unexpectedly) is tried again after
+# 1, 2, 4... s, at most this long apart, until it succeeds or the worker stops.
+AGAIN_BASE_S = 1.0
+AGAIN_CAP_S = 30.0
 
 
 class Sent(Protocol):
@@ -61,15 +76,49 @@ class Accepted(NamedTuple):
     tp: TopicPartition
     offset: int
     task: ErasureTask
+    generation: int = 0  # the assignment it was read under (see `ConnectorWorker.generation`)
+    tries: int = 0  # erasures of it that failed unexpectedly
+
+
+Record = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+class Delivery(NamedTuple):
+    """The records one task record produced; its offset is done once the broker has them all."""
+
+    tp: TopicPartition
+    offset: int
+    generation: int
+    records: tuple[Record, ...]
+    what: str  # for the logs: which request and attempt, or which dead letter
+    tries: int = 0
+
+
+def again_after_s(tries: int) -> float:
+    return float(min(AGAIN_CAP_S, AGAIN_BASE_S * 2 ** tries))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python calls these on its network thread: nothing here may wait on the broker."""
+
     def __init__(self, worker: ConnectorWorker) -> None:
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker.commit()
-        self.worker.tracker.forget(set(revoked))
+        self.worker.commit(wait=False)
+        self._forget(set(revoked))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        """Evicted from the group (a broker restarted without its state, a session that expired):
+        nothing can be committed; kafka-python reads the partitions again from the committed
+        offsets, or from their beginning, once they are assigned again."""
+        log.warning("%s: the group lost its member (%d partition(s)); rejoining", self.worker.system,
+                    len(lost))
+        self._forget(set(lost))
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        self.worker.tracker.forget(partitions)
+        self.worker.generation += 1  # what is still in flight from before no longer moves offsets
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("%s: assigned %d partition(s)", self.worker.system, len(assigned))
@@ -95,13 +144,19 @@ class ConnectorWorker:
         self.eraser = TaskEraser(system, connector, data_key, requeue_policy(settings),
                                  InProcessRetries.from_settings(settings), retention)
         self.tracker = OffsetTracker()
-        self.delayed: DelayQueue[Accepted] = DelayQueue()
+        self.delayed: DelayQueue[Accepted | Delivery] = DelayQueue()
+        self._delayed_lock = threading.Lock()  # pool threads hold back what failed
+        self.generation = 0  # moves at each revocation, so tasks read before it mark nothing done
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(settings.connector_threads, thread_name_prefix=system)
         client_id = f"erasure-connector-{system}"
         security = security or KafkaSecurity.from_settings(settings)
-        self.producer: Producer = producer if producer is not None else kafka_clients.producer(
-            bootstrap, client_id, security=security, linger_ms=2)
+        self.producer: Producer | RenewingProducer = producer if producer is not None else RenewingProducer(
+            lambda: kafka_clients.producer(bootstrap, client_id, security=security, linger_ms=2),
+            f"{system}: connector")
+        self.keeper = None if consumer is not None else topics.TopicKeeper(
+            bootstrap, [self.topic, topics.OUTCOMES, topics.DEADLETTER], settings.topic_partitions,
+            settings.topic_replication_factor, security=security)
         self.consumer = consumer if consumer is not None else kafka_clients.group_consumer(
             bootstrap, group_id=client_id, client_id=client_id,
             session_timeout_s=settings.group_session_timeout_s,
@@ -114,6 +169,9 @@ class ConnectorWorker:
 
     # -- the poll loop (one thread) --------------------------------------------
     def run(self) -> None:
+        if self.keeper is not None:  # the topics this worker reads and writes, when run on its own
+            self.keeper.check()
+            self.keeper.close()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         log.info("%s: connector worker started on %s", self.system, self.topic)
         paused = False
@@ -166,51 +224,86 @@ class ConnectorWorker:
             reason = describe_invalid(exc) if isinstance(exc, ValidationError) else str(exc)
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.system, tp.topic, tp.partition,
                         record.offset, reason)
-            self.send(topics.DEADLETTER, record.key, dead_letter(
-                tp.topic, tp.partition, record.offset, reason, f"connector:{self.system}",
-            )).get(SEND_TIMEOUT_S)
-            self.tracker.done(tp, record.offset)
+            letter = dead_letter(tp.topic, tp.partition, record.offset, reason, f"connector:{self.system}")
+            self.publish(Delivery(tp, record.offset, self.generation,
+                                  ((topics.DEADLETTER, record.key, letter),),
+                                  f"the dead letter of {tp.topic}[{tp.partition}]@{record.offset}"))
             return
-        accepted = Accepted(tp, record.offset, task)
+        accepted = Accepted(tp, record.offset, task, self.generation)
         if task.not_before is not None and task.not_before > now_utc():
-            self.delayed.push(task.not_before, accepted)
+            self.hold(task.not_before, accepted)
             return
         self._pool.submit(self.process, accepted)
 
-    def release_due(self) -> None:
-        for accepted in self.delayed.pop_due(now_utc()):
-            self._pool.submit(self.process, accepted)
+    def hold(self, due: datetime, item: Accepted | Delivery) -> None:
+        """Keep a task (or what it produced) until `due`; its offset stays in flight meanwhile."""
+        with self._delayed_lock:
+            self.delayed.push(due, item)
 
-    def commit(self) -> None:
+    def release_due(self) -> None:
+        with self._delayed_lock:
+            due = self.delayed.pop_due(now_utc())
+        for item in due:
+            if isinstance(item, Delivery):
+                self._pool.submit(self.publish, item)
+            else:
+                self._pool.submit(self.process, item)
+
+    def commit(self, wait: bool = True) -> None:
+        """Commit what the tracker allows; `wait=False` (inside a rebalance callback) sends the commit
+        without waiting for the answer."""
         positions = self.tracker.committable()
         if not positions:
             return
         try:
-            self.consumer.commit(positions)
+            if wait or not hasattr(self.consumer, "commit_async"):
+                self.consumer.commit(positions)
+            else:
+                self.consumer.commit_async(positions)
             self.tracker.committed(positions)
         except (CommitFailedError, KafkaError) as exc:
             log.warning("%s: commit failed (%s); tasks since the last commit will be redone",
                         self.system, type(exc).__name__)
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> Sent:
-        """Publish one record signed with this system's connector key."""
-        return self.producer.send(topic, key=key, value=value, headers=self.signer.headers(topic, key, value))
-
     # -- one task (pool threads) ------------------------------------------------
     def process(self, accepted: Accepted) -> None:
-        """Erase, publish the outcome (and the re-queued task), then mark the offset done."""
+        """Erase, then publish the outcome (and the re-queued task); see `publish`."""
         task = accepted.task
         try:
             handled = self.eraser.erase(task)
-            key = task.request_id.encode()
-            sent = [self.send(topics.OUTCOMES, key, encode(handled.outcome))]
-            if handled.requeue is not None:
-                sent.append(self.send(self.topic, key, encode(handled.requeue)))
+        except Exception as exc:  # not the connector's answer (that is an outcome): run it again later
+            wait_s = again_after_s(accepted.tries)
+            log.error("%s: request %s attempt %d failed before an outcome (%s); running it again in %.0f s",
+                      self.system, task.request_id, task.attempt, type(exc).__name__, wait_s)
+            self.hold(now_utc() + timedelta(seconds=wait_s), accepted._replace(tries=accepted.tries + 1))
+            return
+        key = task.request_id.encode()
+        records: list[Record] = [(topics.OUTCOMES, key, encode(handled.outcome))]
+        if handled.requeue is not None:
+            records.append((self.topic, key, encode(handled.requeue)))
+        what = f"request {task.request_id} attempt {task.attempt} -> {handled.outcome.status}"
+        self.publish(Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what))
+
+    def publish(self, delivery: Delivery) -> None:
+        """Publish the records (signed with this system's connector key), then mark the offset done;
+        unacknowledged, publish them again later.
+
+        The offset stays in flight until the broker has every record, so it is never committed
+        past (a crash re-delivers the task). A producer the broker made unusable is replaced."""
+        producer = self.producer.current if isinstance(self.producer, RenewingProducer) else self.producer
+        try:
+            sent = [producer.send(topic, key=key, value=value, headers=self.signer.headers(topic, key, value))
+                    for topic, key, value in delivery.records]
             for future in sent:
                 future.get(SEND_TIMEOUT_S)
-            self.tracker.done(accepted.tp, accepted.offset)
-            log.info("%s: request %s attempt %d -> %s", self.system, task.request_id,
-                     task.attempt, handled.outcome.status)
-        except Exception as exc:  # offset stays in flight: never committed past, so redelivered
-            log.error("%s: request %s attempt %d not recorded (%s); it will be redelivered",
-                      self.system, task.request_id, task.attempt, type(exc).__name__)
+        except Exception as exc:
+            if isinstance(self.producer, RenewingProducer):
+                self.producer.renew(producer, exc)
+            wait_s = again_after_s(delivery.tries)
+            log.error("%s: %s not acknowledged by the broker (%s); publishing it again in %.0f s",
+                      self.system, delivery.what, type(exc).__name__, wait_s)
+            self.hold(now_utc() + timedelta(seconds=wait_s), delivery._replace(tries=delivery.tries + 1))
+            return
+        if delivery.generation == self.generation:
+            self.tracker.done(delivery.tp, delivery.offset)
+        log.info("%s: %s", self.system, delivery.what)

@@ -4,6 +4,7 @@ validator that checks every exchange with a fake against them does fail when it 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from connectors.processors.declarative import CallSpec, RecheckSpec, shipped_specs
 from connectors.registry import connector_types
 from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.devstack.fake_server import Exchange
 from tests.contracts.plugin import Recorder
-from tests.contracts.validator import CONTRACTS_DIR, METHODS, check, load_document
+from tests.contracts.validator import CONTRACTS_DIR, METHODS, check, find_operation, load_document
 
 STORES = {"sql", "redis", "files", "kafka_topic", "manual"}
 CONTRACTS = sorted(p.name.removesuffix(".openapi.yaml") for p in CONTRACTS_DIR.glob("*.openapi.yaml"))
@@ -85,6 +87,30 @@ def test_asynchronous_processors_document_their_job_statuses() -> None:
               "mixpanel": "/data-deletions/v3.0/{tracking_id}", "opendsr": "/requests/{subject_request_id}"}
     for name, path in polled.items():
         assert load_document(name)["paths"][path]["get"].get("x-job-statuses"), f"{name}: GET {path}"
+
+
+@pytest.mark.parametrize("name", sorted(shipped_specs()))
+def test_declared_specs_and_their_contracts_agree_on_statuses(name: str) -> None:
+    """Every status a spec connector maps is one its contract documents for that call, and every
+    success the contract documents for the erase call is mapped (Mailjet's 204 was not)."""
+    spec = shipped_specs()[name]
+    recheck = spec.outcome.recheck if spec.outcome else None
+    calls: list[tuple[CallSpec | RecheckSpec | None, Collection[int]]] = [
+        (spec.lookup, spec.lookup.statuses if spec.lookup else ()), (spec.erase, spec.erase.statuses),
+        (recheck, recheck.gone if recheck else ())]
+    for call, mapped in calls:
+        if call is None:
+            continue
+        found = find_operation(name, call.method, call.path)
+        assert found is not None, f"{name}: {call.method} {call.path} is not in its contract"
+        documented = set(found[1]["responses"])
+        for status in mapped:
+            assert str(status) in documented, f"{name}: {call.method} {call.path} maps {status}, undocumented"
+    erase = find_operation(name, spec.erase.method, spec.erase.path)
+    assert erase is not None
+    successes = {int(s) for s in erase[1]["responses"] if s.isdigit() and s.startswith("2")}
+    assert successes <= set(spec.erase.statuses), f"{name}: documented successes not mapped: " \
+        f"{sorted(successes - set(spec.erase.statuses))}"
 
 
 def test_a_response_that_breaks_the_contract_names_operation_field_rule_and_source() -> None:

@@ -97,7 +97,7 @@ def _validator(processor: str) -> tuple[OpenAPI, str]:
     return OpenAPI.from_dict(document, config=config), base
 
 
-def _operation(processor: str, method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+def find_operation(processor: str, method: str, path: str) -> tuple[str, dict[str, Any]] | None:
     """The contract's path template and operation for this call; literal segments win over
     parameters (`/users/search` before `/users/{user_id}`). `path` is still URL-encoded."""
     document = load_document(processor)
@@ -200,7 +200,7 @@ def check(exchange: Exchange) -> list[Violation]:
         path = path[: -len(suffix)]
     if document.get("x-optional-trailing-slash") and len(path) > 1:
         path = path.rstrip("/")
-    found = _operation(processor, exchange.method, path)
+    found = find_operation(processor, exchange.method, path)
     label = f"{exchange.method} {found[0] if found else path}"
 
     def violation(where: str, rule: str, detail: str) -> Violation:

@@ -3,6 +3,7 @@ validator that checks every exchange with a fake against them does fail when it 
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Collection
 from pathlib import Path
@@ -15,10 +16,19 @@ from openapi_spec_validator import validate
 from connectors.processors.declarative import CallSpec, RecheckSpec, shipped_specs
 from connectors.registry import connector_types
 from pipeline.devstack.fake_brevo import FakeBrevo
-from pipeline.devstack.fake_server import Exchange
+from pipeline.devstack.fake_server import Exchange, FakeProcessor
 from tests.contracts.plugin import Recorder
-from tests.contracts.validator import CONTRACTS_DIR, METHODS, check, find_operation, load_document
+from tests.contracts.validator import (
+    CONTRACTS_DIR,
+    METHODS,
+    check,
+    contract_name,
+    contract_path,
+    find_operation,
+    load_document,
+)
 
+ROOT = CONTRACTS_DIR.parent
 STORES = {"sql", "redis", "files", "kafka_topic", "manual"}
 CONTRACTS = sorted(p.name.removesuffix(".openapi.yaml") for p in CONTRACTS_DIR.glob("*.openapi.yaml"))
 BASIC = "Basic YWdlbnRAZXhhbXBsZS50ZXN0L3Rva2VuOnNlY3JldA=="
@@ -45,6 +55,25 @@ def test_every_processor_connector_has_a_contract() -> None:
     processors = set(connector_types()) - STORES
     assert processors <= set(CONTRACTS), f"no contract for {sorted(processors - set(CONTRACTS))}"
     assert set(CONTRACTS) >= FAKE_NAMES, "every processor fake has the contract its exchanges are checked by"
+
+
+def test_every_processor_fake_is_checked_against_a_contract() -> None:
+    """A fake whose name maps to no contract would be served unchecked (`check` skips it)."""
+    for module in sorted((ROOT / "tests" / "fakes").glob("*.py")):
+        importlib.import_module(f"tests.fakes.{module.stem}")
+    importlib.import_module("pipeline.devstack.fake_brevo")
+    fakes = {cls.name for cls in _subclasses(FakeProcessor) if cls.__module__.startswith(("tests.fakes.",
+                                                                                           "pipeline.devstack."))}
+    assert fakes >= FAKE_NAMES
+    unchecked = sorted(f for f in fakes if not contract_path(contract_name(f)).exists())
+    assert not unchecked, f"fakes with no contract to check their exchanges: {unchecked}"
+
+
+def _subclasses(cls: type[FakeProcessor]) -> list[type[FakeProcessor]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 @pytest.mark.parametrize("name", CONTRACTS)

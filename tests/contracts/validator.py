@@ -33,8 +33,9 @@ from pipeline.devstack.fake_server import Exchange
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-# Fakes serving part of another processor's API (Google's OAuth2 token endpoint for GA4).
-CONTRACT_OF_FAKE = {"google-oauth2": "ga4"}
+# Fakes serving part of another processor's API (Google's OAuth2 token endpoint for GA4), or the
+# same API under another name (Mailjet with sub-accounts, each key pair reaching its own account).
+CONTRACT_OF_FAKE = {"google-oauth2": "ga4", "mailjet-accounts": "mailjet"}
 REFUSALS = frozenset({400, 422})
 AUTH_REFUSALS = frozenset({401, 403})
 MAX_DETAIL = 240

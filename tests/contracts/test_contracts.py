@@ -29,6 +29,7 @@ from tests.contracts.validator import (
 )
 
 ROOT = CONTRACTS_DIR.parent
+pytest_plugins = ["pytester"]
 STORES = {"sql", "redis", "files", "kafka_topic", "manual"}
 CONTRACTS = sorted(p.name.removesuffix(".openapi.yaml") for p in CONTRACTS_DIR.glob("*.openapi.yaml"))
 BASIC = "Basic YWdlbnRAZXhhbXBsZS50ZXN0L3Rva2VuOnNlY3JldA=="
@@ -226,3 +227,30 @@ def test_contracts_are_not_copies_of_the_vendor_files() -> None:
     for path in CONTRACTS_DIR.glob("*.openapi.yaml"):
         assert path.stat().st_size < 64_000, f"{path.name}: trimmed to the operations used"
     assert not list(Path(CONTRACTS_DIR).glob("*.json")), "only the written contracts live here"
+
+
+TEARDOWN_PROBE = '''
+import pytest
+import requests
+from pipeline.devstack.fake_brevo import FakeBrevo
+
+@pytest.fixture
+def brevo():
+    fake = FakeBrevo({"key"})
+    fake.start()
+    yield fake
+    requests.get(f"{fake.url}/v3/nowhere", headers={"api-key": "key"}, timeout=5)  # clean-up gone wrong
+    fake.stop()
+
+def test_clean_exchanges(brevo):
+    assert requests.get(f"{brevo.url}/v3/account", headers={"api-key": "key"}, timeout=5).ok
+'''
+
+
+def test_a_contract_broken_during_teardown_fails_the_teardown(pytester: pytest.Pytester) -> None:
+    """In a subprocess: the probe breaks the contract on purpose, and this test's recorder is not its."""
+    pytester.makepyfile(test_probe=TEARDOWN_PROBE)
+    result = pytester.runpytest_subprocess("-p", "tests.contracts.plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*during teardown: 1 contract violation*",
+                                 "*brevo: GET /v3/nowhere -> HTTP 404: operation*unknown-operation*"])

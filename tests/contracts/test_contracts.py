@@ -198,6 +198,11 @@ def test_documented_variants_are_accepted() -> None:
     without = check(exchange("zendesk", "DELETE", "/api/v2/users/7.json", 200, {"user": {"name": "x"}},
                              authorization=""))
     assert [v.rule for v in without] == ["SecurityValidationError"], "credentials are part of the contract"
+    ga4 = {"kind": "analytics#userDeletionRequest", "id": {"type": "CLIENT_ID", "userId": "1.2"},
+           "webPropertyId": "UA-1-1"}
+    unsigned = exchange("ga4", "POST", "/analytics/v3/userDeletion/userDeletionRequests:upsert", 200, ga4,
+                        request_body=ga4, authorization="")
+    assert "SecurityValidationError" in [v.rule for v in check(unsigned)], "OAuth2 bearer tokens too"
     created = {"status": "ok", "results": {"task_id": "t1"}}
     body = {"distinct_ids": ["u1"], "compliance_type": "GDPR"}
     for path in ("/api/app/data-deletions/v3.0/?token=p", "/api/app/data-deletions/v3.0?token=p"):

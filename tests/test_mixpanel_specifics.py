@@ -242,8 +242,20 @@ def test_cancel_revokes_and_the_poll_then_fails(fake: FakeMixpanel, connector: M
     with pytest.raises(PermanentError, match="ended REVOKED"):
         connector.erase(person(), ctx(first.job_ref, 2))
     assert fake.holds(USER)
-    with pytest.raises(PermanentError, match=r"HTTP 400 from DELETE /api/app/data-deletions/v3.0/"):
+    with pytest.raises(PermanentError, match=r"HTTP 405 from DELETE /api/app/data-deletions/v3.0/"):
         connector.cancel(first.job_ref)
+
+
+def test_a_started_task_cannot_be_canceled(fake: FakeMixpanel, connector: MixpanelConnector) -> None:
+    """Mixpanel's status table: STAGING "can still be canceled", STARTED "cannot be canceled"."""
+    first = connector.erase(person(), ctx())
+    assert first.job_ref
+    for attempt in (2, 3):  # PENDING -> STAGING -> STARTED
+        connector.erase(person(), ctx(first.job_ref, attempt))
+    assert fake.tasks[first.job_ref].status == "STARTED"
+    with pytest.raises(PermanentError, match=r"HTTP 405 from DELETE /api/app/data-deletions/v3.0/"):
+        connector.cancel(first.job_ref)
+    assert fake.tasks[first.job_ref].status == "STARTED"
 
 
 def test_cancel_answers_204(fake: FakeMixpanel, connector: MixpanelConnector) -> None:

@@ -8,7 +8,9 @@ with `created_shape="array"` {"status":"ok","results":[{"tracking_id"}]} (the sh
 reference page's example: Mixpanel documents both, SOURCE.md fact 3); `GET .../v3.0/{task_id}`
 answers 200 {"status":"ok","results":{"tracking_id","status","requesting_user",
 "compliance_type","project_id","date_requested","distinct_ids"}}; `DELETE
-.../v3.0/{task_id}` cancels a task that has not ended: 204, then REVOKED.
+.../v3.0/{task_id}` cancels a task still PENDING or STAGING: 204, then REVOKED. A task that
+has STARTED "cannot be canceled", nor one that has ended: 405 (the reference's cancel answers
+"204 NoContent or 405 MethodNotAllowed").
 
 A task is PENDING, STAGING after its first poll, STARTED after the second, and ends
 when the simulated clock (`advance_clock`) passes `task_duration_s` after its
@@ -41,6 +43,7 @@ from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBuck
 
 PATH = "/api/app/data-deletions/v3.0/"
 RUNNING = ("PENDING", "STAGING", "STARTED")
+CANCELABLE = ("PENDING", "STAGING")  # STARTED: "has started, and cannot be canceled"
 MAX_DISTINCT_IDS = 1999
 TOO_MANY = {"status": "error", "error": "Too many requests"}
 
@@ -182,8 +185,8 @@ class FakeMixpanel(FakeProcessor):
         if task is None:
             return Reply(404, error("Task not found"))
         if method == "DELETE":
-            if task.status not in RUNNING:
-                return Reply(400, error(f"Task has already ended ({task.status})"))
+            if task.status not in CANCELABLE:
+                return Reply(405, error(f"Task can no longer be canceled ({task.status})"))
             task.status = "REVOKED"
             return Reply(204)
         return Reply(405, error("Method not allowed"))

@@ -43,3 +43,14 @@ def test_the_accounts_registered_address_is_refused_for_good(fake: FakeBrevoAcco
     assert "405" in message and "registered with" in message and "change the account's login" in message
     assert ACCOUNT_EMAIL not in message and calls == [], "a refusal is not retried"
     assert fake.has_contact(ACCOUNT_EMAIL)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "bad_request"), (404, "document_not_found"),
+                                              (503, "internal_error")])
+def test_an_injected_refusal_carries_a_code_of_brevos_error_model(fake: FakeBrevoAccount, status: int,
+                                                                  code: str) -> None:
+    """A refusal's `code` is one of the errorModel's (the contract checks the 400 and the 404)."""
+    requests.post(f"{fake.url}/__fake__/faults", json={"status": status, "count": 1}, timeout=5)
+    answer = requests.delete(f"{fake.url}/v3/contacts/someone%40example.net", headers={"api-key": KEY},
+                             timeout=5)
+    assert answer.status_code == status and answer.json()["code"] == code

@@ -96,6 +96,27 @@ def test_erase_anonymises_at_once_and_keeps_the_record_30_days(fake: FakeMailjet
     assert gone.status_code == 404
 
 
+@pytest.mark.parametrize("delete_status", [200, 204])
+def test_either_documented_success_of_the_delete_is_an_erasure(delete_status: int,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GDPR guide answers 200, the errors page says a successful DELETE answers 204."""
+    assert shipped_specs()["mailjet"].erase.statuses[delete_status] == "erased"
+    fake = start(delete_status=delete_status)
+    instance = build(fake, monkeypatch)
+    try:
+        contact_id = fake.add_contact(EMAIL)
+        result = instance.erase(person(), CONTEXT)
+        assert result.status == "erased" and result.evidence is not None
+        assert result.evidence.http_status == delete_status, "the evidence says which answer Mailjet gave"
+        assert result.evidence.reference == str(contact_id) and result.evidence.assurance == "accepted"
+        record = fake.record(contact_id)
+        assert record is not None and record["Name"] == "Anonymized" and not fake.has_contact(EMAIL)
+        assert instance.erase(person(), CONTEXT).status == "not_found"
+    finally:
+        instance.close()
+        fake.stop()
+
+
 def test_other_contacts_untouched_and_erasing_twice_is_not_found(fake: FakeMailjet,
                                                                  connector: DeclarativeConnector) -> None:
     fake.add_contact(EMAIL)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -11,6 +13,7 @@ import requests
 from connectors.base import AuthError, ConfigError, PermanentError, RetryableError, TaskContext
 from connectors.http import call_with_retries
 from connectors.processors.mixpanel import MixpanelConnector, MixpanelSettings
+from pipeline.devstack.fake_server import Reply
 from schemas import Identity, SubjectIdentities
 from tests.fakes.mixpanel import FakeMixpanel
 
@@ -80,6 +83,57 @@ def test_a_task_runs_for_weeks_and_is_polled_every_six_hours(fake: FakeMixpanel,
     final = connector.erase(person(), ctx(first.job_ref, 5))
     assert final.status == "erased" and final.evidence and final.evidence.reference == first.job_ref
     assert not fake.holds(USER) and fake.holds("u-someone-else")
+
+
+@pytest.mark.parametrize("shape", ["object", "array"])
+def test_both_documented_shapes_of_the_created_task_are_read(shape: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's `results.task_id` and the reference example's `results[].tracking_id`."""
+    server = start(created_shape=shape)
+    instance = make(server, monkeypatch)
+    try:
+        raw = requests.post(f"{server.url}/api/app/data-deletions/v3.0/", params={"token": PROJECT},
+                            headers={"Authorization": f"Bearer {OAUTH}"}, json={"distinct_ids": ["u-probe"]},
+                            timeout=5).json()
+        assert isinstance(raw["results"], dict if shape == "object" else list)
+        first = instance.erase(person(), ctx())
+        assert first.status == "pending" and first.job_ref in server.tasks
+        assert server.tasks[str(first.job_ref)].distinct_ids == [USER]
+        server.finish_jobs()
+        final = instance.erase(person(), ctx(first.job_ref, 2))
+        assert final.status == "erased" and not server.holds(USER)
+    finally:
+        instance.close()
+        server.stop()
+
+
+class SeveralTasksMixpanel(FakeMixpanel):
+    """Answers a creation with `results` naming two tasks (or none): no documented answer does."""
+
+    def __init__(self, tracking_ids: list[str]) -> None:
+        super().__init__(PROJECT, {OAUTH}, requests_per_second=1000, created_shape="array")
+        self.tracking_ids = tracking_ids
+
+    def _create(self, body: dict[str, Any]) -> Reply:
+        reply = super()._create(body)
+        results = [{"tracking_id": t} for t in self.tracking_ids]
+        return Reply(reply.status, {"status": "ok", "results": results})
+
+
+@pytest.mark.parametrize(("tracking_ids", "message"), [
+    (["task-a", "task-b"], "names 2 tasks for one deletion"),
+    ([], "no task id (results.task_id or results[].tracking_id)")])
+def test_an_answer_naming_no_task_or_several_is_a_permanent_error(
+        tracking_ids: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = SeveralTasksMixpanel(tracking_ids)
+    server.start()
+    instance = make(server, monkeypatch)
+    try:
+        with pytest.raises(PermanentError, match=re.escape(message)):
+            instance.erase(person(), ctx())
+    finally:
+        instance.close()
+        server.stop()
 
 
 def test_poll_interval_and_compliance_type_are_settings(fake: FakeMixpanel,
@@ -188,8 +242,20 @@ def test_cancel_revokes_and_the_poll_then_fails(fake: FakeMixpanel, connector: M
     with pytest.raises(PermanentError, match="ended REVOKED"):
         connector.erase(person(), ctx(first.job_ref, 2))
     assert fake.holds(USER)
-    with pytest.raises(PermanentError, match=r"HTTP 400 from DELETE /api/app/data-deletions/v3.0/"):
+    with pytest.raises(PermanentError, match=r"HTTP 405 from DELETE /api/app/data-deletions/v3.0/"):
         connector.cancel(first.job_ref)
+
+
+def test_a_started_task_cannot_be_canceled(fake: FakeMixpanel, connector: MixpanelConnector) -> None:
+    """Mixpanel's status table: STAGING "can still be canceled", STARTED "cannot be canceled"."""
+    first = connector.erase(person(), ctx())
+    assert first.job_ref
+    for attempt in (2, 3):  # PENDING -> STAGING -> STARTED
+        connector.erase(person(), ctx(first.job_ref, attempt))
+    assert fake.tasks[first.job_ref].status == "STARTED"
+    with pytest.raises(PermanentError, match=r"HTTP 405 from DELETE /api/app/data-deletions/v3.0/"):
+        connector.cancel(first.job_ref)
+    assert fake.tasks[first.job_ref].status == "STARTED"
 
 
 def test_cancel_answers_204(fake: FakeMixpanel, connector: MixpanelConnector) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 import requests
@@ -126,9 +127,12 @@ def test_every_response_carries_epoch_rate_headers(fake: FakeSendgrid) -> None:
         assert int(response.headers["X-RateLimit-Reset"]) >= int(time.time())
 
 
+@pytest.mark.parametrize("reset_header", ["epoch", "seconds"])
 def test_bucket_exhaustion_gives_sendgrid_429_and_the_wait_comes_from_the_reset(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    server = FakeSendgrid({KEY}, limit_per_window=1, window_s=30)
+        reset_header: Literal["epoch", "seconds"], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SendGrid's pages disagree on X-RateLimit-Reset (window end as epoch, or seconds left):
+    either way the connector waits out the window."""
+    server = FakeSendgrid({KEY}, limit_per_window=1, window_s=30, reset_header=reset_header)
     server.start()
     monkeypatch.setenv("TEST_SENDGRID_KEY", KEY)
     instance = SendgridConnector("sendgrid",
@@ -148,6 +152,8 @@ def test_bucket_exhaustion_gives_sendgrid_429_and_the_wait_comes_from_the_reset(
         assert again.json() == {"errors": [{"field": None, "message": "too many requests"}]}
         assert "retry-after" not in {k.lower() for k in again.headers}
         assert again.headers["X-RateLimit-Remaining"] == "0"
+        reset = int(again.headers["X-RateLimit-Reset"])
+        assert reset >= int(time.time()) if reset_header == "epoch" else 1 <= reset <= 30
     finally:
         instance.close()
         server.stop()

@@ -94,6 +94,33 @@ def test_a_ready_job_waits_for_run(fake: FakeStripe) -> None:
     assert job["status"] == "ready" and fake.has_customer(EMAIL)
 
 
+def test_a_job_names_every_root_object_type_and_keeps_the_order_sent(fake: FakeStripe) -> None:
+    customers = [fake.add_customer(f"c{n}@example.net") for n in range(12)]
+    form = {f"objects[customers][{n}]": c for n, c in enumerate(customers)}
+    job = requests.post(f"{fake.url}/v1/privacy/redaction_jobs", headers={"authorization": f"Bearer {KEY}"},
+                        data=form, timeout=5).json()
+    assert job["objects"]["customers"] == customers, "index 10 comes after 9, not after 1"
+    assert sorted(job["objects"]) == ["charges", "checkout_sessions", "customers",
+                                      "identity_verification_sessions", "invoices", "issuing_cardholders",
+                                      "payment_intents", "radar_value_list_items", "setup_intents"]
+    assert {k: v for k, v in job["objects"].items() if k != "customers"} == dict.fromkeys(
+        ["charges", "checkout_sessions", "identity_verification_sessions", "invoices", "issuing_cardholders",
+         "payment_intents", "radar_value_list_items", "setup_intents"])
+
+
+def test_a_failed_job_embeds_its_validation_errors(fake: FakeStripe) -> None:
+    customer_id = fake.add_customer(EMAIL)
+    fake.redaction.unredactable[customer_id] = "invalid_state"
+    headers = {"authorization": f"Bearer {KEY}"}
+    job = requests.post(f"{fake.url}/v1/privacy/redaction_jobs", headers=headers, timeout=5,
+                        data={"objects[customers][0]": customer_id}).json()
+    assert job["validation_errors"] is None, "not validated yet"
+    job = requests.get(f"{fake.url}/v1/privacy/redaction_jobs/{job['id']}", headers=headers, timeout=5).json()
+    assert job["status"] == "failed"
+    assert [e["code"] for e in job["validation_errors"]["data"]] == ["invalid_state"]
+    assert job["validation_errors"]["url"] == f"/v1/privacy/redaction_jobs/{job['id']}/validation_errors"
+
+
 def test_a_validation_failure_is_reported_and_the_job_canceled(fake: FakeStripe,
                                                                connector: StripeConnector) -> None:
     customer_id = fake.add_customer(EMAIL)

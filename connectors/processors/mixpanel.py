@@ -3,8 +3,11 @@
 The person's `user_id` identities are sent as Mixpanel `distinct_ids` (a person without
 one is `not_found`: there is nothing this connector can name).
 `POST /api/app/data-deletions/v3.0/?token=<project token>` {"distinct_ids",
-"compliance_type"} with `Authorization: Bearer <GDPR OAuth token>` answers 201
-{"status":"ok","results":{"task_id"}}: the result is `pending` with the task id as
+"compliance_type"} with `Authorization: Bearer <GDPR OAuth token>` answers 201 with
+the task's id in one of two shapes Mixpanel documents: {"status":"ok","results":{"task_id"}}
+(its OpenAPI `JobCreated`) or `results` as an array of objects carrying `tracking_id` (its
+reference page's example); both are read, and an answer naming several different tasks
+is refused (one call creates one task). The result is `pending` with the task id as
 `job_ref` and a long `poll_after_s` (six hours by default: "requests can take
 multiple weeks to process"). Polling `GET .../v3.0/{task_id}?token=` reads
 `results.status`:
@@ -116,13 +119,27 @@ class MixpanelConnector:
                               json={"distinct_ids": distinct_ids,
                                     "compliance_type": self.settings.compliance_type})
         body = json_answer(response, self.system, CREATE_ROUTE)
-        results = body.get("results") if isinstance(body, dict) else None
-        task_id = results.get("task_id") if isinstance(results, dict) else None
-        if not task_id:
-            raise PermanentError(self.system, f"no results.task_id in the answer from {CREATE_ROUTE}")
+        task_id = self._created_task_id(body.get("results") if isinstance(body, dict) else None)
         return EraseResult(status="pending", job_ref=str(task_id), poll_after_s=self.settings.poll_after_s,
                            evidence=Evidence(reference=str(task_id)[:200], http_status=response.status_code,
                                              records_affected=len(distinct_ids)))
+
+    def _created_task_id(self, results: Any) -> str:
+        """The task id from `results.task_id` (the spec) or `results[].tracking_id` (the docs' example)."""
+        if isinstance(results, dict):
+            found = [results.get("task_id")]
+        elif isinstance(results, list):
+            found = [item.get("tracking_id") for item in results if isinstance(item, dict)]
+        else:
+            found = []
+        ids = list(dict.fromkeys(str(i) for i in found if isinstance(i, str | int) and str(i)))
+        if not ids:
+            raise PermanentError(self.system, "no task id (results.task_id or results[].tracking_id) in the "
+                                              f"answer from {CREATE_ROUTE}")
+        if len(ids) > 1:
+            raise PermanentError(self.system, f"the answer from {CREATE_ROUTE} names {len(ids)} tasks for "
+                                              "one deletion: cannot tell which to poll")
+        return ids[0]
 
     def _poll(self, task_id: str, distinct_ids: list[str]) -> EraseResult:
         response = self._call("GET", TASK, task_id)

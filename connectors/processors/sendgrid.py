@@ -16,8 +16,9 @@
    many were deleted and how many are still there, and a retry (an officer's) submits
    what is left as a new job. Never `erased` while a contact remains.
 
-Bearer API key. Every response carries X-RateLimit-Limit/Remaining/Reset (epoch
-seconds); a 429 has no Retry-After, so `connectors.http` waits until the reset.
+Bearer API key. Every response carries X-RateLimit-Limit/Remaining/Reset (the reset
+is epoch seconds on the rate-limits page, seconds left in the erasure spec: `connectors.http`
+reads both); a 429 has no Retry-After, so `connectors.http` waits until the reset.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBuck
 
 CREATED_AT = "%Y-%m-%dT%H:%M:%S.000Z"
 NOT_FOUND = {"code": "document_not_found", "message": "Contact does not exist"}
+ERROR_CODES = {401: "unauthorized", 403: "permission_denied", 404: "document_not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 422: "unprocessable_entity"}
 
 
 class FakeBrevo(FakeProcessor):
@@ -45,9 +47,11 @@ class FakeBrevo(FakeProcessor):
             return Fault(429, {"code": "too_many_requests",
                                "message": "The expected rate limit is exceeded."},
                          self.rate_headers(0, reset_s))
-        if 400 <= status < 500:  # Brevo's documented error codes for a refused request
-            return Fault(status, {"code": "invalid_parameter", "message": "Invalid parameter"}, {})
-        return Fault(status, {"code": "internal_error", "message": "Internal server error"}, {})
+        if status >= 500:
+            return Fault(status, {"code": "internal_error", "message": "Internal server error"}, {})
+        # A refusal carries one of the codes of Brevo's errorModel.
+        code = ERROR_CODES.get(status, "bad_request")
+        return Fault(status, {"code": code, "message": code.replace("_", " ")}, {})
 
     # -- the contacts store ------------------------------------------------
     def _find(self, identifier: str, identifier_type: str) -> int | None:

@@ -2,14 +2,14 @@
 processor's contract, and a test whose exchanges broke one fails, listing each violation.
 
 Registered by tests/conftest.py. Recording starts before the test's fixtures are set up (so HTTP
-seeding is checked too) and ends after they are torn down. A test that must break a contract on
-purpose says so with `@pytest.mark.contract_exempt("why")`.
+seeding is checked too) and ends after they are torn down; what teardown's exchanges break fails
+the teardown. A test that must break a contract on purpose says so with `@pytest.mark.contract_exempt("why")`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from typing import Any
 
 import pytest
@@ -31,6 +31,10 @@ class Recorder:
         self._lock = threading.Lock()
         self.stop = observe_exchanges(self._observe)
 
+    def found(self) -> list[str]:
+        with self._lock:
+            return [str(v) for v in dict.fromkeys(self.violations)] + self.failures
+
     def _observe(self, fake: FakeProcessor, exchange: Exchange) -> None:
         try:
             found = check(exchange)
@@ -42,9 +46,9 @@ class Recorder:
             self.exchanges += 1
             self.violations.extend(found)
 
-    def report(self) -> str | None:
-        with self._lock:
-            found = [str(v) for v in dict.fromkeys(self.violations)] + self.failures
+    def report(self, reported: Collection[str] = ()) -> str | None:
+        """The violations found, leaving out those `reported` already."""
+        found = [line for line in self.found() if line not in reported]
         if not found:
             return None
         listed = "\n".join(f"  - {line}" for line in found[:MAX_LISTED])
@@ -82,9 +86,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
+    recorder = item.stash.get(RECORDER_KEY, None)
+    reported = set(recorder.found()) if recorder is not None else set()
     try:
-        return (yield)
+        result = yield
     finally:
-        recorder = item.stash.get(RECORDER_KEY, None)
         if recorder is not None:
             recorder.stop()
+    # Exchanges made while fixtures were torn down (clean-up calls) are held to the contract too.
+    report = recorder.report(reported) if recorder is not None else None
+    if report:
+        pytest.fail(f"during teardown: {report}", pytrace=False)
+    return result

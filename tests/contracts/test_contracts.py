@@ -3,7 +3,9 @@ validator that checks every exchange with a fake against them does fail when it 
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,23 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from connectors.processors.declarative import CallSpec, RecheckSpec, shipped_specs
 from connectors.registry import connector_types
 from pipeline.devstack.fake_brevo import FakeBrevo
-from pipeline.devstack.fake_server import Exchange
+from pipeline.devstack.fake_server import Exchange, FakeProcessor
 from tests.contracts.plugin import Recorder
-from tests.contracts.validator import CONTRACTS_DIR, METHODS, check, load_document
+from tests.contracts.validator import (
+    CONTRACTS_DIR,
+    METHODS,
+    check,
+    contract_name,
+    contract_path,
+    find_operation,
+    load_document,
+)
 
+ROOT = CONTRACTS_DIR.parent
+pytest_plugins = ["pytester"]
 STORES = {"sql", "redis", "files", "kafka_topic", "manual"}
 CONTRACTS = sorted(p.name.removesuffix(".openapi.yaml") for p in CONTRACTS_DIR.glob("*.openapi.yaml"))
 BASIC = "Basic YWdlbnRAZXhhbXBsZS50ZXN0L3Rva2VuOnNlY3JldA=="
@@ -43,6 +56,25 @@ def test_every_processor_connector_has_a_contract() -> None:
     processors = set(connector_types()) - STORES
     assert processors <= set(CONTRACTS), f"no contract for {sorted(processors - set(CONTRACTS))}"
     assert set(CONTRACTS) >= FAKE_NAMES, "every processor fake has the contract its exchanges are checked by"
+
+
+def test_every_processor_fake_is_checked_against_a_contract() -> None:
+    """A fake whose name maps to no contract would be served unchecked (`check` skips it)."""
+    for module in sorted((ROOT / "tests" / "fakes").glob("*.py")):
+        importlib.import_module(f"tests.fakes.{module.stem}")
+    importlib.import_module("pipeline.devstack.fake_brevo")
+    fakes = {cls.name for cls in _subclasses(FakeProcessor) if cls.__module__.startswith(("tests.fakes.",
+                                                                                           "pipeline.devstack."))}
+    assert fakes >= FAKE_NAMES
+    unchecked = sorted(f for f in fakes if not contract_path(contract_name(f)).exists())
+    assert not unchecked, f"fakes with no contract to check their exchanges: {unchecked}"
+
+
+def _subclasses(cls: type[FakeProcessor]) -> list[type[FakeProcessor]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 @pytest.mark.parametrize("name", CONTRACTS)
@@ -85,6 +117,30 @@ def test_asynchronous_processors_document_their_job_statuses() -> None:
               "mixpanel": "/data-deletions/v3.0/{tracking_id}", "opendsr": "/requests/{subject_request_id}"}
     for name, path in polled.items():
         assert load_document(name)["paths"][path]["get"].get("x-job-statuses"), f"{name}: GET {path}"
+
+
+@pytest.mark.parametrize("name", sorted(shipped_specs()))
+def test_declared_specs_and_their_contracts_agree_on_statuses(name: str) -> None:
+    """Every status a spec connector maps is one its contract documents for that call, and every
+    success the contract documents for the erase call is mapped (Mailjet's 204 was not)."""
+    spec = shipped_specs()[name]
+    recheck = spec.outcome.recheck if spec.outcome else None
+    calls: list[tuple[CallSpec | RecheckSpec | None, Collection[int]]] = [
+        (spec.lookup, spec.lookup.statuses if spec.lookup else ()), (spec.erase, spec.erase.statuses),
+        (recheck, recheck.gone if recheck else ())]
+    for call, mapped in calls:
+        if call is None:
+            continue
+        found = find_operation(name, call.method, call.path)
+        assert found is not None, f"{name}: {call.method} {call.path} is not in its contract"
+        documented = set(found[1]["responses"])
+        for status in mapped:
+            assert str(status) in documented, f"{name}: {call.method} {call.path} maps {status}, undocumented"
+    erase = find_operation(name, spec.erase.method, spec.erase.path)
+    assert erase is not None
+    successes = {int(s) for s in erase[1]["responses"] if s.isdigit() and s.startswith("2")}
+    assert successes <= set(spec.erase.statuses), f"{name}: documented successes not mapped: " \
+        f"{sorted(successes - set(spec.erase.statuses))}"
 
 
 def test_a_response_that_breaks_the_contract_names_operation_field_rule_and_source() -> None:
@@ -142,6 +198,11 @@ def test_documented_variants_are_accepted() -> None:
     without = check(exchange("zendesk", "DELETE", "/api/v2/users/7.json", 200, {"user": {"name": "x"}},
                              authorization=""))
     assert [v.rule for v in without] == ["SecurityValidationError"], "credentials are part of the contract"
+    ga4 = {"kind": "analytics#userDeletionRequest", "id": {"type": "CLIENT_ID", "userId": "1.2"},
+           "webPropertyId": "UA-1-1"}
+    unsigned = exchange("ga4", "POST", "/analytics/v3/userDeletion/userDeletionRequests:upsert", 200, ga4,
+                        request_body=ga4, authorization="")
+    assert "SecurityValidationError" in [v.rule for v in check(unsigned)], "OAuth2 bearer tokens too"
     created = {"status": "ok", "results": {"task_id": "t1"}}
     body = {"distinct_ids": ["u1"], "compliance_type": "GDPR"}
     for path in ("/api/app/data-deletions/v3.0/?token=p", "/api/app/data-deletions/v3.0?token=p"):
@@ -171,3 +232,30 @@ def test_contracts_are_not_copies_of_the_vendor_files() -> None:
     for path in CONTRACTS_DIR.glob("*.openapi.yaml"):
         assert path.stat().st_size < 64_000, f"{path.name}: trimmed to the operations used"
     assert not list(Path(CONTRACTS_DIR).glob("*.json")), "only the written contracts live here"
+
+
+TEARDOWN_PROBE = '''
+import pytest
+import requests
+from pipeline.devstack.fake_brevo import FakeBrevo
+
+@pytest.fixture
+def brevo():
+    fake = FakeBrevo({"key"})
+    fake.start()
+    yield fake
+    requests.get(f"{fake.url}/v3/nowhere", headers={"api-key": "key"}, timeout=5)  # clean-up gone wrong
+    fake.stop()
+
+def test_clean_exchanges(brevo):
+    assert requests.get(f"{brevo.url}/v3/account", headers={"api-key": "key"}, timeout=5).ok
+'''
+
+
+def test_a_contract_broken_during_teardown_fails_the_teardown(pytester: pytest.Pytester) -> None:
+    """In a subprocess: the probe breaks the contract on purpose, and this test's recorder is not its."""
+    pytester.makepyfile(test_probe=TEARDOWN_PROBE)
+    result = pytester.runpytest_subprocess("-p", "tests.contracts.plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*during teardown: 1 contract violation*",
+                                 "*brevo: GET /v3/nowhere -> HTTP 404: operation*unknown-operation*"])

@@ -16,6 +16,9 @@ UNCONFIRMED in the reference, so constructor switches:
   (200 with `Count: 0`);
 - `delete_missing_status`: DELETE of an id that is unknown or already anonymised
   answers 404 (default) or 200 (a no-op);
+- `delete_status`: a successful DELETE answers 200 with the anonymised contact (default: the
+  GDPR guide) or 204 with no body (the errors page: "returned when a DELETE request was
+  successful"); the two pages disagree;
 - rate limits: a 429 with no headers at all, from injected faults or, when
   `limit_per_window` is set, from a request counter.
 """
@@ -48,11 +51,13 @@ class FakeMailjet(FakeProcessor):
     def __init__(self, credentials: set[tuple[str, str]],
                  lookup_missing: Literal["404", "empty"] = "404",
                  delete_missing_status: Literal[404, 200] = 404,
+                 delete_status: Literal[200, 204] = 200,
                  limit_per_window: int | None = None, window_s: float = 1.0) -> None:
         super().__init__()
         self.credentials = set(credentials)
         self.lookup_missing = lookup_missing
         self.delete_missing_status = delete_missing_status
+        self.delete_status = delete_status
         self.bucket = TokenBucket(limit_per_window, window_s) if limit_per_window else None
         self.contacts: dict[int, dict[str, Any]] = {}
         self.anonymised_at: dict[int, float] = {}
@@ -175,5 +180,5 @@ class FakeMailjet(FakeProcessor):
                 return Reply(404, mailjet_error(404, "Object not found"))
             contact.update(Email=anonymised_email(str(contact["Email"])), Name="Anonymized")
             self.anonymised_at[contact["ID"]] = self.now()
-            return Reply(200, dict(contact))
+            return Reply(204) if self.delete_status == 204 else Reply(200, dict(contact))
         return Reply(404, mailjet_error(404, "Object not found"))

@@ -3,10 +3,14 @@
 `?token=<project token>` (403 for another project, 400 when missing) and
 `Authorization: Bearer <GDPR OAuth token>` (401 otherwise) on every call.
 `POST /api/app/data-deletions/v3.0/` {"distinct_ids" (1..1999, Mixpanel's deletion limit),
-"compliance_type"} answers 201 {"status":"ok","results":{"task_id"}}; `GET .../v3.0/{task_id}`
+"compliance_type"} answers 201 {"status":"ok","results":{"task_id"}} (the spec's `JobCreated`), or
+with `created_shape="array"` {"status":"ok","results":[{"tracking_id"}]} (the shape of the
+reference page's example: Mixpanel documents both, SOURCE.md fact 3); `GET .../v3.0/{task_id}`
 answers 200 {"status":"ok","results":{"tracking_id","status","requesting_user",
 "compliance_type","project_id","date_requested","distinct_ids"}}; `DELETE
-.../v3.0/{task_id}` cancels a task that has not ended: 204, then REVOKED.
+.../v3.0/{task_id}` cancels a task still PENDING or STAGING: 204, then REVOKED. A task that
+has STARTED "cannot be canceled", nor one that has ended: 405 (the reference's cancel answers
+"204 NoContent or 405 MethodNotAllowed").
 
 A task is PENDING, STAGING after its first poll, STARTED after the second, and ends
 when the simulated clock (`advance_clock`) passes `task_duration_s` after its
@@ -33,12 +37,13 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
 PATH = "/api/app/data-deletions/v3.0/"
 RUNNING = ("PENDING", "STAGING", "STARTED")
+CANCELABLE = ("PENDING", "STAGING")  # STARTED: "has started, and cannot be canceled"
 MAX_DISTINCT_IDS = 1999
 TOO_MANY = {"status": "error", "error": "Too many requests"}
 
@@ -65,7 +70,8 @@ class FakeMixpanel(FakeProcessor):
     def __init__(self, project_token: str, oauth_tokens: set[str], requests_per_second: int = 1,
                  rate_limit_headers: bool = False, task_duration_s: float = 14 * 86400.0,
                  polls_to_finish: int | None = None,
-                 project_id: int = 3141592) -> None:
+                 project_id: int = 3141592,
+                 created_shape: Literal["object", "array"] = "object") -> None:
         super().__init__()
         self.project_token = project_token
         self.oauth_tokens = set(oauth_tokens)
@@ -74,6 +80,7 @@ class FakeMixpanel(FakeProcessor):
         self.task_duration_s = task_duration_s
         self.polls_to_finish = polls_to_finish
         self.project_id = project_id
+        self.created_shape = created_shape
         self.clock_s = 0.0
         self.profiles: dict[str, int] = {}  # distinct_id -> events held
         self.tasks: dict[str, Task] = {}
@@ -178,8 +185,8 @@ class FakeMixpanel(FakeProcessor):
         if task is None:
             return Reply(404, error("Task not found"))
         if method == "DELETE":
-            if task.status not in RUNNING:
-                return Reply(400, error(f"Task has already ended ({task.status})"))
+            if task.status not in CANCELABLE:
+                return Reply(405, error(f"Task can no longer be canceled ({task.status})"))
             task.status = "REVOKED"
             return Reply(204)
         return Reply(405, error("Method not allowed"))
@@ -197,6 +204,8 @@ class FakeMixpanel(FakeProcessor):
         if self._fail_next:
             task.ends_as = self._fail_next.pop(0)
         self.tasks[task.id] = task
+        if self.created_shape == "array":
+            return Reply(201, {"status": "ok", "results": [{"tracking_id": task.id}]})
         return Reply(201, {"status": "ok", "results": {"task_id": task.id}})
 
     def _status(self, task_id: str, task: Task | None) -> Reply:

@@ -10,8 +10,12 @@ only `finish_jobs()` ends it), then `completed` with `results.deleted_count`, or
 `errored` with `results.errors_url` when `fail_next_job()` was called. Contacts in
 `undeletable` are left by any job, which then ends `errored` ("finished with some errors")
 when it deleted others, `failed` when it deleted none. Every
-response has X-RateLimit-Limit/Remaining/Reset (epoch seconds); 429 body
+response has X-RateLimit-Limit/Remaining/Reset; 429 body
 {"errors":[{"field":null,"message":"too many requests"}]} with no Retry-After.
+
+UNCONFIRMED, so a constructor switch: `reset_header` says what X-RateLimit-Reset holds,
+"epoch" (default: the window's end in Unix seconds, as the rate-limits page says) or
+"seconds" (the seconds left in the window, as the recipient-erasure spec says).
 
 Controls besides the shared ones: POST /__fake__/finish_jobs, /__fake__/fail_next_job
 {"status": "errored"|"failed"}.
@@ -25,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
@@ -57,8 +61,10 @@ class FakeSendgrid(FakeProcessor):
     name = "sendgrid"
 
     def __init__(self, api_keys: set[str], limit_per_window: int = 1000, window_s: float = 1.0,
-                 polls_to_complete: int | None = 2) -> None:
+                 polls_to_complete: int | None = 2,
+                 reset_header: Literal["epoch", "seconds"] = "epoch") -> None:
         super().__init__()
+        self.reset_header = reset_header
         self.api_keys = set(api_keys)
         self.bucket = TokenBucket(limit_per_window, window_s)
         self.polls_to_complete = polls_to_complete
@@ -111,7 +117,8 @@ class FakeSendgrid(FakeProcessor):
     # -- protocol ----------------------------------------------------------
     def rate_headers(self, remaining: int, reset_s: float) -> dict[str, str]:
         return {"X-RateLimit-Limit": str(self.bucket.limit), "X-RateLimit-Remaining": str(remaining),
-                "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s))}
+                "X-RateLimit-Reset": str(math.ceil(reset_s) if self.reset_header == "seconds"
+                                         else math.ceil(time.time() + reset_s))}
 
     def fault_reply(self, status: int, reset_s: float) -> Fault:
         if status == 429:

@@ -247,10 +247,19 @@ class FakeStripe(FakeProcessor):
 # ready or failed (-> canceled). GET .../validation_errors lists `privacy.redaction_job_validation_error`s.
 # An object already in a job that is not finished gives `locked_by_other_job`. Redacting
 # replaces the customer's personal fields, and those of its invoices and charges, by
-# "[redacted]"; the objects stay retrievable.
+# "[redacted]"; the objects stay retrievable. The job's `objects` carries every root type of
+# `redaction_resource_root_objects` (all nine are required there, each an array or null): the
+# ids sent for a type, null for a type the request did not name. Its `validation_errors` embeds
+# the first ten errors once validated (null before), as the preview schema describes.
 
 REDACTION_JOBS = "/v1/privacy/redaction_jobs"
 REDACTED = "[redacted]"
+# `redaction_resource_root_objects`' required properties (the request also takes `issuing_cards`,
+# which the job object does not list).
+ROOT_OBJECT_TYPES = ("charges", "checkout_sessions", "customers", "identity_verification_sessions",
+                     "invoices", "issuing_cardholders", "payment_intents", "radar_value_list_items",
+                     "setup_intents")
+EMBEDDED_ERRORS = 10
 _UNFINISHED = frozenset({"created", "validating", "ready", "redacting", "failed", "canceling"})
 
 
@@ -268,8 +277,20 @@ class RedactionJobs:
         return str(self.jobs[job_id]["status"])
 
     @staticmethod
-    def _customers(body: dict[str, Any]) -> list[str]:
-        return [str(v) for k, v in sorted(body.items()) if k.startswith("objects[customers]")]
+    def _objects(body: dict[str, Any]) -> dict[str, list[str] | None]:
+        """`objects[<type>][<n>]=id` form fields as the job's `objects`, in index order."""
+        sent: dict[str, list[tuple[int, str]]] = {}
+        for key, value in body.items():
+            names = key.replace("]", "").split("[")
+            if len(names) == 3 and names[0] == "objects":
+                position = int(names[2]) if names[2].isdigit() else len(sent.get(names[1], []))
+                sent.setdefault(names[1], []).append((position, str(value)))
+        return {kind: [v for _, v in sorted(sent[kind])] if kind in sent else None
+                for kind in ROOT_OBJECT_TYPES}
+
+    @staticmethod
+    def _customers(job: dict[str, Any]) -> list[str]:
+        return list(job["objects"]["customers"] or [])
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
               headers: dict[str, str]) -> Reply:
@@ -310,8 +331,8 @@ class RedactionJobs:
     def _create(self, body: dict[str, Any], idempotency_key: str | None) -> Reply:
         if idempotency_key and idempotency_key in self.by_idempotency_key:
             return Reply(200, dict(self.jobs[self.by_idempotency_key[idempotency_key]]))
-        customers = self._customers(body)
-        if not customers:
+        objects = self._objects(body)
+        if not objects["customers"]:
             return Reply(400, stripe_error("invalid_request_error", "Missing required param: objects.",
                                            code="parameter_missing", param="objects"))
         behaviour = body.get("validation_behavior", "error")
@@ -321,19 +342,19 @@ class RedactionJobs:
         job_id = _new_id("prj")
         self.jobs[job_id] = {"id": job_id, "object": "privacy.redaction_job", "created": int(time.time()),
                              "livemode": False, "status": "validating", "validation_behavior": behaviour,
-                             "objects": {"customers": customers, "charges": [], "invoices": []}}
+                             "objects": objects, "validation_errors": None}
         if idempotency_key:
             self.by_idempotency_key[idempotency_key] = job_id
         return Reply(200, dict(self.jobs[job_id]))
 
     def _locked_elsewhere(self, job: dict[str, Any], object_id: str) -> bool:
         return any(other["id"] != job["id"] and other["status"] in _UNFINISHED
-                   and object_id in other["objects"]["customers"] for other in self.jobs.values())
+                   and object_id in self._customers(other) for other in self.jobs.values())
 
     def _advance(self, job: dict[str, Any]) -> None:
         if job["status"] == "validating":
             errors = []
-            for customer_id in job["objects"]["customers"]:
+            for customer_id in self._customers(job):
                 related = [customer_id, *(i["id"] for i in self.stripe.invoices.values()
                                           if i["customer"] == customer_id),
                            *(c["id"] for c in self.stripe.charges.values() if c["customer"] == customer_id)]
@@ -348,9 +369,12 @@ class RedactionJobs:
                                        "erroring_object": {"id": object_id,
                                                            "object_type": object_id.split("_")[0]}})
             self.errors[job["id"]] = errors
+            job["validation_errors"] = {"object": "list", "data": errors[:EMBEDDED_ERRORS],
+                                        "has_more": len(errors) > EMBEDDED_ERRORS,
+                                        "url": f"{REDACTION_JOBS}/{job['id']}/validation_errors"}
             job["status"] = "failed" if errors else "ready"
         elif job["status"] == "redacting":
-            for customer_id in job["objects"]["customers"]:
+            for customer_id in self._customers(job):
                 self._redact(customer_id)
             job["status"] = "succeeded"
 

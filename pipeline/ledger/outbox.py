@@ -74,8 +74,14 @@ class Outbox:
         return now + timedelta(seconds=wait_s)
 
     def due(self, now: datetime, limit: int = 500) -> list[Unplanned]:
-        """The rows due now whose request the ledger has not planned; the planned ones are deleted."""
+        """The rows due now whose request the ledger has not planned; every planned row is deleted.
+
+        Planned rows go whenever they are due or not: a row postponed for minutes would
+        otherwise stay after its request was planned (the outbox holds only what is at risk).
+        """
         with self.writer.begin() as conn:
+            conn.execute(outbox_table.delete().where(
+                sa.exists().where(requests_table.c.request_id == outbox_table.c.request_id)))
             rows = conn.execute(
                 sa.select(outbox_table.c.request_id, outbox_table.c.body, outbox_table.c.attempts,
                           requests_table.c.request_id.label("planned"))

@@ -10,6 +10,7 @@ SIGKILLed mid-run, the survivor takes over its partitions and the same holds.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from kafka.partitioner.default import murmur2
 
 from bench import fault_checks
-from pipeline.devstack.broker import Broker
+from pipeline.devstack.broker import Broker, find_or_start
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import OWN_PROCESS_SYSTEMS, LocalPipeline
 from pipeline.devstack.probes import wait_until
@@ -43,8 +44,17 @@ def site_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def scaled(kafka: Broker, tmp_path: Path, postgres_url: str, site_url: str) -> Iterator[LocalPipeline]:
-    pipeline = LocalPipeline(tmp_path, kafka.bootstrap, postgres_url, PEOPLE, site_url=site_url,
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of the test's own on Tansu: its consumer groups start empty. A group whose members
+    left uncleanly (two tests in a row on the session's broker) accepted no member for minutes."""
+    broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), tmp_path / "broker")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def scaled(broker: Broker, tmp_path: Path, postgres_url: str, site_url: str) -> Iterator[LocalPipeline]:
+    pipeline = LocalPipeline(tmp_path, broker.bootstrap, postgres_url, PEOPLE, site_url=site_url,
                              workers=2, processes_per_lane=2)
     try:
         yield pipeline.start()
@@ -164,7 +174,7 @@ def lock_waiters(engine: sa.Engine) -> int:
 
 @pytest.mark.timeout(600)
 def test_a_worker_killed_while_its_batch_waits_on_the_ledger_loses_none_of_it(
-        kafka: Broker, tmp_path: Path, postgres_url: str, site_url: str) -> None:
+        broker: Broker, tmp_path: Path, postgres_url: str, site_url: str) -> None:
     """The batch a worker had taken and not yet written is the survivor's to write.
 
     Connectors start once every plan is in the ledger; their outcomes then find the ledger's
@@ -176,7 +186,7 @@ def test_a_worker_killed_while_its_batch_waits_on_the_ledger_loses_none_of_it(
     the survivor dropped the batch as duplicates, and later re-drives too: those requests stayed
     in progress.
     """
-    pipeline = LocalPipeline(tmp_path, kafka.bootstrap, postgres_url, PEOPLE, site_url=site_url,
+    pipeline = LocalPipeline(tmp_path, broker.bootstrap, postgres_url, PEOPLE, site_url=site_url,
                              workers=2, processes_per_lane=2,
                              extra_env={"ERASURE_REDRIVE_CHECK_INTERVAL_S": "3600"})
     ledger = open_ledger(postgres_url)

@@ -53,6 +53,14 @@ def test_a_refused_claim_holds_none_of_the_process_s_systems(tmp_path: Path) -> 
     taken.release()
 
 
+def test_a_run_directory_it_cannot_create_is_no_reason_not_to_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where the home directory should be")  # as unwritable as it gets, even for root
+    claim_lanes(home / "run", ["brevo"], sole_owner=True).release()
+    assert "a second process of it here goes unnoticed" in caplog.text
+
+
 @pytest.fixture
 def pipeline(kafka: Broker, tmp_path: Path) -> Iterator[LocalPipeline]:
     pipeline = LocalPipeline(tmp_path, kafka.bootstrap, f"sqlite:///{tmp_path / 'ledger.db'}", PEOPLE)

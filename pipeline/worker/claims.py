@@ -18,9 +18,12 @@ system with `ERASURE_CONNECTOR_SOLE_OWNER=false` (README, "Scaling out").
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import IO
+
+log = logging.getLogger(__name__)
 
 SOLE_OWNER_SETTING = "ERASURE_CONNECTOR_SOLE_OWNER"
 
@@ -38,9 +41,14 @@ class LaneClaims:
 
     def claim(self, system: str, sole_owner: bool) -> None:
         """Lock the system's file: exclusively as sole owner, shared as a member; or raise LaneClaimed."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / f"lane.{system}.lock"
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")  # noqa: SIM115 - held open for the life of the process
+        except OSError as exc:  # a read-only home (a container): run, unchecked, rather than not at all
+            log.warning("connector %s: cannot write %s (%s): a second process of it here goes unnoticed",
+                        system, path, type(exc).__name__)
+            return
         try:
             fcntl.flock(handle, (fcntl.LOCK_EX if sole_owner else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 from pathlib import Path
 from typing import IO
+
+from schemas.models import SYSTEM_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class LaneClaims:
 
     def claim(self, system: str, sole_owner: bool) -> None:
         """Lock the system's file: exclusively as sole owner, shared as a member; or raise LaneClaimed."""
+        if not re.fullmatch(SYSTEM_ID_PATTERN, system):
+            return  # no register has it: the connector's start-up says so
         path = self.run_dir / f"lane.{system}.lock"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)

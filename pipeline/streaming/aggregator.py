@@ -121,7 +121,7 @@ class Aggregator:
         if isinstance(event, ErasurePlanned):
             if state is not None:
                 return False
-            changes[event.request_id] = {"systems": {t.system: "planned" for t in event.targets}}
+            changes[rid] = {"systems": {t.system: "planned" for t in event.targets}}
             return True
         if state is None or event.purpose == "release":
             return True  # plan not in this worker's table yet, or a hold's end: the ledger decides
@@ -130,7 +130,7 @@ class Aggregator:
         systems = dict(state["systems"])
         systems[event.system] = event.status
         # A new value, not an in-place change: a faust table only records what is assigned.
-        changes[event.request_id] = {"systems": systems}
+        changes[rid] = {"systems": systems}
         return True
 
 

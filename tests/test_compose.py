@@ -96,3 +96,20 @@ def test_prometheus_scrapes_the_desk() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["erasure-desk"]["metrics_path"] == "/metrics"
     assert jobs["erasure-desk"]["static_configs"][0]["targets"] == [f"desk:{desk_port}"]
+
+
+def test_workers_and_connectors_can_be_scaled_out_and_share_their_partitions() -> None:
+    """`docker compose up --scale worker=2 --scale connector-brevo=3` (README, "Scaling out")."""
+    scalable = {name: spec for name, spec in erasure_services().items()
+                if spec["command"][0] in ("worker", "connector")}
+    assert {"worker", "connector-brevo", "connector-site-db"} <= set(scalable)
+    for name, spec in scalable.items():
+        # Several containers of one service: no fixed name, no host port to collide on.
+        assert "container_name" not in spec and "ports" not in spec, f"service {name} cannot be scaled"
+        env = spec["environment"]
+        assert int(env["ERASURE_TOPIC_PARTITIONS"]) >= 2, f"service {name}: nothing to share"
+        if spec["command"][0] == "connector":
+            # Group members share a lane; sole owners would each take every partition.
+            default = Settings.model_fields["connector_sole_owner"].default
+            sole_owner = env.get("ERASURE_CONNECTOR_SOLE_OWNER", default)
+            assert str(sole_owner).lower() == "false", f"service {name} runs as its lane's sole owner"

@@ -16,6 +16,7 @@ from pipeline.crypto import init_keys, rotate_kek
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.streaming import topics
+from pipeline.worker.claims import LaneClaimed, claim_lanes
 
 
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
@@ -149,6 +150,10 @@ def connector(systems: tuple[str, ...]) -> None:
     """Run the connector workers of one or more SYSTEMS (a thread each)."""
     current = settings()
     configure_logging(current)
+    try:  # held until this process exits: a second sole owner of a system here is refused
+        claims = claim_lanes(current.home_dir / "run", list(systems), current.connector_sole_owner)
+    except LaneClaimed as exc:
+        raise CliError(str(exc)) from None
     runners = wiring.connector_workers(current, list(systems))
 
     def stop(*_: object) -> None:
@@ -163,6 +168,7 @@ def connector(systems: tuple[str, ...]) -> None:
     for thread in threads:
         while thread.is_alive():
             thread.join(0.5)
+    claims.release()
 
 
 @click.group()

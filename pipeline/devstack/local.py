@@ -6,6 +6,11 @@ router/aggregator, the connector workers and (`start(desk=True)`) the desk under
 `Supervisor`, as `erasure up` does: each connector process is its systems' sole owner, and
 every child beats a heartbeat file under `<home>/run`. Killed children stay dead unless
 `supervise()` runs the supervisor's loop in a thread.
+
+Scaled out (`workers`, `processes_per_lane` above 1), it runs that many faust workers
+(`worker`, `worker-2`, ...) and that many processes for each of `OWN_PROCESS_SYSTEMS`
+(`connector-brevo`, `connector-brevo-2`, ...), every connector a member of its lane's
+consumer group (`ERASURE_CONNECTOR_SOLE_OWNER=false`), as docker-compose's `--scale` does.
 """
 
 from __future__ import annotations
@@ -38,8 +43,13 @@ STOP_TIMEOUT_S = 20.0
 class LocalPipeline:
     def __init__(self, root: Path, bootstrap: str, database_url: str, people: list[Person],
                  extra_env: dict[str, str] | None = None, extra_systems: list[dict[str, Any]] | None = None,
-                 site_url: str | None = None, stall_s: float = 60.0) -> None:
+                 site_url: str | None = None, stall_s: float = 60.0, workers: int = 1,
+                 processes_per_lane: int = 1) -> None:
+        if workers < 1 or processes_per_lane < 1:
+            raise ValueError("workers and processes_per_lane must be at least 1")
         self.root = root
+        self.workers = workers
+        self.processes_per_lane = processes_per_lane
         self.bootstrap = bootstrap
         self.database_url = database_url
         self.home = root / "home"
@@ -67,7 +77,8 @@ class LocalPipeline:
             DEMO_BREVO_KEY_ENV: BREVO_KEY,
             "ERASURE_REDRIVE_CHECK_INTERVAL_S": "1",
             "ERASURE_RETRY_IN_PROCESS_MAX_WAIT_S": "1",
-            "ERASURE_CONNECTOR_SOLE_OWNER": "true",
+            # Processes sharing a lane must share it through its group: sole owners would each take it all.
+            "ERASURE_CONNECTOR_SOLE_OWNER": "true" if processes_per_lane == 1 else "false",
             "ERASURE_DESK_PORT": str(self.desk_port),
             "ERASURE_DESK_COOKIE_SECURE": "false",
             **(extra_env or {}),
@@ -109,18 +120,30 @@ class LocalPipeline:
     def desk_url(self) -> str:
         return f"http://127.0.0.1:{self.desk_port}"
 
+    @property
+    def worker_names(self) -> list[str]:
+        return [_numbered("worker", n) for n in range(1, self.workers + 1)]
+
+    def lane_names(self, system: str) -> list[str]:
+        """The names of the processes of one of `OWN_PROCESS_SYSTEMS`."""
+        return [_numbered(f"connector-{system}", n) for n in range(1, self.processes_per_lane + 1)]
+
     def start(self, desk: bool = False) -> Self:
         if desk:
             self.spawn("desk", "desk")
-        self.spawn("worker", "worker")
+        for name in self.worker_names:
+            self.spawn(name, "worker")
         for system in OWN_PROCESS_SYSTEMS:
-            self.spawn(f"connector-{system}", "connector", system)
+            for name in self.lane_names(system):
+                self.spawn(name, "connector", system)
         others = [s for s in self.system_ids if s not in OWN_PROCESS_SYSTEMS]
         if others:
             self.spawn("connector-others", "connector", *others)
-        self.wait_log("worker", "Worker]: Ready")
+        for name in self.worker_names:
+            self.wait_log(name, "Worker]: Ready")
         for system in OWN_PROCESS_SYSTEMS:
-            self.wait_log(f"connector-{system}", "assigned")
+            for name in self.lane_names(system):
+                self.wait_log(name, "assigned")
         if others:
             self.wait_log("connector-others", "assigned")
         return self
@@ -145,3 +168,8 @@ class LocalPipeline:
 
     def all_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.logs.glob("*.log"))
+
+
+def _numbered(name: str, number: int) -> str:
+    """The first process keeps the plain name (tests and the bench know it), the others get a number."""
+    return name if number == 1 else f"{name}-{number}"

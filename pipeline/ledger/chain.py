@@ -2,6 +2,10 @@
 
 Writers lock the chain head row for the whole transaction (SQLite: BEGIN IMMEDIATE;
 PostgreSQL and MariaDB: SELECT ... FOR UPDATE), so no two append after the same head.
+A writer that decides from rows it reads (the request state machine, officer actions,
+re-drives) takes the lock (`lock_head`) BEFORE reading them: rows read first, then a wait
+for the lock, would be those from before the other writer committed (PostgreSQL's READ
+COMMITTED reads each statement's own snapshot), and the decision stale.
 """
 
 from __future__ import annotations
@@ -76,12 +80,17 @@ class ChainWriter:
                          .values(last_hash=self.head, last_position=self.position))
 
 
+def lock_head(conn: sa.Connection) -> sa.Row[Any]:
+    """Lock the chain head for the rest of the transaction (again: a no-op); the head row."""
+    query = sa.select(chain_head_table).where(chain_head_table.c.id == 1)
+    if conn.dialect.name != "sqlite":  # SQLite writers hold the database's write lock from BEGIN
+        query = query.with_for_update()
+    return conn.execute(query).one()
+
+
 def open_chain(conn: sa.Connection, dedupe_keys: Iterable[str] = ()) -> ChainWriter:
     """Lock the chain head; know which of these events are already recorded."""
-    query = sa.select(chain_head_table).where(chain_head_table.c.id == 1)
-    if conn.dialect.name != "sqlite":
-        query = query.with_for_update()
-    head = conn.execute(query).one()
+    head = lock_head(conn)
     known: set[str] = set()
     for chunk in chunks(list(dedupe_keys)):
         known.update(conn.execute(sa.select(events_table.c.dedupe_key).where(

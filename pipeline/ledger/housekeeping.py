@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from connectors.retry import RetryPolicy
 from pipeline.ledger import dedupe
-from pipeline.ledger.chain import open_chain
+from pipeline.ledger.chain import lock_head, open_chain
 from pipeline.ledger.rebuild import completion_event, task_for
 from pipeline.ledger.tables import holds_table, requests_table, system_row_update, systems_table
 from schemas import ErasureCompleted, ErasureTask
@@ -56,6 +56,7 @@ class Housekeeping:
         the next ones of the same period only count on the system's row."""
         tasks: list[ErasureTask] = []
         with self.writer.begin() as conn:
+            lock_head(conn)  # before reading: a system finished meanwhile is not re-driven
             silent = conn.execute(
                 sa.select(systems_table, *_TASK_SOURCE)
                 .join(requests_table, requests_table.c.request_id == systems_table.c.request_id)

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipeline.ledger import dedupe
-from pipeline.ledger.chain import ChainWriter, canonical_json, open_chain
+from pipeline.ledger.chain import ChainWriter, canonical_json, lock_head, open_chain
 from pipeline.ledger.rebuild import completion_event
 from pipeline.ledger.tables import (
     chunks,
@@ -38,7 +38,12 @@ SYSTEM_FIELDS = ("status", "attempt", "final", "updated_at", "expected_by", "evi
 
 
 def load_rows(conn: sa.Connection, request_ids: Iterable[str]) -> tuple[Rows, dict[str, Rows]]:
-    """The request rows by id, and their system rows by id then system."""
+    """The request rows by id, and their system rows by id then system, read under the chain's lock.
+
+    Locked first: rows read before waiting for another writer (another worker's aggregator, an
+    officer, a re-drive) would miss what it committed, e.g. another system's final outcome, and
+    a request whose systems are all final would never complete."""
+    lock_head(conn)
     requests: Rows = {}
     systems: dict[str, Rows] = {}
     for chunk in chunks(sorted(set(request_ids))):

@@ -12,7 +12,12 @@ agent takes off the outcomes topic (`Aggregator.take`):
    production, partitioned like the outcomes topic). A second plan of a request,
    or an outcome for a system already final, is dropped. The table only filters;
    the ledger decides: an outcome whose plan is not in this worker's table yet,
-   and a hold's release, always go through.
+   a hold's release, and an outcome for a `failed` system (an officer may have
+   reopened it) always go through. The batch's changes reach the table only
+   after the ledger has them (step 3): faust sends each change to the table's
+   changelog at once, and a worker killed between the two would otherwise leave
+   the partition's next owner a table that drops, as duplicates, the very events
+   the ledger never received.
 3. Write. `Ledger.record` writes what is left in ONE transaction and returns the
    requests that became final. If the write FAILS it is retried in place, with
    backoff and without limit (`retrying.until_done`): the batch stays unacked, so
@@ -62,6 +67,8 @@ from schemas import (
 log = logging.getLogger(__name__)
 
 CONSUMER = "aggregator"
+# Final statuses after which an outcome is a duplicate; an officer's retry reopens a failed system.
+DROPPED_AFTER = FINAL_SYSTEM_STATUSES - {"failed"}
 
 
 class Aggregator:
@@ -76,6 +83,7 @@ class Aggregator:
     async def take(self, batch: Sequence[Received]) -> list[ErasureCompleted]:
         """Sink one batch (see the module's contract); return the completions it announced."""
         fresh: list[ErasurePlanned | ErasureOutcome] = []
+        changes: dict[str, Any] = {}  # the working state's new values, kept until the ledger has them
         for record in batch:
             try:
                 parsed = outcomes_topic_adapter.validate_json(record.value)
@@ -86,12 +94,13 @@ class Aggregator:
             except Unverified as exc:
                 await self.publisher.dead_letter(record, str(exc), CONSUMER)
                 continue
-            if self.remember(parsed):
+            if self.remember(parsed, changes):
                 fresh.append(parsed)
         if not fresh:
             return []
         completions = await until_done(self.ledger_retry, "aggregator: recording a batch in the ledger",
                                        self.ledger.record, fresh, now_utc())
+        self.progress.update(changes)
         await announce(self.ledger, self.publisher, completions, self.ledger_retry)
         return completions
 
@@ -103,22 +112,25 @@ class Aggregator:
             self.verifier.check(record.topic, record.key, record.value, record.headers, "outcome",
                                 event.system)
 
-    def remember(self, event: ErasurePlanned | ErasureOutcome) -> bool:
-        """Update the working state; False for what it shows to be a duplicate."""
-        state = self.progress.get(event.request_id)
+    def remember(self, event: ErasurePlanned | ErasureOutcome, changes: dict[str, Any] | None = None) -> bool:
+        """Note the event's effect on the working state in `changes` (the table as this batch left it,
+        applied by the caller once the ledger has the batch); False for what it shows to be a duplicate."""
+        changes = {} if changes is None else changes
+        rid = event.request_id
+        state = changes[rid] if rid in changes else self.progress.get(rid)
         if isinstance(event, ErasurePlanned):
             if state is not None:
                 return False
-            self.progress[event.request_id] = {"systems": {t.system: "planned" for t in event.targets}}
+            changes[rid] = {"systems": {t.system: "planned" for t in event.targets}}
             return True
         if state is None or event.purpose == "release":
             return True  # plan not in this worker's table yet, or a hold's end: the ledger decides
-        if state["systems"].get(event.system) in FINAL_SYSTEM_STATUSES:
+        if state["systems"].get(event.system) in DROPPED_AFTER:
             return False
         systems = dict(state["systems"])
         systems[event.system] = event.status
         # A new value, not an in-place change: a faust table only records what is assigned.
-        self.progress[event.request_id] = {"systems": systems}
+        changes[rid] = {"systems": systems}
         return True
 
 

@@ -29,7 +29,7 @@ from pipeline.ledger.chain import GENESIS_HASH, canonical_json, event_at, event_
 from pipeline.ledger.tables import chain_head_table, checkpoints_table, utc
 
 Mode = Literal["full", "incremental"]
-LEDGER_SIGNER = "ledger"
+LEDGER_KEY_FILE = "ledger.key"  # in the signing keys directory, beside the components' keys
 _SIGNED_DOMAIN = b"erasure-ledger-checkpoint/v1\n"
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -34,6 +35,18 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         return utc(value)
+
+
+class ChainDateTime(UtcDateTime):
+    """A timestamp the hash chain covers, microseconds included: MariaDB and MySQL keep them too
+    (`DATETIME(6)`; their `DATETIME` drops them, and the event would no longer verify)."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return super().load_dialect_impl(dialect)
 
 
 metadata = sa.MetaData()
@@ -96,7 +109,7 @@ events_table = sa.Table(
     sa.Column("attempt", sa.Integer),
     sa.Column("status", sa.String(32)),
     sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("recorded_at", ChainDateTime, nullable=False),
     sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),

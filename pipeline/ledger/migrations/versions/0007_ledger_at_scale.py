@@ -8,7 +8,9 @@ Requests, newest first, a page at a time (keyset on `received_at, request_id`): 
 status, by channel; requests in progress by deadline (overdue, due soon). The status index
 becomes the first column of the status-and-date one. System rows by system and status (the
 desk's system filter). `erasure_chain_checkpoints`: what `erasure ledger verify` last found
-intact, so the next run reads only the events after it.
+intact, so the next run reads only the events after it. On MariaDB and MySQL the events'
+`recorded_at` becomes `DATETIME(6)`: the hash covers its microseconds, which `DATETIME` dropped
+(events recorded before keep the second they were truncated to, and do not verify).
 
 On a large PostgreSQL ledger the index builds block writers for as long as they take (about
 ten seconds per index for a million requests): run `erasure db upgrade` before starting the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0007"
 down_revision = "0003"
@@ -35,6 +38,9 @@ REQUEST_INDEXES = {
 
 
 def upgrade() -> None:
+    if op.get_context().dialect.name in ("mysql", "mariadb"):
+        # The chain's timestamps keep their microseconds (they are hashed); see ChainDateTime.
+        op.alter_column("erasure_events", "recorded_at", type_=mysql.DATETIME(fsp=6), existing_nullable=False)
     for name, columns in REQUEST_INDEXES.items():
         op.create_index(name, "erasure_requests", columns)
     op.drop_index("ix_erasure_requests_status", table_name="erasure_requests")
@@ -54,6 +60,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_context().dialect.name in ("mysql", "mariadb"):
+        op.alter_column("erasure_events", "recorded_at", type_=mysql.DATETIME(), existing_nullable=False)
     op.drop_table("erasure_chain_checkpoints")
     op.drop_index("ix_erasure_system_outcomes_system_status", table_name="erasure_system_outcomes")
     op.create_index("ix_erasure_requests_status", "erasure_requests", ["status"])

@@ -167,7 +167,11 @@ def played_chunks(url: str, total: int, seed: int, end: datetime, workers: int) 
     specs = [ChunkSpec(url, start, min(CHUNK_REQUESTS, total - start), total, seed, end)
              for start in range(0, total, CHUNK_REQUESTS)]
     if workers <= 1 or not url.startswith("postgresql"):  # SQLite and MariaDB seeds are the tests' small ones
-        yield from map(play_chunk, specs)
+        try:
+            yield from map(play_chunk, specs)
+        finally:
+            if url in _ENGINES:
+                _ENGINES.pop(url).dispose()
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         yield from pool.imap(play_chunk, specs)

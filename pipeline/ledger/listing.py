@@ -21,7 +21,7 @@ from pipeline.ledger.tables import requests_table, systems_table
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000  # a count past it would read more index entries than a page is worth
 # What a request id's first characters can be: a UUID is lowercase hex and dashes.
 _REQUEST_ID_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 _CURSOR = re.compile(r"(-?\d{1,20})\.([0-9A-Za-z-]{1,36})")

@@ -304,6 +304,8 @@ def main() -> None:
         figures["pages"] = desk_pages(ledger, args.samples)
         home = Path(os.environ.get("TMPDIR", "/tmp")) / "ledger-scale-bench"
         figures["status"] = status_times(args.url, ledger, args.samples, home)
+        # Not this change's: what /metrics and `erasure status --lanes` cost at this size, for the record.
+        figures["figures() behind /metrics"] = timed(lambda: ledger.figures(datetime.now(UTC)), 3, warmup=1)
         if ledger.engine.dialect.name == "postgresql":
             figures["database_ms"] = plans(ledger, args.explain)
             if args.before:

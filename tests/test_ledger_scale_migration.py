@@ -19,7 +19,8 @@ NEW_INDEXES = {
                          "ix_erasure_requests_status_newest": ["status", "received_at", "request_id"],
                          "ix_erasure_requests_channel_newest": ["channel", "received_at", "request_id"],
                          "ix_erasure_requests_status_due": ["status", "due_at"]},
-    "erasure_system_outcomes": {"ix_erasure_system_outcomes_system_status": ["system", "status"]},
+    "erasure_system_outcomes": {"ix_erasure_system_outcomes_system_status": ["system", "status",
+                                                                                     "request_id"]},
 }
 
 

@@ -6,11 +6,15 @@ Create Date: 2026-12-02
 
 Requests, newest first, a page at a time (keyset on `received_at, request_id`): in all, by
 status, by channel; requests in progress by deadline (overdue, due soon). The status index
-becomes the first column of the status-and-date one. System rows by system and status (the
-desk's system filter). `erasure_chain_checkpoints`: what `erasure ledger verify` last found
-intact, so the next run reads only the events after it. On MariaDB and MySQL the events'
-`recorded_at` becomes `DATETIME(6)`: the hash covers its microseconds, which `DATETIME` dropped
-(events recorded before keep the second they were truncated to, and do not verify).
+becomes the first column of the status-and-date one. System rows by system and status, with
+their request id (the desk's system filter reads the index alone).
+
+`erasure_chain_checkpoints`: what `erasure ledger verify` last found intact, so the next run
+reads only the events after it.
+
+On MariaDB and MySQL the events' `recorded_at` becomes `DATETIME(6)`: the hash covers its
+microseconds, which `DATETIME` dropped (events recorded before keep the second they were
+truncated to, and do not verify).
 
 On a large PostgreSQL ledger the index builds block writers for as long as they take (about
 ten seconds per index for a million requests): run `erasure db upgrade` before starting the
@@ -45,7 +49,7 @@ def upgrade() -> None:
         op.create_index(name, "erasure_requests", columns)
     op.drop_index("ix_erasure_requests_status", table_name="erasure_requests")
     op.create_index("ix_erasure_system_outcomes_system_status", "erasure_system_outcomes",
-                    ["system", "status"])
+                    ["system", "status", "request_id"])
     op.create_table(
         "erasure_chain_checkpoints",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -22,7 +22,7 @@ from schemas import ErasureRequested
 
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention"]
 # The channels a request arrives by: the contract's, and the retention sweep's.
-CHANNELS = [*get_args(ErasureRequested.model_fields["channel"].annotation), "retention"]
+CHANNELS = list(dict.fromkeys([*get_args(ErasureRequested.model_fields["channel"].annotation), "retention"]))
 PAGE_SIZE = 50
 router = APIRouter()
 

@@ -145,7 +145,7 @@ def _start(conn: sa.Connection, full: bool, key: LedgerKey | None,
     """Where to start walking (position, hash), a note on what is (not) relied on, what is wrong."""
     checkpoint = _latest(conn)
     if checkpoint is None:
-        return 0, GENESIS_HASH, None if full else "no checkpoint yet: every event verified", (None, None)
+        return 0, GENESIS_HASH, None, (None, None)  # the first run: "from the first" says it all
     problem = checkpoint_problem(conn, checkpoint, key, head_position)
     if full or problem[0] is not None:
         return 0, GENESIS_HASH, None, problem

@@ -1,4 +1,7 @@
-"""`erasure ledger verify` names the first event that was edited directly in the database."""
+"""`erasure ledger verify` names the first event that was edited directly in the database.
+
+A verification records a checkpoint; the next one reads only what follows it, so an event edited
+before the checkpoint shows to `--full` (see tests/test_ledger_verify_incremental.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ RID = "3c9d1e2f-4a5b-4c6d-8e7f-901a2b3c4d5e"
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
-def verify(postgres_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def verify(postgres_url: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": postgres_url, "ERASURE_HOME_DIR": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "ledger", "verify"], env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "ledger", "verify", *options], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -38,7 +41,7 @@ def test_an_edited_row_is_named(postgres_url: str, tmp_path: Path) -> None:
     with ledger.engine.begin() as conn:  # someone rewrites history: held becomes erased
         conn.execute(sa.update(events_table).where(events_table.c.id == target.id).values(
             status="erased", payload=target.payload.replace('"held"', '"erased"')))
-    broken = verify(postgres_url, tmp_path)
+    broken = verify(postgres_url, tmp_path, "--full")
     assert broken.returncode != 0
     assert f"chain position {target.position}" in broken.stderr and "altered" in broken.stderr
     ledger.close()

@@ -106,12 +106,18 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
         "CREATE TABLE erasure_identity_digests", "CREATE TABLE erasure_sweep_submissions",
         "CREATE INDEX ix_erasure_identity_digests_system_digest ON erasure_identity_digests",
         # 0006: the HTTP intake's outbox
-        "CREATE TABLE intake_outbox", "CREATE INDEX ix_intake_outbox_next_check_at ON intake_outbox"}
+        "CREATE TABLE intake_outbox", "CREATE INDEX ix_intake_outbox_next_check_at ON intake_outbox",
+        # 0007: the list's indexes (the status index becomes the first column of one), checkpoints
+        *(f"CREATE INDEX ix_erasure_requests_{name} ON erasure_requests"
+          for name in ("newest", "status_newest", "channel_newest", "status_due")),
+        "CREATE INDEX ix_erasure_system_outcomes_system_status ON erasure_system_outcomes",
+        "CREATE TABLE erasure_chain_checkpoints"}
     [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
     [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
     counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
     assert counters in outcomes_after and outcomes_after.replace(counters, "") == outcomes_before
-    assert sqlite_schema(before) - {outcomes_before} <= sqlite_schema(after)
+    status_index = "CREATE INDEX ix_erasure_requests_status ON erasure_requests (status)"
+    assert sqlite_schema(before) - {outcomes_before, status_index} <= sqlite_schema(after)
     assert schema_drift(f"sqlite:///{after}") == []
 
 
@@ -142,12 +148,16 @@ def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
     engine = sa.create_engine(postgres_url)
     # what the code before migrations created: not the account tables, nor those of later migrations
     later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes", "erasure_identity_digests",
-             "erasure_sweep_submissions", "intake_outbox")
+             "erasure_sweep_submissions", "intake_outbox", "erasure_chain_checkpoints")
     tables = [t for t in metadata.sorted_tables if t.name not in later]
     metadata.create_all(engine, tables=tables)
-    with engine.begin() as conn:  # nor the columns of later migrations
+    with engine.begin() as conn:  # nor the columns and indexes of later migrations
         conn.execute(sa.text("ALTER TABLE erasure_system_outcomes DROP COLUMN redrives, "
                              "DROP COLUMN silent_redrives"))
+        for index in ("requests_newest", "requests_status_newest", "requests_channel_newest",
+                      "requests_status_due", "system_outcomes_system_status"):
+            conn.execute(sa.text(f"DROP INDEX ix_erasure_{index}"))
+        conn.execute(sa.text("CREATE INDEX ix_erasure_requests_status ON erasure_requests (status)"))
     engine.dispose()
     upgrade(postgres_url)
     assert current_revision(postgres_url) == HEAD

@@ -13,6 +13,7 @@ from pipeline.cli.common import CliError, settings
 from pipeline.codec import now_utc
 from pipeline.evidence_text import evidence_parts
 from pipeline.ledger import RequestView
+from pipeline.ledger.checkpoints import LEDGER_KEY_FILE, LedgerKey, Verification, verify_ledger
 from pipeline.ledger.views import PipelineFigures, note_text
 
 
@@ -194,14 +195,65 @@ def ledger() -> None:
     """The ledger's integrity."""
 
 
+def _ledger_key() -> LedgerKey | None:
+    """The ledger's signing key, when this machine holds one (`erasure ledger key`)."""
+    try:
+        return LedgerKey.load(wiring.signing_keys_dir(settings()) / LEDGER_KEY_FILE)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _verified(result: Verification) -> str:
+    if result.mode == "full":
+        line = (f"ledger chain intact: {result.checked:,} events verified from the first in "
+                f"{result.elapsed_s:.1f} s ({result.events_per_s:,.0f} events/s)")
+    elif result.checked:
+        line = (f"ledger chain intact: {result.checked:,} events after the checkpoint at position "
+                f"{result.from_position:,} verified in {result.elapsed_s:.2f} s")
+    else:
+        line = ("ledger chain intact: nothing recorded after the checkpoint at position "
+                f"{result.from_position:,}")
+    if result.checkpoint is not None:
+        line += f"; checkpoint recorded at position {result.checkpoint:,}"
+    return line
+
+
 @ledger.command("verify")
-def ledger_verify() -> None:
-    """Check the hash chain of the event log; names the first broken link."""
-    broken = wiring.ledger(settings()).verify_chain()
-    if broken is not None:
-        raise CliError(f"ledger event at chain position {broken} does not follow from the one "
+@click.option("--full", is_flag=True,
+              help="Verify every event from the first, not only those after the last checkpoint; "
+                   "reports the rate")
+def ledger_verify(full: bool) -> None:
+    """Check the hash chain of the event log; names the first broken link.
+
+    Verifies what was recorded after the last checkpoint (the position and hash a previous run found
+    intact, signed with the ledger key when this machine has one), then records a new checkpoint.
+    """
+    key = _ledger_key()
+    the_ledger = wiring.ledger(settings())
+    result = verify_ledger(the_ledger.engine, the_ledger.writer, now_utc(), full=full, key=key)
+    if result.warning:
+        click.echo(f"warning: {result.warning}; the events themselves decide, verified below", err=True)
+    if result.problem is not None:
+        hint = "" if full else " (`erasure ledger verify --full` checks every event from the first)"
+        raise CliError(result.problem + hint)
+    if result.broken_at is not None:
+        raise CliError(f"ledger event at chain position {result.broken_at} does not follow from the one "
                        "before: the event log was altered")
-    click.echo("ledger chain intact")
+    if result.note:
+        click.echo(f"note: {result.note}", err=True)
+    click.echo(_verified(result))
+
+
+@ledger.command("key")
+def ledger_key() -> None:
+    """Create the ledger's signing key: verification checkpoints are signed with it from then on."""
+    path = wiring.signing_keys_dir(settings()) / LEDGER_KEY_FILE
+    try:
+        LedgerKey.create(path)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"ledger key written to {path} (0600): keep it off the database's machine and backups; "
+               "`erasure ledger verify` signs its checkpoints with it and checks them against it")
 
 
 COMMANDS: list[click.Command] = [submit, status, list_requests, holds, confirm, ledger]

@@ -1,10 +1,14 @@
-"""The desk's pages: the home page (the officer's overview as charts, then the request list; filtered by
-status, deadline and search, the list alone) and a request's page (who asked and when, the deadline, each
-system's outcome and evidence, holds, the timeline)."""
+"""The desk's pages: the home page (the officer's overview as charts, then the request list; a
+filtered list, by status, deadline, channel, system and search, shows the list alone, a page at a
+time) and a request's page (who asked and when, the deadline, each system's outcome and evidence,
+holds, the timeline)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import get_args
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -15,27 +19,59 @@ from pipeline.desk.overview_cache import DrawnOverview, OverviewCache
 from pipeline.desk.records import timeline, view_or_404
 from pipeline.desk.render import page
 from pipeline.ledger import RequestView
+from pipeline.ledger.listing import BadCursor, PageCursor, RequestFilter
 from pipeline.manual_messages import manual_message
+from schemas import ErasureRequested
 
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention", "refused"]
+# The channels a request arrives by: the contract's, and the retention sweep's.
+CHANNELS = list(dict.fromkeys([*get_args(ErasureRequested.model_fields["channel"].annotation), "retention"]))
+PAGE_SIZE = 50
 router = APIRouter()
+
+
+def list_filters(status: str | None, deadline: str | None, q: str | None, channel: str | None,
+                 system: str | None) -> RequestFilter:
+    return RequestFilter(status=status or None, overdue=deadline == "overdue",
+                         due_soon=deadline == "due_soon", search=q or None, channel=channel or None,
+                         system=system or None)
+
+
+def page_link(params: dict[str, str | None], cursor: PageCursor | None) -> str:
+    """The list's URL with these filters, from `cursor` on (None: the first page)."""
+    query = {k: v for k, v in params.items() if v}
+    if cursor is not None:
+        query["after"] = cursor.token()
+    return "/?" + urlencode(query) if query else "/"
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index(request: Request, desk: DeskDep, status: str | None = None, deadline: str | None = None,
-                q: str | None = None, channel: str | None = None) -> Response:
+                q: str | None = None, channel: str | None = None, system: str | None = None,
+                after: str | None = None) -> Response:
+    """The overview's charts (unfiltered first page), then the request list, newest first, a page of
+    `PAGE_SIZE` at a time (keyset: `after`)."""
     user = require_user(desk, request)
+    try:
+        cursor = PageCursor.parse(after) if after else None
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from None
     now = now_utc()
-    views = desk.ledger.list_requests(now, status=status or None, overdue=deadline == "overdue",
-                                      due_soon=deadline == "due_soon", search=q or None,
-                                      channel=channel or None)
+    filters = list_filters(status, deadline, q, channel, system)
+    found = desk.ledger.views.request_page(now, filters, cursor, limit=PAGE_SIZE)
     overview: DrawnOverview | None = None
-    if not (status or deadline or q or channel):
+    if not (status or deadline or q or channel or system or cursor):
         cache: OverviewCache = request.app.state.overview
         # Off the event loop, which also serves the intake: a drawing can take a second.
         overview = await run_in_threadpool(cache.get, now)
-    return page(desk, request, "list.html", user, views=views, statuses=STATUSES, status=status,
-                deadline=deadline, q=q or "", channel=channel, overview=overview)
+    params = {"status": status, "deadline": deadline, "q": q, "channel": channel, "system": system}
+    return page(desk, request, "list.html", user, views=found.views, statuses=STATUSES, status=status,
+                deadline=deadline, q=q or "", channels=CHANNELS, channel=channel,
+                systems=desk.register.ids if desk.register else None, system=system or "",
+                matching=found.matching, paged=cursor is not None,
+                first_page=page_link(params, None),
+                next_page=page_link(params, found.next_cursor) if found.next_cursor else None,
+                overview=overview)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

@@ -6,13 +6,16 @@ A writer that decides from rows it reads (the request state machine, officer act
 re-drives) takes the lock (`lock_head`) BEFORE reading them: rows read first, then a wait
 for the lock, would be those from before the other writer committed (PostgreSQL's READ
 COMMITTED reads each statement's own snapshot), and the decision stale.
+Verification streams the events in position order (a server-side cursor: memory stays flat
+however long the chain) from the start, or from a checkpoint (see `checkpoints`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,14 +39,58 @@ def chain_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
 
 
+VERIFY_BATCH_ROWS = 5000
+_VERIFIED_COLUMNS = [events_table.c[name] for name in (*HASHED_FIELDS, "prev_hash", "hash")]
+
+
+@dataclass(frozen=True)
+class ChainWalk:
+    """What a walk along the chain found: how many events it read, where it stopped, and the
+    position of the first event that does not follow from its predecessor (None: all did)."""
+
+    checked: int
+    last_position: int
+    last_hash: str
+    broken_at: int | None
+
+
+def event_intact(row: Mapping[Any, Any]) -> bool:
+    """The event's hash is that of its content and its recorded predecessor hash."""
+    return bool(chain_hash(row["prev_hash"], row) == row["hash"])
+
+
+def walk(rows: Iterable[Mapping[Any, Any]], after_position: int = 0,
+         after_hash: str = GENESIS_HASH) -> ChainWalk:
+    """Follow the chain from the event at `after_position` (hash `after_hash`; 0: the start)."""
+    prev, position, checked = after_hash, after_position, 0
+    for row in rows:
+        position += 1
+        checked += 1
+        if row["position"] != position or row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
+            return ChainWalk(checked, position - 1, prev, position)
+        prev = row["hash"]
+    return ChainWalk(checked, position, prev, None)
+
+
 def first_broken_link(rows: Iterable[Mapping[Any, Any]]) -> int | None:
     """The position of the first event that does not follow from its predecessor, or None."""
-    prev = GENESIS_HASH
-    for expected, row in enumerate(rows, start=1):
-        if row["position"] != expected or row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
-            return expected
-        prev = row["hash"]
-    return None
+    return walk(rows).broken_at
+
+
+def stream_events(conn: sa.Connection, after_position: int = 0,
+                  up_to_position: int | None = None) -> Iterator[Mapping[Any, Any]]:
+    """The events after `after_position` (up to `up_to_position`), in order, a batch at a time."""
+    query = (sa.select(*_VERIFIED_COLUMNS).where(events_table.c.position > after_position)
+             .order_by(events_table.c.position))
+    if up_to_position is not None:
+        query = query.where(events_table.c.position <= up_to_position)
+    for row in conn.execution_options(yield_per=VERIFY_BATCH_ROWS).execute(query):
+        yield row._mapping
+
+
+def event_at(conn: sa.Connection, position: int) -> Mapping[Any, Any] | None:
+    row = conn.execute(sa.select(*_VERIFIED_COLUMNS).where(events_table.c.position == position)).first()
+    return None if row is None else row._mapping
 
 
 class ChainWriter:

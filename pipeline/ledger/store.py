@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from pipeline.keywrap import KeyWrapper
 from pipeline.ledger import dedupe
-from pipeline.ledger.chain import first_broken_link
+from pipeline.ledger.chain import first_broken_link, stream_events
 from pipeline.ledger.digests import IdentityDigests
 from pipeline.ledger.engine import create_ledger_engine, exclusive
 from pipeline.ledger.housekeeping import Housekeeping
@@ -131,7 +131,8 @@ class Ledger:
 
     def verify_chain(self) -> int | None:
         """The position of the first event that does not follow from its predecessor, or None."""
-        return first_broken_link(row._mapping for row in self.events())
+        with self.engine.connect() as conn:  # streamed: memory stays flat however long the chain
+            return first_broken_link(stream_events(conn))
 
 
 def open_ledger(url: str, wrapper: KeyWrapper | None = None) -> Ledger:

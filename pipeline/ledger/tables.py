@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -36,6 +37,18 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return utc(value)
 
 
+class ChainDateTime(UtcDateTime):
+    """A timestamp the hash chain covers, microseconds included: MariaDB and MySQL keep them too
+    (`DATETIME(6)`; their `DATETIME` drops them, and the event would no longer verify)."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return super().load_dialect_impl(dialect)
+
+
 metadata = sa.MetaData()
 
 requests_table = sa.Table(
@@ -45,7 +58,7 @@ requests_table = sa.Table(
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("due_at", UtcDateTime, nullable=False, index=True),
     sa.Column("planned_at", UtcDateTime, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("completed_at", UtcDateTime),
     sa.Column("on_time", sa.Boolean),
     sa.Column("completion_published", sa.Boolean, nullable=False, default=False),
@@ -57,6 +70,14 @@ requests_table = sa.Table(
     sa.Column("reopened", sa.Integer, nullable=False, default=0),
     sa.Column("extension_reason", sa.Text),
 )
+# The desk's list, newest first, a page at a time (keyset on received_at, request_id), whole or by
+# status or channel; deadlines of requests in progress (overdue, due soon). Migration 0007.
+sa.Index("ix_erasure_requests_newest", requests_table.c.received_at, requests_table.c.request_id)
+sa.Index("ix_erasure_requests_status_newest", requests_table.c.status, requests_table.c.received_at,
+         requests_table.c.request_id)
+sa.Index("ix_erasure_requests_channel_newest", requests_table.c.channel, requests_table.c.received_at,
+         requests_table.c.request_id)
+sa.Index("ix_erasure_requests_status_due", requests_table.c.status, requests_table.c.due_at)
 
 systems_table = sa.Table(
     "erasure_system_outcomes", metadata,
@@ -75,6 +96,10 @@ systems_table = sa.Table(
     sa.Column("redrives", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("silent_redrives", sa.Integer, nullable=False, default=0, server_default="0"),
 )
+# Requests by system (the desk's filter) and each system's rows by status, from the index alone (the
+# request id in it: no table row is read). Migration 0007.
+sa.Index("ix_erasure_system_outcomes_system_status", systems_table.c.system, systems_table.c.status,
+         systems_table.c.request_id)
 
 events_table = sa.Table(
     "erasure_events", metadata,
@@ -86,7 +111,7 @@ events_table = sa.Table(
     sa.Column("attempt", sa.Integer),
     sa.Column("status", sa.String(32)),
     sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("recorded_at", ChainDateTime, nullable=False),
     sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
@@ -97,6 +122,20 @@ chain_head_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("last_hash", sa.String(64), nullable=False),
     sa.Column("last_position", sa.BigInteger, nullable=False),
+)
+
+# What `erasure ledger verify` last found intact: the event at `position` and its hash, so the next
+# run starts there. Each checkpoint's hash covers the one before; signed when a ledger key exists.
+checkpoints_table = sa.Table(
+    "erasure_chain_checkpoints", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("event_hash", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("verified_at", UtcDateTime, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128)),
 )
 
 data_keys_table = sa.Table(

@@ -10,7 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline.deadlines import DUE_SOON_WINDOW, deadline_flag
+from pipeline.deadlines import deadline_flag
+from pipeline.ledger import listing
+from pipeline.ledger.listing import Counted, PageCursor, RequestFilter
 from pipeline.ledger.outbox import OutboxFigures, outbox_table
 from pipeline.ledger.tables import (
     chain_head_table,
@@ -22,9 +24,6 @@ from pipeline.ledger.tables import (
 )
 
 ERASED_NOTE = "(text erased)"
-# The channel filter's two sides: requests `erasure sweep` submitted, and everyone else's.
-SWEEP_CHANNEL = "retention"
-PEOPLE_CHANNELS = "people"
 
 
 def note_text(payload: Any, notes: dict[str, str]) -> str | None:
@@ -86,6 +85,15 @@ def request_view(row: sa.Row[Any], systems: Sequence[sa.Row[Any]], now: datetime
     )
 
 
+@dataclass(frozen=True)
+class RequestPage:
+    """A page of the request list: its requests, where the next page starts, how many match."""
+
+    views: list[RequestView]
+    next_cursor: PageCursor | None
+    matching: Counted | None
+
+
 class Views:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -102,28 +110,25 @@ class Views:
 
     def list_requests(self, now: datetime, status: str | None = None, overdue: bool = False,
                       limit: int = 200, due_soon: bool = False, search: str | None = None,
-                      channel: str | None = None) -> list[RequestView]:
-        """Requests, newest first (without their systems); `channel` "people": all but sweeps'."""
-        query = sa.select(requests_table).order_by(requests_table.c.received_at.desc())
-        if status:
-            query = query.where(requests_table.c.status == status)
-        if overdue:
-            query = query.where(requests_table.c.status == "in_progress",
-                                requests_table.c.due_at < now)
-        if due_soon:
-            query = query.where(requests_table.c.status == "in_progress", requests_table.c.due_at >= now,
-                                requests_table.c.due_at <= now + DUE_SOON_WINDOW)
-        if channel == PEOPLE_CHANNELS:
-            query = query.where(sa.or_(requests_table.c.channel.is_(None),
-                                       requests_table.c.channel != SWEEP_CHANNEL))
-        elif channel:
-            query = query.where(requests_table.c.channel == channel)
-        if search:
-            query = query.where(sa.or_(requests_table.c.request_id.startswith(search.strip().lower()),
-                                       requests_table.c.subject_ref == search.strip()))
+                      channel: str | None = None, system: str | None = None,
+                      ) -> list[RequestView]:
+        """Requests, newest first (without their systems): the first page of `request_page`."""
+        filters = RequestFilter(status=status, overdue=overdue, due_soon=due_soon, search=search,
+                                channel=channel, system=system)
+        return self.request_page(now, filters, limit=limit, count_cap=0).views
+
+    def request_page(self, now: datetime, filters: RequestFilter, cursor: PageCursor | None = None,
+                     limit: int = listing.DEFAULT_PAGE_SIZE, count_cap: int = listing.COUNT_CAP,
+                     ) -> RequestPage:
+        """One page of matching requests, newest first, starting after `cursor`; the cursor of the
+        next page (None on the last); the number matching, counted up to `count_cap` (0: not)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(query.limit(limit)).all()
-        return [request_view(row, [], now) for row in rows]
+            rows = conn.execute(listing.page_query(filters, now, cursor, limit)).all()
+            counted = listing.count(conn, filters, now, count_cap) if count_cap > 0 else None
+        shown = rows[:limit]
+        following = (PageCursor(shown[-1].received_at, shown[-1].request_id)
+                     if len(rows) > limit else None)
+        return RequestPage([request_view(row, [], now) for row in shown], following, counted)
 
     def events(self, request_id: str | None = None) -> list[sa.Row[Any]]:
         query = sa.select(events_table).order_by(events_table.c.position)

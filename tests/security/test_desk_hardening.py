@@ -282,4 +282,4 @@ def test_erasure_notes_erase_removes_the_text_and_the_chain_still_verifies(desk:
     assert erased.exit_code == 0 and "1 note(s)" in erased.output
     status = CliRunner().invoke(main, ["status", desk.request_id], env=env)
     assert "many accounts" not in status.output and "(text erased)" in status.output
-    assert CliRunner().invoke(main, ["ledger", "verify"], env=env).output.strip() == "ledger chain intact"
+    assert CliRunner().invoke(main, ["ledger", "verify"], env=env).output.startswith("ledger chain intact")

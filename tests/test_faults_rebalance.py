@@ -8,6 +8,7 @@ joins and leaves the Brevo group three times while requests flow.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.devstack.broker import Broker
+from pipeline.devstack.broker import Broker, find_or_start
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import LocalPipeline
 from pipeline.devstack.probes import wait_until
@@ -33,8 +34,17 @@ PEOPLE = [Person(f"Rebalance Essai{RUN} {i}", f"rebalance.{RUN}.{i}@example.test
 
 
 @pytest.fixture
-def group_pipeline(kafka: Broker, tmp_path: Path) -> Iterator[LocalPipeline]:
-    pipeline = LocalPipeline(tmp_path, kafka.bootstrap, f"sqlite:///{tmp_path / 'ledger.db'}", PEOPLE,
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of this test's own: members other tests' lanes left in the shared broker's Brevo group
+    (killed, never left) would hold up its rebalances on Tansu, which evicts only on session expiry."""
+    broker = find_or_start(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), tmp_path / "broker")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def group_pipeline(own_broker: Broker, tmp_path: Path) -> Iterator[LocalPipeline]:
+    pipeline = LocalPipeline(tmp_path, own_broker.bootstrap, f"sqlite:///{tmp_path / 'ledger.db'}", PEOPLE,
                              extra_env={"ERASURE_CONNECTOR_SOLE_OWNER": "false"})
     yield pipeline.start()
     pipeline.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -252,8 +253,12 @@ def test_clean_exchanges(brevo):
 '''
 
 
-def test_a_contract_broken_during_teardown_fails_the_teardown(pytester: pytest.Pytester) -> None:
+def test_a_contract_broken_during_teardown_fails_the_teardown(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """In a subprocess: the probe breaks the contract on purpose, and this test's recorder is not its."""
+    # The subprocess runs from pytester's own directory: the project's `tests` package must be importable.
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     pytester.makepyfile(test_probe=TEARDOWN_PROBE)
     result = pytester.runpytest_subprocess("-p", "tests.contracts.plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)

@@ -8,10 +8,11 @@ permanent, or auth. Error messages name the system, never the person.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -86,6 +87,34 @@ class Connector(Protocol):
     system: str
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One task of a batch: the person's opened identities and the task's context."""
+
+    subject: SubjectIdentities
+    context: TaskContext
+
+
+@runtime_checkable
+class BatchConnector(Protocol):
+    """A connector that erases many people in few calls or statements.
+
+    `erase_batch` returns one entry per item, in order: the item's result, or the error that
+    ends (or delays) that item alone. An error raised by `erase_batch` itself concerns every
+    item of the batch (the bulk call as a whole was refused, throttled or failed). Batches are
+    at most `max_batch` items; a batch of one must behave exactly like `erase`.
+    """
+
+    system: str
+    max_batch: int
+
+    def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult: ...
+
+    def erase_batch(self, items: Sequence[BatchItem]) -> list[EraseResult | ConnectorError]: ...
 
     def close(self) -> None: ...
 

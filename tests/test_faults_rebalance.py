@@ -51,11 +51,16 @@ def group_pipeline(own_broker: Broker, tmp_path: Path) -> Iterator[LocalPipeline
 
 
 def join_then_leave(bootstrap: str) -> None:
-    """Another member of the Brevo lane's group takes some partitions, then leaves."""
-    intruder = group_consumer(bootstrap, "erasure-connector-brevo", "intruder", 6.0, 1.0)
+    """Another member of the Brevo lane's group takes some partitions, then leaves.
+
+    Tansu does not always act on a LeaveGroup: a departed intruder can stay a member until the
+    coordinator gives up on it, and the next join waits for it up to its rebalance timeout (its
+    max-poll interval). A short one here bounds that wait, well under this function's patience."""
+    intruder = group_consumer(bootstrap, "erasure-connector-brevo", "intruder", 6.0, 1.0,
+                              max_poll_interval_ms=10_000)
     try:
         intruder.subscribe([topics.task_topic("brevo")])
-        wait_until(lambda: intruder.poll(timeout_ms=200) is not None and intruder.assignment(), 60,
+        wait_until(lambda: intruder.poll(timeout_ms=200) is not None and intruder.assignment(), 120,
                    "the intruder's partitions")
     finally:
         intruder.close()

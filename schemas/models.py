@@ -7,7 +7,7 @@ written in PHP or Node validates against exactly what the pipeline accepts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -100,6 +100,10 @@ class Scope(Contract):
 
     systems: list[SystemId] | None = None
     data_categories: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = None
+
+
+# The channel of requests `erasure sweep` makes under the site's own retention rules: nobody asked.
+RETENTION_CHANNEL: Final = "retention"
 
 
 class ErasureRequested(Contract):

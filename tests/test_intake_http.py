@@ -113,6 +113,17 @@ def test_invalid_body_is_422_naming_the_field_not_its_value(intake: Intake) -> N
     assert EMAIL not in response.text
 
 
+def test_a_client_cannot_claim_the_retention_sweeps_channel(intake: Intake) -> None:
+    """`retention` says nobody asked (no identity to verify): only `erasure sweep` may say so."""
+    body = {**intake.body(), "channel": "retention", "verification": "not_applicable"}
+    response = intake.post(body)
+    assert response.status_code == 422
+    problem = response.json()["detail"]
+    assert [tuple(d["loc"]) for d in problem] == [("body", "channel")]
+    assert "erasure sweep" in problem[0]["msg"]
+    assert published(intake, str(body["request_id"])) == []
+
+
 def test_openapi_document_describes_the_contract(intake: Intake) -> None:
     document = httpx.get(f"{intake.url}/openapi.json").json()
     operation = document["paths"]["/v1/erasure-requests"]["post"]

@@ -36,6 +36,7 @@ from pipeline.desk.security import DeskSecurity
 from pipeline.ledger import outbox, receipts_table
 from schemas import ErasureRequested
 from schemas.codec import problem_details
+from schemas.models import RETENTION_CHANNEL
 
 log = logging.getLogger("pipeline.desk.app")  # the name operators know from the logs
 INTAKE_PATH = "/v1/erasure-requests"
@@ -62,6 +63,11 @@ def out_of_bounds(event: ErasureRequested, now: datetime, security: DeskSecurity
         days = round(security.intake_max_age_s / 86400)
         problems.append({"loc": ["body", "received_at"], "type": "received_at_too_old",
                          "msg": f"received_at is more than {days} days ago: submit requests as they arrive"})
+    if event.channel == RETENTION_CHANNEL:
+        problems.append({"loc": ["body", "channel"], "type": "channel_reserved",
+                         "msg": "channel retention is reserved for `erasure sweep` (the site's own "
+                                "retention rules); a person's request uses contact_form, email, http_api, "
+                                "postal or other"})
     if event.subject_ref is not None and not SUBJECT_REF_PATTERN.fullmatch(event.subject_ref):
         problems.append({"loc": ["body", "subject_ref"], "type": "subject_ref_pattern",
                          "msg": "subject_ref is a pseudonym (sr_ and 32 hex digits), never an identity: "

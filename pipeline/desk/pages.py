@@ -25,7 +25,7 @@ from schemas import ErasureRequested
 
 STATUSES = ["in_progress", "completed", "completed_with_holds", "needs_attention", "refused"]
 # The channels a request arrives by: the contract's, and the retention sweep's.
-CHANNELS = list(dict.fromkeys([*get_args(ErasureRequested.model_fields["channel"].annotation), "retention"]))
+CHANNELS = list(get_args(ErasureRequested.model_fields["channel"].annotation))
 PAGE_SIZE = 50
 router = APIRouter()
 

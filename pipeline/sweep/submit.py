@@ -18,8 +18,8 @@ from pipeline.intake import IntakeClient
 from pipeline.ledger.sweeps import SweepLog
 from pipeline.streaming import topics
 from pipeline.sweep.plan import RulePlan
+from schemas.models import RETENTION_CHANNEL
 
-SWEEP_CHANNEL = "retention"
 SWEEP_VERIFICATION = "not_applicable"
 MAX_BATCH = 100
 
@@ -49,7 +49,7 @@ class SweepSubmitter:
             pending = []
             for person in batch:
                 event = self.client.build(person.subject.identities, received_at, person.request_id,
-                                          channel=SWEEP_CHANNEL, verification=SWEEP_VERIFICATION,
+                                          channel=RETENTION_CHANNEL, verification=SWEEP_VERIFICATION,
                                           scope=plan.scope)
                 pending.append(self.client.producer.send(
                     topics.REQUESTS, key=event.request_id.encode(), value=encode(event)))

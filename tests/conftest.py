@@ -12,7 +12,7 @@ import pytest
 from pipeline.devstack.broker import Broker, find_or_start
 
 # Every exchange with a processor fake is checked against contracts/<processor>.openapi.yaml.
-pytest_plugins = ["tests.contracts.plugin"]
+pytest_plugins = ["tests.contracts.plugin", "tests.processors.fixtures"]
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 MARIADB_HOST = os.environ.get("TEST_MARIADB_HOST", "127.0.0.1")
@@ -71,8 +71,7 @@ def postgres_url_module() -> Iterator[str]:
     yield from _postgres_database()
 
 
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
+def _mariadb_database() -> Iterator[str]:
     import pymysql
 
     name = f"erasure_test_{uuid.uuid4().hex[:12]}"
@@ -85,6 +84,16 @@ def mariadb_url() -> Iterator[str]:
         with conn.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    yield from _mariadb_database()
+
+
+@pytest.fixture(scope="module")
+def mariadb_url_module() -> Iterator[str]:
+    yield from _mariadb_database()
 
 
 @pytest.fixture

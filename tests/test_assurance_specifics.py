@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.processors import load_cases
 from tests.processors.common import ProcessorCase
 from tests.test_processors import drive, person
@@ -27,19 +25,6 @@ def test_every_case_has_an_expected_assurance() -> None:
     assert {c.type for c in CASES} == set(EXPECTED)
 
 
-@pytest.fixture(params=CASES, ids=[c.type for c in CASES])
-def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ProcessorCase:
-    chosen: ProcessorCase = request.param
-    for name, value in chosen.secret_env.items():
-        monkeypatch.setenv(name, value)
-    return chosen
-
-
-@pytest.fixture
-def fake(case: ProcessorCase) -> Any:
-    server = case.start_fake()
-    yield server
-    server.stop()
 
 
 def test_an_erasure_says_confirmed_or_accepted(case: ProcessorCase, fake: Any) -> None:

@@ -50,23 +50,6 @@ def add_unanswered(ledger: Ledger) -> None:
     ledger.record(plans, SAME_INSTANT)
 
 
-@pytest.fixture(scope="module")
-def mariadb_url_module() -> Iterator[str]:
-    import pymysql
-
-    from tests.conftest import MARIADB_HOST
-
-    name = f"erasure_test_{uuid.uuid4().hex[:12]}"
-    conn = pymysql.connect(host=MARIADB_HOST, user="root", password="", autocommit=True)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}`")
-        yield f"mysql+pymysql://root@{MARIADB_HOST}:3306/{name}"
-    finally:
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.close()
-
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres", "mariadb"])
 def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:

@@ -8,7 +8,6 @@ job polling through `job_ref`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,19 +28,6 @@ RID = "7d5e3c1a-4b2f-4c8d-9e6f-0a1b2c3d4e5f"
 MAX_POLLS = 10
 
 
-@pytest.fixture(params=CASES, ids=[c.type for c in CASES])
-def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ProcessorCase:
-    chosen: ProcessorCase = request.param
-    for name, value in chosen.secret_env.items():
-        monkeypatch.setenv(name, value)
-    return chosen
-
-
-@pytest.fixture
-def fake(case: ProcessorCase) -> Iterator[Any]:
-    server = case.start_fake()
-    yield server
-    server.stop()
 
 
 def connector(case: ProcessorCase, fake: Any) -> Connector:

@@ -39,19 +39,6 @@ FULL_ACCESS = {"brevo": "ok", "stripe": "ok", "mailchimp": "ok", "mailjet": "ok"
                "ga4": "UNVERIFIED"}
 
 
-@pytest.fixture(params=CASES, ids=[c.type for c in CASES])
-def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ProcessorCase:
-    chosen: ProcessorCase = request.param
-    for name, value in chosen.secret_env.items():
-        monkeypatch.setenv(name, value)
-    return chosen
-
-
-@pytest.fixture
-def fake(case: ProcessorCase) -> Iterator[Any]:
-    server = case.start_fake()
-    yield server
-    server.stop()
 
 
 def check(case: ProcessorCase, fake: Any, **overrides: Any) -> AccessReport:

@@ -43,8 +43,8 @@ def plan(rid: str, systems: tuple[str, ...] = ("site-db", "brevo")) -> ErasurePl
         planned_at=received, targets=[PlannedTarget(system=s, expected_turnaround_s=60) for s in systems])
 
 
-def outcome(rid: str, system: str, status: str = "erased") -> ErasureOutcome:
-    return ErasureOutcome(request_id=rid, system=system, attempt=1, status=status,  # type: ignore[arg-type]
+def outcome(rid: str, system: str, status: str = "erased", attempt: int = 1) -> ErasureOutcome:
+    return ErasureOutcome(request_id=rid, system=system, attempt=attempt, status=status,  # type: ignore[arg-type]
                           occurred_at=NOW)
 
 

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pipeline.deadlines import due_at
 from pipeline.devstack.probes import wait_until
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.ledger.actions import retry_system
 from pipeline.ledger.tables import chain_head_table
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
-from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities
+from schemas import ErasureOutcome, ErasurePlanned
 from tests.fakes.publisher import MemoryPublisher
 from tests.fakes.signers import TestSigners
+from tests.test_aggregator import outcome, plan
 
 NOW = datetime.now(UTC)
 SIGNERS = TestSigners("site-db", "brevo")
@@ -40,18 +40,6 @@ def ledger(postgres_url: str) -> Iterator[Ledger]:
     yield ledger
     ledger.close()
 
-
-def plan(rid: str, systems: tuple[str, ...] = ("site-db", "brevo")) -> ErasurePlanned:
-    received = NOW - timedelta(minutes=1)
-    return ErasurePlanned(
-        request_id=rid, received_at=received, due_at=due_at(received), subject_ref="sr_x",
-        identities=SealedIdentities(alg="secretbox-xsalsa20poly1305", key_id=rid, ciphertext="c2VjcmV0"),
-        planned_at=received, targets=[PlannedTarget(system=s, expected_turnaround_s=60) for s in systems])
-
-
-def outcome(rid: str, system: str, status: str = "erased", attempt: int = 1) -> ErasureOutcome:
-    return ErasureOutcome(request_id=rid, system=system, attempt=attempt, status=status,  # type: ignore[arg-type]
-                          occurred_at=NOW)
 
 
 def one_after_another(url: str, *writers: Callable[[], Any]) -> list[Any]:

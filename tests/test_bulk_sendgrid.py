@@ -130,3 +130,28 @@ def test_a_throttled_delete_raises_retryable_with_the_wait_from_the_reset(
     finally:
         connector.close()
         server.stop()
+
+
+def test_a_throttle_after_a_poll_delays_only_the_tasks_it_concerns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch polling one job and submitting others: the job's answer stands for its task; the
+    search answered 429 delays the fresh tasks (returned, not raised), and no delete is tried."""
+    server = start(limit_per_window=3, window_s=30)
+    connector = make(server, monkeypatch)
+    try:
+        server.add_contact("ana@example.net")
+        server.add_contact("bo@example.net")
+        ana = item("sendgrid", email_only("ana@example.net"), n=1)
+        first = connector.erase(ana.subject, ana.context)
+        assert first.job_ref and first.status == "pending"  # 2 calls (search, delete): 1 left in the window
+        server.finish_jobs()
+        with counted(server) as calls:
+            polled, fresh = connector.erase_batch([
+                item("sendgrid", email_only("ana@example.net"), first.job_ref, 1),
+                item("sendgrid", email_only("bo@example.net"), n=2)])
+        assert isinstance(polled, EraseResult) and polled.status == "erased"
+        assert isinstance(fresh, RetryableError) and fresh.http_status == 429 and fresh.retry_after_s
+        assert total(calls, "GET") == 1 and calls[SEARCH] == 1 and DELETE not in calls
+        assert server.has_contact("bo@example.net")
+    finally:
+        connector.close()
+        server.stop()

@@ -98,18 +98,19 @@ def test_an_errored_job_fails_only_the_people_whose_contacts_are_left(
     assert "bo@" not in str(bo), "the error names the job, never the person"
 
 
-def test_more_than_100_emails_split_the_search_not_the_delete(fake: FakeSendgrid,
-                                                               connector: SendgridConnector) -> None:
-    """A batch over max_batch is split where the vendor bounds it (the search's 100 e-mails); the
-    delete takes every contact found in one call (DeleteContact documents no maximum)."""
+def test_a_batch_over_100_people_is_split_into_searches_and_deletes(fake: FakeSendgrid,
+                                                                     connector: SendgridConnector) -> None:
+    """Split, not refused: searches of at most 100 e-mails (SendGrid's maximum), deletes of at most
+    100 contact ids (our URL bound), one person's contacts never split."""
     emails = [f"p{n}@example.net" for n in range(MAX_SEARCH_EMAILS + 1)]
     for email in emails:
         fake.add_contact(email)
     with counted(fake) as calls:
         outcomes = connector.erase_batch([item("sendgrid", email_only(e), n=n) for n, e in enumerate(emails)])
-    assert calls == {SEARCH: 2, DELETE: 1}
-    assert len({o.job_ref for o in outcomes if isinstance(o, EraseResult)}) == 1
-    assert len(next(iter(fake.jobs.values())).contact_ids) == MAX_SEARCH_EMAILS + 1
+    assert calls == {SEARCH: 2, DELETE: 2}
+    refs = [o.job_ref for o in outcomes if isinstance(o, EraseResult)]
+    assert len(refs) == len(emails) and len(set(refs)) == 2 and refs[-1] != refs[-2]
+    assert sorted(len(job.contact_ids) for job in fake.jobs.values()) == [1, 100]
 
 
 def test_a_throttled_delete_raises_retryable_with_the_wait_from_the_reset(

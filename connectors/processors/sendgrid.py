@@ -17,11 +17,12 @@
    what is left as a new job. Never `erased` while a contact remains.
 
 Batches (`erase_batch`, up to 100 people: the search's documented maximum): the e-mails of
-every fresh task go to one search (per 100 e-mails), the contacts found to ONE delete job,
-and each task is `pending` with that shared job id (`not_found` when none of its e-mails
-matched). Polling reads each distinct job once per batch; an `errored` job is mapped to its
-people by one lookup of all their e-mails: those with a contact left fail, the others are
-erased. A completed job's `deleted_count` (the evidence's records) counts the whole job.
+every fresh task go to one search (per 100 e-mails), the contacts found to ONE delete job
+(past 100 contact ids, a URL bound of ours, the fewest jobs), and each task is `pending`
+with its job id (`not_found` when none of its e-mails matched). Polling reads each distinct
+job once per batch; an `errored` job is mapped to its people by one lookup of all their
+e-mails: those with a contact left fail, the others are erased. A completed job's
+`deleted_count` (the evidence's records) counts the whole job.
 
 Bearer API key. Every response carries X-RateLimit-Limit/Remaining/Reset (the reset
 is epoch seconds on the rate-limits page, seconds left in the erasure spec: `connectors.http`
@@ -49,7 +50,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from connectors.processors.bulk import Calls, Outcome, by_job, one, settle
+from connectors.processors.bulk import Calls, Outcome, by_job, one, pack, settle
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 SEARCH = "/v3/marketing/contacts/search/emails"
@@ -59,6 +60,11 @@ DELETE_ROUTE = "DELETE /v3/marketing/contacts?ids={ids}"
 JOB = "/v3/marketing/contacts/imports/{job_id}"
 JOB_ROUTE = f"GET {JOB}"
 MAX_SEARCH_EMAILS = 100
+# Not a SendGrid limit (DeleteContact documents none): 100 contact ids (UUIDs) keep the DELETE's
+# query string under 4 KB, well within the 8 KB request lines common HTTP front ends accept.
+# A batch's contacts go in one DELETE up to this many, more in the fewest DELETEs (one person's
+# ids never split, however many).
+MAX_DELETE_IDS = 100
 PENDING_STATUSES = frozenset({"pending"})
 PARTIAL = "errored"
 SCOPES = "/v3/scopes"
@@ -90,8 +96,8 @@ class SendgridSettings(BaseModel):
 
 class SendgridConnector:
     # A batch is as many people as one contact search takes: "up to 100" e-mails (ListContactByEmail,
-    # vendor-specs/sendgrid/tsg_mc_contacts_v3.json). DeleteContact documents no maximum of `ids`; a
-    # batch's contacts (100 people, a few e-mails each) keep its query string a few kilobytes long.
+    # vendor-specs/sendgrid/tsg_mc_contacts_v3.json). DeleteContact documents no maximum of `ids`
+    # (see MAX_DELETE_IDS): 100 people with one contact each are one DELETE.
     max_batch = MAX_SEARCH_EMAILS
 
     def __init__(self, system: str, settings: SendgridSettings) -> None:
@@ -140,13 +146,15 @@ class SendgridConnector:
                                               evidence=Evidence(http_status=404, records_affected=0))
             else:
                 to_delete[index] = ids
-        if to_delete:
-            all_ids = list(dict.fromkeys(i for ids in to_delete.values() for i in ids))
-            created = calls.run(partial(self._delete, all_ids))
-            for index, ids in to_delete.items():
+        for group in pack([(index, min(len(ids), MAX_DELETE_IDS)) for index, ids in to_delete.items()],
+                          MAX_DELETE_IDS):
+            group_ids = list(dict.fromkeys(i for index in group for i in to_delete[index]))
+            created = calls.run(partial(self._delete, group_ids))
+            for index in group:
                 outcomes[index] = created if isinstance(created, ConnectorError) else EraseResult(
                     status="pending", job_ref=created, poll_after_s=self.settings.poll_after_s,
-                    evidence=Evidence(reference=created[:200], http_status=202, records_affected=len(ids)))
+                    evidence=Evidence(reference=created[:200], http_status=202,
+                                      records_affected=len(to_delete[index])))
         return settle(self.system, outcomes)
 
     def _lookup(self, emails: list[str]) -> dict[str, str]:

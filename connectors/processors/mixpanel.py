@@ -28,6 +28,13 @@ multiple weeks to process"). Polling `GET .../v3.0/{task_id}?token=` reads
 A task takes at most 1,999 distinct_ids (Mixpanel's documented deletion limit); a
 person with more is a permanent error before any call.
 
+Batches (`erase_batch`): one deletion task carries the distinct_ids of every fresh erasure
+of the batch (more than 1,999 are split into several tasks), each erasure `pending` with
+the shared task id; at Mixpanel's 1 request a second this turns a backlog of N people
+from N seconds of calls into one. Polling reads each distinct task once per batch; a task
+succeeds or fails whole, so its status is every erasure's it serves, and the erasures of
+a lost task (NOT_FOUND) are submitted again together.
+
 `cancel(task_id)` sends `DELETE .../v3.0/{task_id}?token=` (204) for an operator who
 must withdraw a request. Mixpanel allows 1 request a second on these APIs and answers
 429 beyond, with no documented header: `connectors.http` then backs off with jitter
@@ -38,6 +45,8 @@ query string, so errors name route templates only, never URLs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import requests
@@ -46,6 +55,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
+    BatchItem,
+    ConnectorError,
     EraseResult,
     PermanentError,
     RetryableError,
@@ -55,6 +66,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
+from connectors.processors.bulk import Calls, Outcome, by_job, one, pack, settle
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 log = logging.getLogger(__name__)
@@ -88,7 +100,15 @@ class MixpanelSettings(BaseModel):
         default=900.0, gt=0, description="Wait before asking again about a task Mixpanel could not locate")
 
 
+def _distinct_ids(subject: SubjectIdentities) -> list[str]:
+    return list(dict.fromkeys(identities_of(subject, "user_id")))
+
+
 class MixpanelConnector:
+    # "up to 1999 distinct_ids per request" (Mixpanel's GDPR API reference, batch limits table;
+    # vendor-specs/mixpanel/SOURCE.md fact 8): one deletion task per batch of that many.
+    max_batch = MAX_DISTINCT_IDS
+
     def __init__(self, system: str, settings: MixpanelSettings) -> None:
         self.system = system
         self.settings = settings
@@ -105,24 +125,61 @@ class MixpanelConnector:
                                     params={"token": self._project_token}, **kwargs)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        distinct_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
-        if context.job_ref:
-            return self._poll(context.job_ref, distinct_ids)
-        if not distinct_ids:
-            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-        return self._submit(distinct_ids)
+        return one(self.erase_batch([BatchItem(subject, context)]))
 
-    def _submit(self, distinct_ids: list[str]) -> EraseResult:
-        if len(distinct_ids) > MAX_DISTINCT_IDS:
-            raise PermanentError(self.system, f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
+    def erase_batch(self, items: Sequence[BatchItem]) -> list[EraseResult | ConnectorError]:
+        """One GET per distinct task polled, then one deletion task for every distinct_id to submit
+        (fresh tasks and those whose task Mixpanel lost), split only past MAX_DISTINCT_IDS."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        calls = Calls()
+        submit: list[tuple[int, list[str]]] = []
+        for task_id, indices in by_job(items).items():
+            answer = calls.run(partial(self._read, task_id))
+            lost = not isinstance(answer, ConnectorError) and answer[0] == "NOT_FOUND"
+            if lost:
+                log.warning("%s: deletion task %s cannot be found; submitting a new one",
+                            self.system, task_id)
+            for index in indices:
+                distinct_ids = _distinct_ids(items[index].subject)
+                if isinstance(answer, ConnectorError):
+                    outcomes[index] = answer
+                elif not lost:
+                    outcomes[index] = self._polled(task_id, *answer)
+                elif distinct_ids:
+                    submit.append((index, distinct_ids))
+                else:
+                    outcomes[index] = PermanentError(self.system, f"deletion task {task_id} was lost and no "
+                                                                  "distinct id is left to submit again")
+        for index, item in enumerate(items):
+            if item.context.job_ref:
+                continue
+            distinct_ids = _distinct_ids(item.subject)
+            if not distinct_ids:  # nothing this connector can name
+                outcomes[index] = EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+            elif len(distinct_ids) > MAX_DISTINCT_IDS:
+                outcomes[index] = PermanentError(self.system,
+                                                 f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
+            else:
+                submit.append((index, distinct_ids))
+        wanted = dict(submit)
+        for group in pack([(index, len(ids)) for index, ids in submit], MAX_DISTINCT_IDS):
+            distinct_ids = list(dict.fromkeys(i for index in group for i in wanted[index]))
+            created = calls.run(partial(self._submit, distinct_ids))
+            for index in group:
+                outcomes[index] = created if isinstance(created, ConnectorError) else EraseResult(
+                    status="pending", job_ref=created[0], poll_after_s=self.settings.poll_after_s,
+                    evidence=Evidence(reference=created[0][:200], http_status=created[1],
+                                      records_affected=len(wanted[index])))
+        return settle(self.system, outcomes)
+
+    def _submit(self, distinct_ids: list[str]) -> tuple[str, int]:
+        """One deletion task for these distinct_ids: (task id, HTTP status)."""
         response = self._call("POST", TASKS,
                               json={"distinct_ids": distinct_ids,
                                     "compliance_type": self.settings.compliance_type})
         body = json_answer(response, self.system, CREATE_ROUTE)
         task_id = self._created_task_id(body.get("results") if isinstance(body, dict) else None)
-        return EraseResult(status="pending", job_ref=str(task_id), poll_after_s=self.settings.poll_after_s,
-                           evidence=Evidence(reference=str(task_id)[:200], http_status=response.status_code,
-                                             records_affected=len(distinct_ids)))
+        return task_id, response.status_code
 
     def _created_task_id(self, results: Any) -> str:
         """The task id from `results.task_id` (the spec) or `results[].tracking_id` (the docs' example)."""
@@ -141,33 +198,30 @@ class MixpanelConnector:
                                               "one deletion: cannot tell which to poll")
         return ids[0]
 
-    def _poll(self, task_id: str, distinct_ids: list[str]) -> EraseResult:
+    def _read(self, task_id: str) -> tuple[str, int]:
+        """The task's `results.status` and the HTTP status."""
         response = self._call("GET", TASK, task_id)
         body = json_answer(response, self.system, POLL_ROUTE)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, dict):
             raise PermanentError(self.system, f"no results object in the answer from {POLL_ROUTE}")
-        status = str(results.get("status", ""))
-        evidence = Evidence(reference=task_id[:200], http_status=response.status_code)
+        return str(results.get("status", "")), response.status_code
+
+    def _polled(self, task_id: str, status: str, http_status: int) -> Outcome:
+        """What the task's status means for each erasure it serves (a task succeeds or fails whole)."""
+        evidence = Evidence(reference=task_id[:200], http_status=http_status)
         if status in RUNNING:
             return EraseResult(status="pending", job_ref=task_id, poll_after_s=self.settings.poll_after_s,
                                evidence=evidence)
         if status == "SUCCESS":  # Mixpanel's task status says it is done
             return EraseResult(status="erased", evidence=evidence.model_copy(update={
                 "assurance": "confirmed", "residual": [ResidualData(what=TASK_RECORD)]}))
-        if status == "NOT_FOUND":
-            if not distinct_ids:
-                raise PermanentError(self.system, f"deletion task {task_id} was lost and no distinct id "
-                                                  "is left to submit again")
-            log.warning("%s: deletion task %s cannot be found; submitting a new one", self.system, task_id)
-            return self._submit(distinct_ids)
         if status == "UNKNOWN":
-            raise RetryableError(self.system, f"Mixpanel could not locate deletion task {task_id} (UNKNOWN)",
-                                 retry_after_s=self.settings.lookup_retry_after_s,
-                                 http_status=response.status_code)
+            return RetryableError(self.system, f"Mixpanel could not locate deletion task {task_id} (UNKNOWN)",
+                                  retry_after_s=self.settings.lookup_retry_after_s, http_status=http_status)
         if status in FAILED:
-            raise PermanentError(self.system, f"deletion task {task_id} ended {status}")
-        raise PermanentError(self.system, f"deletion task {task_id} has unknown status {status!r:.30}")
+            return PermanentError(self.system, f"deletion task {task_id} ended {status}")
+        return PermanentError(self.system, f"deletion task {task_id} has unknown status {status!r:.30}")
 
     def cancel(self, task_id: str) -> None:
         """Withdraw a deletion task that has not run yet (Mixpanel then reports it REVOKED)."""

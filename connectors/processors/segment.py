@@ -25,12 +25,20 @@ Not found: Segment cannot tell. A regulation for an unknown userId runs and fini
 like any other, so an unknown person ends `erased` (the suppression applies to future
 data anyway). Device-mode destinations are outside Segment's reach.
 
+Batches (`erase_batch`): one regulation carries the user ids of every fresh task of the
+batch (Segment takes up to 5,000 per call; more are split into several regulations), and
+each task is `pending` with that shared regulate id. Polling reads each distinct regulation
+once per batch; its status is the same for every task it serves (Segment reports per
+destination, never per user id, so a PARTIAL_SUCCESS fails every task of the regulation).
+
 Bearer token. 429 carries Retry-After (whole seconds); 200s carry X-RateLimit-Reset
 as an RFC 5322 date: both read by `connectors.http`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from connectors.access import AccessReport
 from connectors.auth import BearerTokenAuth
 from connectors.base import (
+    BatchItem,
+    ConnectorError,
     EraseResult,
     PermanentError,
     TaskContext,
@@ -46,6 +56,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
+from connectors.processors.bulk import Calls, Outcome, by_job, one, pack, settle
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 REGULATIONS = "/regulations"
@@ -103,7 +114,15 @@ def _listed(unfinished: list[str]) -> str:
     return "; ".join(listed) + (f" and {more} more" if more else "")
 
 
+def _user_ids(subject: SubjectIdentities) -> list[str]:
+    return list(dict.fromkeys(identities_of(subject, "user_id")))
+
+
 class SegmentConnector:
+    # Segment's Public API takes "up to 5,000 userIds per Public API call" (shared/reference
+    # processor_apis.md §2.8 and dsr_landscape.md, from segment-docs): one regulation per batch.
+    max_batch = MAX_SUBJECT_IDS
+
     def __init__(self, system: str, settings: SegmentSettings) -> None:
         self.system = system
         self.settings = settings
@@ -113,44 +132,83 @@ class SegmentConnector:
                                        timeout_s=settings.timeout_s, secret_env=settings.token_env)
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        if context.job_ref:
-            return self._poll(context.job_ref, subject)
-        user_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
-        if not user_ids:
-            return EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-        return self._create(user_ids)
+        return one(self.erase_batch([BatchItem(subject, context)]))
 
-    def _create(self, user_ids: list[str], note: str = "") -> EraseResult:
-        if len(user_ids) > MAX_SUBJECT_IDS:
-            raise PermanentError(self.system, f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
+    def erase_batch(self, items: Sequence[BatchItem]) -> list[EraseResult | ConnectorError]:
+        """One GET per distinct regulation polled, then one regulation for every user id to submit
+        (fresh tasks and those whose regulation Segment forgot), split only past MAX_SUBJECT_IDS."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        calls = Calls()
+        submit: list[tuple[int, list[str], str]] = []  # (item, its user ids, evidence note)
+        for regulate_id, indices in by_job(items).items():
+            answer = calls.run(partial(self._read, regulate_id))
+            for index in indices:
+                if answer is not None:
+                    outcomes[index] = (answer if isinstance(answer, ConnectorError)
+                                       else self._polled(regulate_id, *answer))
+                    continue
+                user_ids = _user_ids(items[index].subject)  # forgotten after 90 days: submit again
+                if not user_ids:
+                    outcomes[index] = PermanentError(self.system, f"regulation {regulate_id} is unknown "
+                                                     "to Segment and no user id is left to submit again")
+                else:
+                    submit.append((index, user_ids, f" (replaces {regulate_id}, forgotten by Segment)"))
+        for index, item in enumerate(items):
+            if item.context.job_ref:
+                continue
+            user_ids = _user_ids(item.subject)
+            if not user_ids:  # nothing this connector can name
+                outcomes[index] = EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+            elif len(user_ids) > MAX_SUBJECT_IDS:
+                outcomes[index] = PermanentError(self.system,
+                                                 f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
+            else:
+                submit.append((index, user_ids, ""))
+        wanted = {index: (user_ids, note) for index, user_ids, note in submit}
+        for group in pack([(index, len(user_ids)) for index, user_ids, _ in submit], MAX_SUBJECT_IDS):
+            subject_ids = list(dict.fromkeys(u for index in group for u in wanted[index][0]))
+            created = calls.run(partial(self._create, subject_ids))
+            for index in group:
+                outcomes[index] = created if isinstance(created, ConnectorError) else self._submitted(
+                    *created, len(wanted[index][0]), wanted[index][1])
+        return settle(self.system, outcomes)
+
+    def _create(self, subject_ids: list[str]) -> tuple[str, int]:
+        """One regulation for these user ids: (regulate id, HTTP status)."""
         response = self._client.request(
             "POST", REGULATIONS, json={"regulationType": self.settings.regulation_type,
-                                       "subjectType": "USER_ID", "subjectIds": user_ids})
+                                       "subjectType": "USER_ID", "subjectIds": subject_ids})
         body = json_answer(response, self.system, CREATE_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulate_id = data.get("regulateId") if isinstance(data, dict) else None
         if not regulate_id:
             raise PermanentError(self.system, f"no data.regulateId in the answer from {CREATE_ROUTE}")
-        return EraseResult(
-            status="pending", job_ref=str(regulate_id), poll_after_s=self.settings.poll_after_s,
-            evidence=Evidence(reference=f"{regulate_id}{note}"[:200], http_status=response.status_code,
-                              records_affected=len(user_ids)))
+        return str(regulate_id), response.status_code
 
-    def _poll(self, regulate_id: str, subject: SubjectIdentities) -> EraseResult:
+    def _submitted(self, regulate_id: str, http_status: int, user_ids: int, note: str) -> EraseResult:
+        return EraseResult(
+            status="pending", job_ref=regulate_id, poll_after_s=self.settings.poll_after_s,
+            evidence=Evidence(reference=f"{regulate_id}{note}"[:200], http_status=http_status,
+                              records_affected=user_ids))
+
+    def _read(self, regulate_id: str) -> tuple[dict[str, Any], int] | None:
+        """The regulation and the HTTP status; None when Segment forgot it (404 after 90 days: its
+        result is unknown, not bad)."""
         response = self._client.request("GET", REGULATION, {"id": regulate_id}, return_statuses=(404,))
-        if response.status_code == 404:  # forgotten after 90 days: its result is unknown, not bad
-            user_ids = list(dict.fromkeys(identities_of(subject, "user_id")))
-            if not user_ids:
-                raise PermanentError(self.system, f"regulation {regulate_id} is unknown to Segment and no "
-                                                  "user id is left to submit again")
-            return self._create(user_ids, f" (replaces {regulate_id}, forgotten by Segment)")
+        if response.status_code == 404:
+            return None
         body = json_answer(response, self.system, POLL_ROUTE)
         data = body.get("data") if isinstance(body, dict) else None
         regulation = data.get("regulation") if isinstance(data, dict) else None
         if not isinstance(regulation, dict):
             raise PermanentError(self.system, f"no data.regulation in the answer from {POLL_ROUTE}")
+        return regulation, response.status_code
+
+    def _polled(self, regulate_id: str, regulation: dict[str, Any], http_status: int) -> Outcome:
+        """What the regulation's status means for each task it serves (all of them alike: Segment
+        reports per destination, never per user id)."""
         status = str(regulation.get("overallStatus", ""))
-        evidence = Evidence(reference=regulate_id[:200], http_status=response.status_code)
+        evidence = Evidence(reference=regulate_id[:200], http_status=http_status)
         if status in RUNNING:
             return EraseResult(status="pending", job_ref=regulate_id, poll_after_s=self.settings.poll_after_s,
                                evidence=evidence)
@@ -161,11 +219,11 @@ class SegmentConnector:
                 update={"assurance": "confirmed", "residual": residual}))
         if status == "PARTIAL_SUCCESS":
             held_by = _listed(unfinished_destinations(regulation))
-            raise PermanentError(self.system, f"regulation {regulate_id} ended PARTIAL_SUCCESS: data is "
-                                              f"still held by destinations {held_by}")
+            return PermanentError(self.system, f"regulation {regulate_id} ended PARTIAL_SUCCESS: data is "
+                                               f"still held by destinations {held_by}")
         if status in FAILED:
-            raise PermanentError(self.system, f"regulation {regulate_id} ended {status}")
-        raise PermanentError(self.system, f"regulation {regulate_id} has unknown status {status!r:.30}")
+            return PermanentError(self.system, f"regulation {regulate_id} ended {status}")
+        return PermanentError(self.system, f"regulation {regulate_id} has unknown status {status!r:.30}")
 
     def check(self) -> AccessReport:
         """`GET /regulations` (one per page): the token may read the workspace's regulations. Whether

@@ -3,8 +3,9 @@
 `Authorization: Bearer <key>` (401 `authorization required` otherwise).
 `POST /v3/marketing/contacts/search/emails` {"emails"} answers 200
 {"result": {email: {"contact": {...}} | {"error": "..."}}}, or 404 when no e-mail
-matches. `DELETE /v3/marketing/contacts?ids=a,b` answers 202 {"job_id"}; the
-contacts stay until the job completes. `GET /v3/marketing/contacts/imports/{id}`
+matches, 400 beyond 100 e-mails. `DELETE /v3/marketing/contacts?ids=a,b` (one `ids`,
+comma-separated: a repeated `ids` is a 400) answers 202 {"job_id"}; the contacts stay until
+the job completes. `GET /v3/marketing/contacts/imports/{id}`
 gives the job: `pending` until `polls_to_complete` polls have been made (None:
 only `finish_jobs()` ends it), then `completed` with `results.deleted_count`, or
 `errored` with `results.errors_url` when `fail_next_job()` was called. Contacts in
@@ -33,6 +34,7 @@ from typing import Any, Literal
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
 
+MAX_SEARCH_EMAILS = 100
 TOO_MANY = {"errors": [{"field": None, "message": "too many requests"}]}
 
 
@@ -155,6 +157,8 @@ class FakeSendgrid(FakeProcessor):
             emails = (body or {}).get("emails")
             if not isinstance(emails, list) or not emails:
                 return Reply(400, errors("emails is required", "emails"))
+            if len(emails) > MAX_SEARCH_EMAILS:  # "retrieve up to 100 contacts" (ListContactByEmail)
+                return Reply(400, errors(f"at most {MAX_SEARCH_EMAILS} emails", "emails"))
             result: dict[str, Any] = {}
             found = False
             for email in emails:
@@ -170,8 +174,9 @@ class FakeSendgrid(FakeProcessor):
         if method == "DELETE" and path == "/v3/marketing/contacts":
             if query.get("delete_all_contacts"):
                 return Reply(400, errors("the fake refuses delete_all_contacts", "delete_all_contacts"))
-            raw = ",".join(query.get("ids", []))
-            ids = [i for i in raw.split(",") if i]
+            if len(query.get("ids", [])) > 1:  # one `ids` parameter, "a comma-separated list" (DeleteContact)
+                return Reply(400, errors("ids must be one comma-separated list", "ids"))
+            ids = [i for i in ",".join(query.get("ids", [])).split(",") if i]
             if not ids:
                 return Reply(400, errors("ids or delete_all_contacts is required", "ids"))
             job = Job(id=str(uuid.uuid4()), contact_ids=ids)

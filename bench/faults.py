@@ -170,6 +170,74 @@ class DeskProbe(threading.Thread):
                 pass
 
 
+READY_MARKERS = {"worker": "Worker]: Ready", "desk": None}  # the desk: its first answer to the probe
+CONNECTOR_READY = "assigned"
+
+
+class StartupWatch(threading.Thread):
+    """Times each restart of a lane: from the supervisor's spawn to the process's first log line (the
+    interpreter started and the CLI's imports done), and to ready (the worker's "Ready", a connector's
+    partitions assigned, the desk's first answer), with the CPU seconds the process had used then."""
+
+    def __init__(self, pipeline: LocalPipeline, desk: DeskProbe) -> None:
+        super().__init__(daemon=True, name="startup-watch")
+        self.pipeline, self.desk = pipeline, desk
+        self.stopping = threading.Event()
+        self.known = {name: process.pid for name, process in pipeline.processes.items()}
+        self.pending: dict[int, dict[str, Any]] = {}  # pid -> what is known of its start so far
+        self.starts: list[dict[str, Any]] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.25):
+            for name, process in list(self.pipeline.processes.items()):
+                if self.known.get(name) != process.pid:
+                    self.known[name] = process.pid
+                    self.pending[process.pid] = {
+                        "lane": name, "spawned_at": self.pipeline.supervisor.started_at[name],
+                        "offset": self.pipeline.supervisor.log_size(name), "first_line_s": None}
+            for pid, start in list(self.pending.items()):
+                self.look(pid, start)
+
+    def look(self, pid: int, start: dict[str, Any]) -> None:
+        now, lane = time.time(), start["lane"]
+        cpu = procstats_cpu_s(pid)
+        if cpu is None or self.known.get(lane) != pid:  # gone before it was ready
+            del self.pending[pid]
+            return
+        text = self.pipeline.supervisor.log_path(lane).read_text(errors="replace")[start["offset"]:]
+        if text and start["first_line_s"] is None:
+            start["first_line_s"] = round(now - start["spawned_at"], 1)
+        marker = READY_MARKERS.get(lane, CONNECTOR_READY)
+        ready = (marker in text) if marker else any(a > start["spawned_at"] for a in self.desk.answers)
+        if ready:
+            self.starts.append({"lane": lane, "first_line_s": start["first_line_s"],
+                                "ready_s": round(now - start["spawned_at"], 1), "cpu_at_ready_s": cpu})
+            del self.pending[pid]
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """Per lane: restarts timed, and the median and worst of each phase."""
+        out: dict[str, dict[str, Any]] = {}
+        for lane in sorted({s["lane"] for s in self.starts}):
+            mine = [s for s in self.starts if s["lane"] == lane]
+            out[lane] = {"restarts_timed": len(mine)}
+            for key in ("first_line_s", "ready_s", "cpu_at_ready_s"):
+                values = sorted(s[key] for s in mine if s[key] is not None)
+                if values:
+                    out[lane][key] = {"median": values[len(values) // 2], "max": values[-1]}
+        return out
+
+
+def procstats_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def schedule(rng: random.Random, count: int, lanes: list[str], publish_s: float) -> list[tuple[float, str]]:
     """`count` (seconds after publishing starts, lane) pairs, in order."""
     window = (WARMUP_S, publish_s - QUIET_TAIL_S)
@@ -249,10 +317,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     supervision = threading.Thread(target=pipeline.supervisor.supervise,
                                    args=(supervising.is_set, 0.5, keeper), daemon=True, name="supervisor")
     publisher: Publisher | None = None
+    watch: StartupWatch | None = None
     try:
         pipeline.start(desk=True)
         supervision.start()
         desk.start()
+        watch = StartupWatch(pipeline, desk)
+        watch.start()
         publish_s = args.requests / args.rate
         lanes = sorted(args.lanes or pipeline.processes)
         if unknown := set(lanes) - set(pipeline.processes):
@@ -270,6 +341,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         finished_at = wait_final(ledger_url, published, args.timeout_s)
         publisher.stopping.set()
         desk.stopping.set()
+        watch.stopping.set()
         checks = [fault_checks.final_states(ledger_url, published),
                   fault_checks.exactly_once(ledger_url, published),
                   fault_checks.chain(ledger_url)]
@@ -291,11 +363,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "publish_s": round(publish_s, 1),
             "all_final_after_s": round(finished_at - publisher.start_at, 1),
             "supervisor_restarts": supervisor_restarts(pipeline.logs / "supervisor.log"),
-            "lanes": lanes_report, "checks": [asdict(c) for c in checks],
+            "lanes": lanes_report, "startup": watch.figures(), "checks": [asdict(c) for c in checks],
             "passed": all(c.passed for c in checks), "work_dir": str(work),
         }
     finally:
         desk.stopping.set()
+        if watch is not None:
+            watch.stopping.set()
         if publisher is not None:
             publisher.stopping.set()
         supervising.set()
@@ -324,6 +398,10 @@ def summary(result: dict[str, Any]) -> str:
                      f"{figures['worst_resume_s']} s"
                      + (f", after the broker's returns {figures['resume_after_broker_return_s']} s"
                         if figures["resume_after_broker_return_s"] else ""))
+    for lane, figures in result["startup"].items():
+        lines.append(f"  {lane:<20} start-up over {figures['restarts_timed']} restarts (median, max): "
+                     + ", ".join(f"{key} {figures[key]['median']}, {figures[key]['max']}"
+                                 for key in ("first_line_s", "ready_s", "cpu_at_ready_s") if key in figures))
     for check in result["checks"]:
         lines.append(f"  [{'PASS' if check['passed'] else 'FAIL'}] {check['name']}: {check['detail']}")
     return "\n".join(lines)

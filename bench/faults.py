@@ -56,8 +56,8 @@ from pipeline.streaming import topics  # noqa: E402
 
 WARMUP_S = 5.0  # no kill before the first requests are under way
 QUIET_TAIL_S = 10.0  # nor in the last seconds of publishing: every lane has work after its last kill
-REPUBLISH_AFTER_S = 20.0  # a request the ledger does not show planned by then is published again
-REPUBLISH_CAP_S = 80.0  # (then after 40, 80, 80... s)
+REPUBLISH_AFTER_S = 30.0  # a request the ledger does not show planned by then is published again
+REPUBLISH_CAP_S = 120.0  # (then after 60, 120, 120... s), as the HTTP intake's relay does
 SUBMIT_TIMEOUT_S = 60.0  # one publish waits this long for the broker's acknowledgement (it may be down)
 
 
@@ -186,9 +186,12 @@ class StartupWatch(threading.Thread):
         self.known = {name: process.pid for name, process in pipeline.processes.items()}
         self.pending: dict[int, dict[str, Any]] = {}  # pid -> what is known of its start so far
         self.starts: list[dict[str, Any]] = []
+        self.cut_short: dict[str, int] = {}  # lane -> starts killed (or exited) before they were ready
+        self.load_1m: list[float] = []  # the machine's load average, sampled: start-up waits for CPU
 
     def run(self) -> None:
         while not self.stopping.wait(0.25):
+            self.load_1m.append(os.getloadavg()[0])
             for name, process in list(self.pipeline.processes.items()):
                 if self.known.get(name) != process.pid:
                     self.known[name] = process.pid
@@ -203,6 +206,7 @@ class StartupWatch(threading.Thread):
         cpu = procstats_cpu_s(pid)
         if cpu is None or self.known.get(lane) != pid:  # gone before it was ready
             del self.pending[pid]
+            self.cut_short[lane] = self.cut_short.get(lane, 0) + 1
             return
         text = self.pipeline.supervisor.log_path(lane).read_text(errors="replace")[start["offset"]:]
         if text and start["first_line_s"] is None:
@@ -217,14 +221,20 @@ class StartupWatch(threading.Thread):
     def figures(self) -> dict[str, dict[str, Any]]:
         """Per lane: restarts timed, and the median and worst of each phase."""
         out: dict[str, dict[str, Any]] = {}
-        for lane in sorted({s["lane"] for s in self.starts}):
+        for lane in sorted({s["lane"] for s in self.starts} | set(self.cut_short)):
             mine = [s for s in self.starts if s["lane"] == lane]
-            out[lane] = {"restarts_timed": len(mine)}
+            out[lane] = {"restarts_timed": len(mine), "killed_before_ready": self.cut_short.get(lane, 0)}
             for key in ("first_line_s", "ready_s", "cpu_at_ready_s"):
                 values = sorted(s[key] for s in mine if s[key] is not None)
                 if values:
                     out[lane][key] = {"median": values[len(values) // 2], "max": values[-1]}
         return out
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    ordered = sorted(values)
+    return {"min": round(ordered[0], 1), "median": round(ordered[len(ordered) // 2], 1),
+            "max": round(ordered[-1], 1)} if ordered else None
 
 
 def procstats_cpu_s(pid: int) -> float | None:
@@ -363,7 +373,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "publish_s": round(publish_s, 1),
             "all_final_after_s": round(finished_at - publisher.start_at, 1),
             "supervisor_restarts": supervisor_restarts(pipeline.logs / "supervisor.log"),
-            "lanes": lanes_report, "startup": watch.figures(), "checks": [asdict(c) for c in checks],
+            "lanes": lanes_report, "startup": watch.figures(), "load_average_1m": spread(watch.load_1m),
+            "checks": [asdict(c) for c in checks],
             "passed": all(c.passed for c in checks), "work_dir": str(work),
         }
     finally:
@@ -391,7 +402,8 @@ def summary(result: dict[str, Any]) -> str:
              f"(back after {result['broker_back_after_s']} s; {result['republished']} republished) "
              f"(seed {result['seed']}, broker {result['broker']}, connectors as {result['connectors']}); "
              f"all final {result['all_final_after_s']} s after publishing began",
-             f"supervisor restarts: {result['supervisor_restarts']}"]
+             f"supervisor restarts: {result['supervisor_restarts']}; "
+             f"machine load average (1 min): {result['load_average_1m']}"]
     for lane, figures in result["lanes"].items():
         lines.append(f"  {lane:<20} kills {figures['kills']:>3}  next work after last kill "
                      f"{figures['resume_after_last_kill_s']} s, worst after any kill "
@@ -399,7 +411,8 @@ def summary(result: dict[str, Any]) -> str:
                      + (f", after the broker's returns {figures['resume_after_broker_return_s']} s"
                         if figures["resume_after_broker_return_s"] else ""))
     for lane, figures in result["startup"].items():
-        lines.append(f"  {lane:<20} start-up over {figures['restarts_timed']} restarts (median, max): "
+        lines.append(f"  {lane:<20} start-up over {figures['restarts_timed']} restarts "
+                     f"({figures['killed_before_ready']} more killed before ready) (median, max): "
                      + ", ".join(f"{key} {figures[key]['median']}, {figures[key]['max']}"
                                  for key in ("first_line_s", "ready_s", "cpu_at_ready_s") if key in figures))
     for check in result["checks"]:
@@ -414,7 +427,9 @@ def configure_logging(work: Path) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("pipeline.devstack.supervisor", "pipeline.devstack.broker", "faults"):
         logging.getLogger(name).addHandler(handler)
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every refused connection while the broker is down as an error; the renewing
+    # producer's warnings say what matters (a send failed, sent again).
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

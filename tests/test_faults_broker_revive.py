@@ -1,14 +1,20 @@
 """The embedded broker dies under `erasure up`'s supervision: it is started again, with the topics.
 
-`erasure up` runs `Supervisor.supervise` with a `BrokerKeeper` at each turn; so does this test, over
-the real pipeline's processes and a broker of its own (killing the session's broker would break the
-other tests). The broker is killed with SIGKILL; it comes back on the same port, empty, the keeper
-creates the pipeline's topics, and a request published afterwards completes.
+`erasure up` runs `Supervisor.supervise` with a `BrokerKeeper` at each turn; so does the second test,
+over the real pipeline's processes and a broker of its own (killing the session's broker would break
+the other tests). The broker is killed with SIGKILL; it comes back on the same port, empty, the
+keeper creates the pipeline's topics, and a request published afterwards completes. The last test
+does the same to a real `erasure up`, as an operator would see it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,8 +22,9 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient
 
-from pipeline.devstack.broker import Broker, BrokerKeeper, start_tansu
+from pipeline.devstack.broker import Broker, BrokerKeeper, free_port, start_tansu
 from pipeline.devstack.demo import Person
 from pipeline.kafka_clients import ensure_topics
 from pipeline.streaming import topics
@@ -109,3 +116,73 @@ def test_a_killed_broker_comes_back_with_its_topics_and_a_later_request_complete
         if supervision.is_alive():
             supervision.join(10)
         pipeline.stop()
+
+
+def tansu_children(pid: int) -> list[int]:
+    """The embedded brokers `erasure up` (process `pid`) started: its children running tansu."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == pid and b"tansu" in command.split(b"\0")[0]:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(420)
+def test_erasure_up_starts_its_killed_broker_again_and_a_later_request_completes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") and not k.startswith("ERASURE_")}
+    env["ERASURE_DESK_PORT"] = str(free_port())
+    log_path = tmp_path / "up.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
+
+    def erasure(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up"], cwd=tmp_path, env=env,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "erasure pipeline up" in log_path.read_text(errors="replace"), 180, "erasure up")
+        bootstrap = json.loads((tmp_path / ".erasure" / "broker.json").read_text())["bootstrap"]
+        brokers = tansu_children(up.pid)
+        assert len(brokers) == 1, brokers
+        os.kill(brokers[0], signal.SIGKILL)
+        wait_until(lambda: "the embedded broker is back on" in log_path.read_text(errors="replace"), 60,
+                   "erasure up to start its broker again")
+        revived = tansu_children(up.pid)
+        assert len(revived) == 1 and revived != brokers
+        assert json.loads((tmp_path / ".erasure" / "broker.json").read_text())["bootstrap"] == bootstrap
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            assert {topics.REQUESTS, topics.OUTCOMES, topics.COMPLETED} <= set(admin.list_topics())
+        finally:
+            admin.close()
+
+        submitted = erasure("submit", "--email", "bruno.dupont@example.org")
+        assert submitted.returncode == 0, submitted.stderr
+        request_id = submitted.stdout.strip()
+
+        def finished() -> dict | None:  # type: ignore[type-arg]
+            shown = erasure("status", request_id, "--json")
+            if shown.returncode != 0:
+                return None
+            view = json.loads(shown.stdout)
+            return view if view["status"] != "in_progress" else None
+
+        view = wait_until(finished, 240, "the request to finish", interval_s=2.0)
+        assert view["status"] == "completed"
+        assert all(s["status"] == "erased" for s in view["systems"]), view["systems"]
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
+    assert up.returncode == 0, log_path.read_text()[-3000:]
+    assert "bruno.dupont" not in log_path.read_text()

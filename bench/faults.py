@@ -208,7 +208,9 @@ class StartupWatch(threading.Thread):
             del self.pending[pid]
             self.cut_short[lane] = self.cut_short.get(lane, 0) + 1
             return
-        text = self.pipeline.supervisor.log_path(lane).read_text(errors="replace")[start["offset"]:]
+        with open(self.pipeline.supervisor.log_path(lane), "rb") as log:  # only what this start wrote
+            log.seek(start["offset"])
+            text = log.read().decode(errors="replace")
         if text and start["first_line_s"] is None:
             start["first_line_s"] = round(now - start["spawned_at"], 1)
         marker = READY_MARKERS.get(lane, CONNECTOR_READY)

@@ -134,6 +134,24 @@ def outcome_times(outcomes: list[Any]) -> dict[str, list[float]]:
     return {system: sorted(found) for system, found in times.items()}
 
 
+def ledger_outcome_times(ledger_url: str) -> dict[str, list[float]]:
+    """When each system's connector reported the outcomes the ledger recorded (their `occurred_at`,
+    epoch seconds), by system: unlike the topic, the ledger outlives a restart of the broker."""
+    engine = sa.create_engine(ledger_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(events_table.c.system, events_table.c.payload)
+                            .where(events_table.c.kind == "outcome")).all()
+    engine.dispose()
+    times: dict[str, list[float]] = {}
+    for system, payload in rows:
+        try:
+            at = datetime.fromisoformat(json.loads(payload)["occurred_at"]).timestamp()
+        except (TypeError, ValueError, KeyError):
+            continue
+        times.setdefault(system, []).append(at)
+    return {system: sorted(found) for system, found in times.items()}
+
+
 def ledger_write_times(ledger_url: str) -> list[float]:
     """When the worker (router/aggregator) recorded each ledger event (epoch seconds)."""
     engine = sa.create_engine(ledger_url)
@@ -143,14 +161,19 @@ def ledger_write_times(ledger_url: str) -> list[float]:
     return sorted(utc(r).timestamp() for r in rows)  # type: ignore[union-attr]
 
 
-def resume_figures(kills: list[float], signs: list[float]) -> dict[str, Any]:
+def resume_figures(kills: list[float], signs: list[float], broker_back: list[float] | None = None
+                   ) -> dict[str, Any]:
     """For one lane: how long after each kill its next sign of work came (its next outcome, ledger write
-    or answer), the worst of them, and that after the last kill."""
-    after = []
-    for killed_at in kills:
-        following = next((s for s in signs if s > killed_at), None)
-        after.append(None if following is None else round(following - killed_at, 1))
+    or answer), the worst of them, that after the last kill, and that after each return of the
+    broker (`broker_back`: when it was up again with its topics)."""
+    after = [_next_after(killed_at, signs) for killed_at in kills]
     known = [a for a in after if a is not None]
     return {"kills": len(kills), "resume_after_last_kill_s": after[-1] if after else None,
             "worst_resume_s": max(known) if known else None,
-            "never_resumed_after": sum(a is None for a in after)}
+            "never_resumed_after": sum(a is None for a in after),
+            "resume_after_broker_return_s": [_next_after(back, signs) for back in broker_back or []]}
+
+
+def _next_after(at: float, signs: list[float]) -> float | None:
+    following = next((s for s in signs if s > at), None)
+    return None if following is None else round(following - at, 1)

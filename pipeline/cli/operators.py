@@ -253,7 +253,7 @@ def up(demo: bool | None) -> None:
     Each child that exits, or stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S),
     is restarted.
     """
-    from pipeline.devstack.broker import find_or_start
+    from pipeline.devstack.broker import BrokerKeeper, find_or_start
     from pipeline.devstack.supervisor import Supervisor
 
     current = settings()
@@ -294,7 +294,9 @@ def up(demo: bool | None) -> None:
         for system in register.ids:
             supervisor.spawn(f"connector:{system}", "connector", system)
         _announce(current, broker.bootstrap, broker.kind, register, demo)
-        supervisor.supervise(stopping.is_set)
+        # An embedded broker that dies is started again on its port, with the topics (logged).
+        keeper = BrokerKeeper(broker, lambda bootstrap: create_topics(current, register, bootstrap))
+        supervisor.supervise(stopping.is_set, on_turn=keeper)
 
 
 COMMANDS: list[click.Command] = [keys, topics_create, schemas, db, worker, connector, systems, fake, up]

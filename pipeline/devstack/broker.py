@@ -200,9 +200,10 @@ def revive(broker: Broker, create_topics: Callable[[str], object]) -> bool:
     """Start the embedded broker again if it died, on the same port, then create the pipeline's topics
     (`create_topics(bootstrap)`) before its clients do it with the broker's defaults; whether it did.
 
-    For `erasure up`'s supervision loop, at each turn. Memory storage comes back empty: the clients
-    live through it (see the README's "Broker loss") and the ledger re-drives what was lost."""
-    if broker.alive():
+    For `erasure up`'s supervision loop, at each turn (`BrokerKeeper`). Memory storage comes back
+    empty: the clients live through it (see the README's "Broker loss") and the ledger re-drives what
+    was lost. A broker stopped on purpose (`stop`) stays stopped."""
+    if broker.alive() or broker._stopped:
         return False
     code = broker._process.returncode if broker._process is not None else None
     log.warning("the embedded broker exited (code %s); starting it again on %s: it comes back empty",
@@ -210,3 +211,36 @@ def revive(broker: Broker, create_topics: Callable[[str], object]) -> bool:
     broker.restart()
     create_topics(broker.bootstrap)
     return True
+
+
+class BrokerKeeper:
+    """A turn of the supervision loop (`Supervisor.supervise(on_turn=...)`): revive the embedded broker.
+
+    A broker this process did not start is never touched. A restart or a topic creation that fails
+    (the port still held, the fresh broker not answering yet) is logged and tried again next turn,
+    so the loop that keeps the other children running never dies of it. `revived_at` says when the
+    broker came back with its topics (epoch seconds): the fault suite measures from there.
+    """
+
+    def __init__(self, broker: Broker, create_topics: Callable[[str], object]) -> None:
+        self.broker = broker
+        self.create_topics = create_topics
+        self.revived_at: list[float] = []
+        self._topics_owed = False  # restarted, but its topics not created yet
+
+    def __call__(self) -> None:
+        try:
+            if not self._topics_owed and not revive(self.broker, self._owe_topics):
+                return
+            self.create_topics(self.broker.bootstrap)
+        except Exception as exc:  # the supervision loop must outlive a failed revival
+            log.warning("reviving the embedded broker on %s failed (%s); trying again next turn",
+                        self.broker.bootstrap, type(exc).__name__)
+            return
+        self._topics_owed = False
+        self.revived_at.append(time.time())
+        log.warning("the embedded broker is back on %s with the pipeline's topics", self.broker.bootstrap)
+
+    def _owe_topics(self, _bootstrap: str) -> None:
+        """`revive`'s topic step, done by `__call__` so that a failed creation is tried again."""
+        self._topics_owed = True

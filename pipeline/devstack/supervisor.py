@@ -122,10 +122,16 @@ class Supervisor:
                 restarted.append(name)
         return restarted
 
-    def supervise(self, stopping: Callable[[], bool], poll_s: float = 0.5) -> None:
-        """Keep every child running and moving until `stopping()` is true (a signal handler sets it)."""
+    def supervise(self, stopping: Callable[[], bool], poll_s: float = 0.5,
+                  on_turn: Callable[[], object] | None = None) -> None:
+        """Keep every child running and moving until `stopping()` is true (a signal handler sets it).
+
+        `on_turn` runs first at each turn, for what the children depend on: `erasure up` passes a
+        `devstack.broker.BrokerKeeper`, which starts the embedded broker again when it died."""
         while not stopping():
             time.sleep(poll_s)
+            if on_turn is not None and not stopping():
+                on_turn()
             self.restart_exited(stopping)
             self.restart_stalled(stopping)
 

@@ -42,6 +42,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_object
+from connectors.processors.zendesk_pages import offset_pages
 from connectors.processors.zendesk_tickets import TICKETS_PREFIX, TicketEraser, TicketMode
 from schemas import Evidence, ResidualData, SubjectIdentities
 
@@ -114,13 +115,10 @@ class ZendeskConnector:
                                     return_statuses=(404,), **kwargs)
 
     def _find(self, email: str) -> list[int]:
-        response = self._call("GET", SEARCH, params={"query": email})
-        if response.status_code == 404:
-            return []
-        users = json_object(response, self.system, f"GET {SEARCH}").get("users") or []
-        # the search matches partial values of several fields: keep exact e-mail matches only
-        return [int(u["id"]) for u in users
-                if isinstance(u, dict) and str(u.get("email") or "").lower() == email.lower() and u.get("id")]
+        # the search matches partial values of several fields, a page of 100 at a time (offset
+        # pagination only): every page read, exact e-mail matches kept
+        return [int(u["id"]) for page in offset_pages(self._client, SEARCH, "users", {"query": email})
+                for u in page if str(u.get("email") or "").lower() == email.lower() and u.get("id")]
 
     def _requested_tickets(self, user_id: int) -> int:
         response = self._call("GET", TICKETS, user_id)

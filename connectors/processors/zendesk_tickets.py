@@ -9,6 +9,8 @@ others when one ticket fails and still ends `completed`, so every `results[]` en
 ticket with `success: false` makes the erasure fail, naming the ticket ids and Zendesk's error
 codes, and the user is not deleted (the officer resolves them, then retries).
 
+Both read every page of their listing (cursor pagination, `connectors/processors/zendesk_pages.py`).
+
 `tickets: redact`: every comment the person wrote on those tickets is redacted whole through
 `PUT /api/v2/comment_redactions/{comment_id}` (the endpoint that also works on closed and
 archived tickets): each text run of the comment's `html_body` goes inside `<redact>` tags.
@@ -23,7 +25,7 @@ from typing import Any, Literal
 
 from connectors.base import EraseResult, PermanentError
 from connectors.client import ProcessorClient
-from connectors.http import json_object
+from connectors.processors.zendesk_pages import cursor_pages
 from schemas import Evidence
 
 TicketMode = Literal["keep", "delete", "redact"]
@@ -60,11 +62,9 @@ class TicketEraser:
         self._poll_after_s = poll_after_s
 
     def requested(self, user_id: int) -> list[int]:
-        response = self._client.request("GET", REQUESTED, {"id": user_id}, return_statuses=(404,))
-        if response.status_code == 404:
-            return []
-        tickets = json_object(response, self.system, f"GET {REQUESTED}").get("tickets") or []
-        return [int(t["id"]) for t in tickets if isinstance(t, dict) and t.get("id")]
+        """Every ticket the user requested, all pages (a ticket missed keeps the person's text)."""
+        return [int(t["id"]) for page in cursor_pages(self._client, REQUESTED, {"id": user_id}, "tickets")
+                for t in page if t.get("id")]
 
     # -- delete ------------------------------------------------------------------
     def delete(self, ticket_ids: list[int]) -> EraseResult:
@@ -118,16 +118,15 @@ class TicketEraser:
         """Redact every comment `user_id` wrote on these tickets; the number of comments redacted."""
         redacted = 0
         for ticket_id in ticket_ids:
-            response = self._client.request("GET", COMMENTS, {"id": ticket_id}, return_statuses=(404,))
-            if response.status_code == 404:
-                continue
-            comments = json_object(response, self.system, f"GET {COMMENTS}").get("comments") or []
-            for comment in comments:
-                if not self._theirs(comment, user_id) or _already_redacted(str(comment.get("html_body", ""))):
-                    continue
-                self._client.request("PUT", REDACTION, {"id": comment["id"]}, json={
-                    "ticket_id": ticket_id, "html_body": redact_all(str(comment.get("html_body", "")))})
-                redacted += 1
+            # every page: a comment on a later page redacted is as much the person's as the first
+            for comments in cursor_pages(self._client, COMMENTS, {"id": ticket_id}, "comments"):
+                for comment in comments:
+                    html = str(comment.get("html_body", ""))
+                    if not self._theirs(comment, user_id) or _already_redacted(html):
+                        continue
+                    self._client.request("PUT", REDACTION, {"id": comment["id"]},
+                                         json={"ticket_id": ticket_id, "html_body": redact_all(html)})
+                    redacted += 1
         return redacted
 
     @staticmethod

@@ -15,8 +15,9 @@ ledger at scrape time; `/healthz` (the process answers) and `/readyz` (the ledge
 
 `create_app` builds the `Desk` (`context.py`) the routes share and puts the routers together,
 hardened as `DeskSecurity` (`security.py`) says: server-side sessions in a `Secure` cookie, login
-throttling (`throttle.py`), security headers on every answer (`headers.py`), a body cap on every
-route (checked before the body is read: a Content-Length over it is a 413 at once). The OpenAPI
+throttling (`throttle.py`), security headers on every answer, errors included (`headers.py`), a
+body cap on every route (checked before the body is read: a Content-Length over it is a 413 at
+once). The OpenAPI
 document is at `/openapi.json`; no Swagger UI is served (it would load scripts from a CDN).
 """
 
@@ -37,7 +38,7 @@ from pipeline.desk import actions, auth, callbacks, exports, intake, metrics, pa
 from pipeline.desk import letters as letter_pages
 from pipeline.desk.context import TEMPLATES, Desk, OpenDsrCallbacks, Publisher
 from pipeline.desk.errors import add_error_handlers
-from pipeline.desk.headers import SecurityHeaders
+from pipeline.desk.headers import HardenedFastAPI
 from pipeline.desk.intake import INTAKE_PATH
 from pipeline.desk.openapi import publish_intake_only
 from pipeline.desk.overview_cache import OverviewCache
@@ -85,13 +86,12 @@ def create_app(ledger: Ledger, access: Access, publisher: Publisher, policy: Ret
                  security: DeskSecurity | None = None, letters: LetterWriter | None = None,
                  heartbeat_file: Path | None = None) -> FastAPI:
     security = security or DeskSecurity()
-    app = FastAPI(title="Erasure pipeline: intake and officer desk", version="1",
+    app = HardenedFastAPI(title="Erasure pipeline: intake and officer desk", version="1",
                   description="HTTP intake for backends in any language, and the compliance officer's desk.",
                   docs_url=None, redoc_url=None, lifespan=_beating(heartbeat_file))
     app.add_middleware(SessionMiddleware, secret_key=session_secret, same_site="strict",
                        session_cookie="erasure_desk", https_only=security.cookie_secure,
                        max_age=math.ceil(security.session_max_s))
-    app.add_middleware(SecurityHeaders)
     app.state.desk = Desk(ledger=ledger, access=access, publisher=publisher, policy=policy, register=register,
                           task_topic=task_topic, requests_topic=requests_topic, opendsr=opendsr)
     app.state.security = security

@@ -9,6 +9,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +35,10 @@ def content_security_policy() -> str:
 
 
 class SecurityHeaders:
-    """ASGI middleware: adds the headers to every HTTP answer, keeping any a route set itself."""
+    """ASGI middleware: adds the headers to every HTTP answer, keeping any a route set itself.
+
+    Outermost (`HardenedFastAPI`): inside Starlette's error and body-limit layers it would miss
+    the 500 of an unhandled error and the 413 of a body over the cap, both answered out there."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -60,3 +64,12 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HardenedFastAPI(FastAPI):
+    """A FastAPI application whose every answer carries the security headers: `SecurityHeaders`
+    wraps the whole middleware stack, Starlette's ServerErrorMiddleware (500) and FastAPI's body
+    limit (413) included, which `add_middleware` would place outside it."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())

@@ -7,7 +7,7 @@ database can say so (PostgreSQL, MariaDB/MySQL, SQLite's `query_only`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,6 +19,8 @@ from sqlalchemy.exc import NoSuchTableError, OperationalError
 from connectors.base import ConfigError
 from pipeline.sweep.rules import RetentionSweep, parse_period
 from schemas.identity import IdentityType
+
+CHUNK_ROWS = 1_000  # rows read per query: what a sweep holds of the store at once
 
 
 class SweepError(Exception):
@@ -65,6 +67,12 @@ def _anchor(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime | date) else str(value)
 
 
+def _swept(rule: RetentionSweep, row: Sequence[Any]) -> SweptRow:
+    """A row of (identity columns..., clock) as the identities it holds and its clock."""
+    return SweptRow({kind: value for kind, value in zip(rule.identities, row[:-1], strict=True)
+                     if isinstance(value, str) and value.strip()}, _anchor(row[-1]))
+
+
 class SweepFinder:
     """Reads one system's store for its rules; `where` names the rule in error messages."""
 
@@ -75,19 +83,47 @@ class SweepFinder:
     def close(self) -> None:
         self.engine.dispose()
 
-    def rows(self, rule: RetentionSweep, where: str, now: datetime) -> list[SweptRow]:
-        """The rows `rule` covers at `now`, oldest clock first."""
+    def chunks(self, rule: RetentionSweep, where: str, now: datetime,
+               size: int = CHUNK_ROWS) -> Iterator[list[SweptRow]]:
+        """The rows `rule` covers at `now`, `size` at a time, in primary key order.
+
+        Keyset pagination over the primary key: each chunk is its own short read-only
+        transaction, so a long sweep holds no snapshot or lock on the store while it submits (the
+        pipeline deletes the very rows it reads). A table without a primary key is read through
+        one server-side cursor instead.
+        """
         try:
             with read_only(self.engine) as conn:
                 table = self._table(rule, where, conn)
-                query = self._query(table, rule, where, now)
-                return [SweptRow({kind: value for kind, value in zip(rule.identities, row[:-1], strict=True)
-                                  if isinstance(value, str) and value.strip()}, _anchor(row[-1]))
-                        for row in conn.execute(query)]
+            query = self._query(table, rule, where, now)
+            keys = list(table.primary_key.columns)
+            if not keys:
+                yield from self._streamed(query, rule, size)
+                return
+            last: tuple[Any, ...] | None = None
+            while True:
+                page = query.add_columns(*keys).order_by(*keys).limit(size)
+                if last is not None:
+                    after = keys[0] > last[0] if len(keys) == 1 else sa.tuple_(*keys) > sa.tuple_(*last)
+                    page = page.where(after)
+                with read_only(self.engine) as conn:
+                    found = conn.execute(page).all()
+                if not found:
+                    return
+                last = tuple(found[-1][-len(keys):])
+                yield [_swept(rule, row[:-len(keys)]) for row in found]
+                if len(found) < size:
+                    return
         except OperationalError as exc:
             # Never the statement's text: its parameters may hold values from the store.
             raise SweepError(f"system {self.system!r}, {where}: the database did not answer "
                              f"({type(exc.orig).__name__})") from None
+
+    def _streamed(self, query: sa.Select[Any], rule: RetentionSweep, size: int) -> Iterator[list[SweptRow]]:
+        with read_only(self.engine) as conn:
+            result = conn.execution_options(stream_results=True, yield_per=size).execute(query)
+            for rows in result.partitions(size):
+                yield [_swept(rule, row) for row in rows]
 
     def _table(self, rule: RetentionSweep, where: str, conn: sa.Connection) -> sa.Table:
         schema, _, name = rule.table.rpartition(".")
@@ -117,8 +153,7 @@ class SweepFinder:
         for name, value in rule.where.items():
             column = self._column(table, name, f"{where}.where.{name}")
             filters.append(column.is_(None) if value is None else column == value)
-        order = [clock, *(c for c in table.primary_key.columns)]
-        return sa.select(*identities, clock.label("sweep_clock")).where(*filters).order_by(*order)
+        return sa.select(*identities, clock.label("sweep_clock")).where(*filters)
 
 
 def store_url(settings: Any, system: str) -> str:

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 
 from pipeline.ledger.sweeps import SweepLog
 from pipeline.register import SystemEntry, SystemsRegister
-from pipeline.sweep.finder import SweepError, SweepFinder, store_url
-from pipeline.sweep.plan import RulePlan, plan_rule
+from pipeline.sweep.finder import CHUNK_ROWS, SweepError, SweepFinder, SweptRow, store_url
+from pipeline.sweep.plan import Count, CoveredPeople, RowChunks, RulePlan
 from pipeline.sweep.rules import RetentionSweep
 
 Selected = list[tuple[str, SystemEntry, RetentionSweep]]
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _reader(finder: SweepFinder, rule: RetentionSweep, where: str, now: datetime,
+            chunk_rows: int) -> RowChunks:
+    """One read of the rule's rows, chunk by chunk; the store's connections given back after it
+    (a sweep submits for hours: it holds no idle connection in between)."""
+    def read() -> Iterator[list[SweptRow]]:
+        try:
+            yield from finder.chunks(rule, where, now, chunk_rows)
+        finally:
+            finder.close()  # the engine stays usable: a later read opens a new pool
+    return read
 
 
 def select_rules(register: SystemsRegister, rule_name: str | None) -> Selected:
@@ -27,8 +47,11 @@ def select_rules(register: SystemsRegister, rule_name: str | None) -> Selected:
 
 
 def plan_sweeps(register: SystemsRegister, hmac_key: bytes, sweeps: SweepLog, now: datetime,
-                rule_name: str | None = None) -> list[RulePlan]:
-    """What each selected rule covers now, and which of its people were submitted already."""
+                rule_name: str | None = None, chunk_rows: int = CHUNK_ROWS) -> list[RulePlan]:
+    """What each selected rule covers now, and how many of its people were submitted already.
+
+    The plans count; their people are read from the store again, `chunk_rows` rows at a time,
+    as they are submitted (the finders' connections are given back in between)."""
     plans = []
     finders: dict[str, SweepFinder] = {}
     try:
@@ -37,9 +60,9 @@ def plan_sweeps(register: SystemsRegister, hmac_key: bytes, sweeps: SweepLog, no
             if finder is None:
                 finder = finders[entry.id] = SweepFinder(entry.id, store_url(entry.connector_settings(),
                                                                              entry.id))
-            plan = plan_rule(hmac_key, entry.id, rule, finder.rows(rule, where, now))
-            plan.already_submitted = sweeps.known([p.request_id for p in plan.people])
-            plans.append(plan)
+            people = CoveredPeople(hmac_key, entry.id, rule, _reader(finder, rule, where, now, chunk_rows))
+            submitted = sum(len(sweeps.known(ids)) for ids in batched(people.request_ids(), chunk_rows))
+            plans.append(RulePlan(entry.id, rule, people, people.unusable_rows, Count(submitted)))
     finally:
         for finder in finders.values():
             finder.close()

@@ -2,9 +2,9 @@
 
 Each request goes on the requests topic like a person's (identities sealed with the intake public
 key), with channel `retention` and verification `not_applicable`; the router plans it, holds
-included. Requests go out in batches of about a second's worth; a batch is recorded in the ledger
-once the broker acknowledged all of it, so a crash re-sends at most one batch, which the router
-recognises by its request ids.
+included. Requests go out in batches of about a second's worth, the people read from the store as they go
+(never all held); a batch is recorded in the ledger once the broker acknowledged all of it, so a
+crash re-sends at most one batch, which the router recognises by its request ids.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from itertools import islice
 
 from pipeline.codec import encode, now_utc
 from pipeline.intake import IntakeClient
@@ -35,16 +36,25 @@ class SweepSubmitter:
         self.monotonic, self.sleep, self.clock = monotonic, sleep, clock
 
     def submit(self, plan: RulePlan, progress: Callable[[int], None] = lambda _: None) -> int:
-        """Publish one request per person still to submit; how many were acknowledged."""
-        people = plan.to_submit
+        """Publish one request per person still to submit; how many were acknowledged.
+
+        The people are gone through as the plan reads them (a chunk of the store at a time); each
+        batch first asks the ledger which of its people were submitted already (by an earlier run,
+        or earlier in this one), so nobody is submitted twice and nothing is held beyond a batch.
+        """
         batch_size = max(1, min(MAX_BATCH, int(self.rate_per_s)))
+        people = iter(plan.to_submit)
         started = self.monotonic()
         sent = 0
-        for first in range(0, len(people), batch_size):
+        while candidates := list(islice(people, batch_size)):
+            unique = {p.request_id: p for p in candidates}
+            known = self.sweeps.known(list(unique))
+            batch = [p for rid, p in unique.items() if rid not in known]
+            if not batch:
+                continue
             wait_s = started + sent / self.rate_per_s - self.monotonic()
             if wait_s > 0:
                 self.sleep(wait_s)
-            batch = people[first:first + batch_size]
             received_at = self.clock()
             pending = []
             for person in batch:

@@ -11,6 +11,9 @@ Rate limits: `X-Rate-Limit` and `X-Rate-Limit-Remaining` on every response, `rat
 (seconds). Permanent deletion has its own limiter (700 users every 10 minutes) that answers
 429 with `Retry-After` as well.
 
+Listings are paged as Zendesk documents (tests/fakes/zendesk_pages.py): users search by offset
+only, a user's tickets and a ticket's comments by cursor (`page[size]`) or offset, 100 at most.
+
 UNCONFIRMED, so a switch of the constructor: the 404 body (`not_found_body`), by default
 `{"error": "RecordNotFound", "description": "Not found"}`; None answers 404 with no body.
 """
@@ -23,6 +26,7 @@ import threading
 from typing import Any
 
 from pipeline.devstack.fake_server import FakeProcessor, Fault, Reply, TokenBucket
+from tests.fakes.zendesk_pages import page_of
 from tests.fakes.zendesk_tickets import TICKET_PATHS, ZendeskTicketsApi
 
 RECORD_NOT_FOUND: dict[str, Any] = {"error": "RecordNotFound", "description": "Not found"}
@@ -102,6 +106,9 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
                                            "subject": f"Question {n + 1}", "status": "open"}
                 self._seed_comments(ticket_id, user_id, name)
         return user_id
+
+    def base_url(self) -> str:
+        return self.url
 
     def state_of(self, email: str) -> str | None:
         """active, soft_deleted, or None (unknown or permanently deleted: no e-mail left)."""
@@ -190,9 +197,8 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
         if method == "GET" and path == "/api/v2/users/search":
             wanted = query.get("query", [""])[0].strip().lower().removeprefix("email:").strip('"')
             found = [self._public(u) for u in self.users.values()
-                     if u["state"] == "active" and u["email"] == wanted]
-            return Reply(200, {"users": found, "next_page": None, "previous_page": None,
-                               "count": len(found)})
+                     if u["state"] == "active" and wanted and wanted in u["email"]]  # partial values match
+            return page_of(f"{self.url}{path}.json", query, "users", found, cursor=False)  # offset only
         if method == "GET" and path == "/api/v2/deleted_users":
             found = [self._public(u) for u in self.users.values() if u["state"] != "active"]
             found += [self._public(u) for u in self.permanently_deleted.values()]
@@ -210,8 +216,8 @@ class FakeZendesk(ZendeskTicketsApi, FakeProcessor):
             if parts[4:] == ["tickets", "requested"] and method == "GET":
                 found = [t for t in self.tickets.values() if t["requester_id"] == user["id"]
                          and not t.get("deleted")]
-                return Reply(200, {"tickets": found, "next_page": None, "previous_page": None,
-                                   "count": len(found)})
+                found.sort(key=lambda t: int(t["id"]))
+                return page_of(f"{self.url}{path}.json", query, "tickets", found)
         if (len(parts) == 4 and parts[:3] == ["api", "v2", "deleted_users"] and parts[3].isdigit()
                 and method == "DELETE"):
             user = self.users.get(int(parts[3]))

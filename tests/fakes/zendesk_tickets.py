@@ -7,7 +7,8 @@ From the Support API contract: `DELETE /api/v2/tickets/{id}` answers 204 (soft d
 the time passing (queued -> working -> completed). "If one ticket fails to be deleted, the
 endpoint still attempts to delete the others": a ticket seeded in `unpurgeable` (or one never
 soft-deleted) gets a `{"id", "action", "success": false, "error", "details"}` result and the job
-still ends `completed`. `GET /api/v2/tickets/{id}/comments` lists comments;
+still ends `completed`. `GET /api/v2/tickets/{id}/comments` lists comments, paged
+(tests/fakes/zendesk_pages.py);
 `PUT /api/v2/comment_redactions/{comment_id}` {"ticket_id", "html_body"} replaces what the
 `<redact>` tags enclose by the ▇ symbol; the rest of `html_body` must be the comment's own.
 """
@@ -20,6 +21,7 @@ import uuid
 from typing import Any
 
 from pipeline.devstack.fake_server import Reply
+from tests.fakes.zendesk_pages import page_of
 
 TICKET_PATHS = ("/api/v2/tickets/", "/api/v2/deleted_tickets", "/api/v2/job_statuses/",
                 "/api/v2/comment_redactions/")
@@ -47,6 +49,9 @@ class ZendeskTicketsApi:
     def not_found(self) -> Reply:
         raise NotImplementedError
 
+    def base_url(self) -> str:
+        raise NotImplementedError
+
     def _seed_comments(self, ticket_id: int, user_id: int, name: str) -> None:
         first = f'<div class="zd-comment" dir="auto">Hello, I am {name}. My order did not arrive.</div>'
         reply = '<div class="zd-comment" dir="auto">Sorry to hear that, we are looking into it.</div>'
@@ -55,6 +60,16 @@ class ZendeskTicketsApi:
              "plain_body": _plain(html), "body": _plain(html), "via": {"channel": channel}}
             for author, html, channel in ((user_id, first, "email"), (AGENT_ID, reply, "web"))]
 
+    def add_comments(self, ticket_id: int, authors: list[int], text: str = "Another message") -> list[int]:
+        """More comments on a ticket, one per author in this order; their ids."""
+        added = []
+        for n, author in enumerate(authors):
+            html = f'<div class="zd-comment" dir="auto">{text} {n + 1} from {author}.</div>'
+            added.append(self._new_id())
+            self.comments.setdefault(ticket_id, []).append(
+                {"id": added[-1], "type": "Comment", "author_id": author, "public": True, "html_body": html,
+                 "plain_body": _plain(html), "body": _plain(html), "via": {"channel": "web"}})
+        return added
 
     def _tickets_route(self, method: str, path: str, query: dict[str, list[str]],
                        body: Any) -> Reply:
@@ -70,8 +85,7 @@ class ZendeskTicketsApi:
             if ticket is None or ticket.get("deleted"):
                 return self.not_found()
             comments = [dict(c) for c in self.comments.get(ticket["id"], [])]
-            return Reply(200, {"comments": comments, "next_page": None, "previous_page": None,
-                               "count": len(comments)})
+            return page_of(f"{self.base_url()}{path}.json", query, "comments", comments)
         if method == "DELETE" and path == "/api/v2/deleted_tickets/destroy_many":
             raw = query.get("ids", [""])[0]
             ids = [int(i) for i in raw.split(",") if i.strip().isdigit()]

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import signal
 import threading
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import click
 
-from pipeline import wiring
+from pipeline import liveness, wiring
 from pipeline.cli.common import CliError, configure_logging, settings
 from pipeline.crypto import init_keys, rotate_kek
 from pipeline.register import SystemsRegister
 from pipeline.settings import Settings
 from pipeline.streaming import topics
-from pipeline.worker.claims import LaneClaimed, claim_lanes
+
+if TYPE_CHECKING:
+    from pipeline.worker.runtime import ConnectorWorker
+
+log = logging.getLogger(__name__)
 
 
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
@@ -147,28 +154,58 @@ def worker() -> None:
 @click.command()
 @click.argument("systems", nargs=-1, required=True)
 def connector(systems: tuple[str, ...]) -> None:
-    """Run the connector workers of one or more SYSTEMS (a thread each)."""
+    """Run the connector workers of one or more SYSTEMS (a thread each).
+
+    Each lane beats its own entry of the heartbeat file, so a supervisor sees which one stalls.
+    A lane that ends on an error stops the others and the process exits with 1, for its
+    supervisor to start it again (a single lane dying unseen in a shared process would stall).
+    """
+    from pipeline.worker.claims import LaneClaimed, claim_lanes
+
     current = settings()
     configure_logging(current)
     try:  # held until this process exits: a second sole owner of a system here is refused
         claims = claim_lanes(current.home_dir / "run", list(systems), current.connector_sole_owner)
     except LaneClaimed as exc:
         raise CliError(str(exc)) from None
+    # Every lane is in the heartbeat file from the start: one that never turns is seen as well.
+    liveness.expect_loops(current.heartbeat_file, list(systems))
     runners = wiring.connector_workers(current, list(systems))
+    stopping = threading.Event()
+    ended: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def stop(*_: object) -> None:
+        stopping.set()
         for runner in runners:
             runner.stop()
 
+    def lane(runner: ConnectorWorker) -> None:
+        try:
+            runner.run()
+        finally:
+            ended.put(runner.system)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threads = [threading.Thread(target=r.run, name=f"connector-{r.system}") for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)
+    for runner in runners:
+        threading.Thread(target=lane, args=(runner,), name=f"connector-{runner.system}").start()
+    failed: list[str] = []
+    for _ in runners:
+        while True:
+            try:  # a timeout, so that the signal handlers run in this thread
+                system = ended.get(timeout=5.0)
+                break
+            except queue.Empty:
+                continue
+        if not stopping.is_set():
+            failed.append(system)
+            log.error("connector %s: its lane ended unexpectedly; stopping the other lanes of this process",
+                      system)
+            stop()
     claims.release()
+    if failed:
+        raise CliError(f"connector {failed[0]}: its lane ended on an error (above); exiting so that the "
+                       "supervisor starts every lane of this process again")
 
 
 @click.group()
@@ -247,11 +284,16 @@ def _announce(current: Settings, bootstrap: str, broker_kind: str, register: Sys
 @click.option("--demo/--no-demo", default=None,
               help="Use the demo register (fake Brevo, SQLite site db); default when no "
                    "ERASURE_SYSTEMS_FILE is set")
-def up(demo: bool | None) -> None:
-    """Everything on one machine: broker, router/aggregator, one worker per system, the desk.
+@click.option("--connector-processes", type=click.Choice(["one", "per-system"]), default=None,
+              help="All connector lanes in one process, a thread each, or a process per system "
+                   "(default ERASURE_UP_CONNECTOR_PROCESSES, else one)")
+def up(demo: bool | None, connector_processes: str | None) -> None:
+    """Everything on one machine: broker, router/aggregator, the connector lanes, the desk.
 
-    Each child that exits, or stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S),
-    is restarted.
+    The connector lanes share one process, a thread each (or run a process per system with
+    `--connector-processes per-system`). Each child that exits, or one of whose loops (a lane)
+    stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S), is restarted, with
+    every lane it hosts.
     """
     from pipeline.devstack.broker import find_or_start
     from pipeline.devstack.supervisor import Supervisor
@@ -264,8 +306,10 @@ def up(demo: bool | None) -> None:
     env = dict(os.environ, ERASURE_HOME_DIR=str(current.home_dir.resolve()))
     # The local desk is served over plain HTTP (http://127.0.0.1): its cookie cannot be `Secure` there.
     env.setdefault("ERASURE_DESK_COOKIE_SECURE", "false")
-    # One process per system: each owns its lane's partitions outright, no group to rejoin after a crash.
+    # Each lane runs in one process only (all in one, or one per system): it owns its partitions
+    # outright, no group to rejoin after a crash.
     env.setdefault("ERASURE_CONNECTOR_SOLE_OWNER", "true")
+    connector_processes = connector_processes or current.up_connector_processes
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
@@ -291,8 +335,11 @@ def up(demo: bool | None) -> None:
         signal.signal(signal.SIGINT, stop)
         supervisor.spawn("worker", "worker")
         supervisor.spawn("desk", "desk")
-        for system in register.ids:
-            supervisor.spawn(f"connector:{system}", "connector", system)
+        if connector_processes == "one":  # one heartbeat file, an entry per lane: a stalled lane is named
+            supervisor.spawn("connectors", "connector", *register.ids)
+        else:
+            for system in register.ids:
+                supervisor.spawn(f"connector:{system}", "connector", system)
         _announce(current, broker.bootstrap, broker.kind, register, demo)
         supervisor.supervise(stopping.is_set)
 

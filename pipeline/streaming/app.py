@@ -1,6 +1,7 @@
 """The faust application: wiring only.
 
-Two agents take events in batches and hand them to the classes that do the work:
+Two agents take events in batches (`batching.take_batches`: no wake-ups while idle) and hand
+them to the classes that do the work:
 the router (`router.Router`, requests in, plan and tasks out) and the aggregator
 (`aggregator.Aggregator`, plans and outcomes into the ledger, completions out).
 One timer runs the periodic jobs (`housekeeping.Housekeeping`) on the group's
@@ -39,6 +40,7 @@ from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
+from pipeline.streaming.batching import take_batches
 from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
@@ -102,12 +104,12 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
 
     @app.agent(faust_topics[topics.REQUESTS], name="router")
     async def route(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for batch in take_batches(stream, settings.batch_max, settings.batch_within_s):
             await router.route([_received(event) for event in batch])
 
     @app.agent(faust_topics[topics.OUTCOMES], name="aggregator")
     async def aggregate(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for batch in take_batches(stream, settings.batch_max, settings.batch_within_s):
             await aggregator.take([_received(event) for event in batch])
 
     @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]

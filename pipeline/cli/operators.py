@@ -15,12 +15,10 @@ import click
 
 from pipeline import liveness, wiring
 from pipeline.cli.common import CliError, configure_logging, settings
-from pipeline.crypto import init_keys, rotate_kek
-from pipeline.register import SystemsRegister
-from pipeline.settings import Settings
-from pipeline.streaming import topics
 
 if TYPE_CHECKING:
+    from pipeline.register import SystemsRegister
+    from pipeline.settings import Settings
     from pipeline.worker.runtime import ConnectorWorker
 
 log = logging.getLogger(__name__)
@@ -48,6 +46,8 @@ def keys_init(force: bool) -> None:
     Publishers need only the intake public key it prints. Signing keys: the router, the desk,
     and one connector per system of the register when one is configured.
     """
+    from pipeline.crypto import init_keys
+
     current = settings()
     path = init_keys(current.keys_dir, overwrite=force)
     click.echo(f"intake public key ({path}): {path.read_text().strip()}")
@@ -82,6 +82,8 @@ def keys_rotate(signer: str, grace_s: float | None) -> None:
 @keys.command("rotate-kek")
 def keys_rotate_kek() -> None:
     """Put a new KEK first in <keys dir>/kek (older ones kept to unwrap); then run `keys rewrap`."""
+    from pipeline.crypto import rotate_kek
+
     current = settings()
     if current.kek:
         raise CliError("ERASURE_KEK is set: put a new base64 32-byte key first in it (comma, then the "
@@ -100,6 +102,7 @@ def keys_rewrap() -> None:
 
 def create_topics(current: Settings, register: SystemsRegister, bootstrap: str) -> None:
     from pipeline.kafka_clients import ensure_topics
+    from pipeline.streaming import topics
 
     ensure_topics(bootstrap, topics.all_topics(register.ids), current.topic_partitions,
                   current.topic_replication_factor, topics.topic_configs(current.requests_retention_s),
@@ -295,6 +298,7 @@ def up(demo: bool | None, connector_processes: str | None) -> None:
     stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S), is restarted, with
     every lane it hosts.
     """
+    from pipeline.crypto import init_keys
     from pipeline.devstack.broker import find_or_start
     from pipeline.devstack.supervisor import Supervisor
 

@@ -124,7 +124,7 @@ class Supervisor:
                 restarted.append(name)
         return restarted
 
-    def supervise(self, stopping: Callable[[], bool], poll_s: float = 0.5) -> None:
+    def supervise(self, stopping: Callable[[], bool], poll_s: float = 1.0) -> None:
         """Keep every child running and moving until `stopping()` is true (a signal handler sets it)."""
         while not stopping():
             time.sleep(poll_s)

@@ -11,20 +11,23 @@ events are acked once the agent has taken the batch, and at most `max_` are yiel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from mode.utils.futures import notify
 
 
-def take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[list[Any], None]:
-    """Lists of up to `max_` events, each yielded `within` seconds after its first event at most."""
-    batches = _take_batches(stream, max_, within)
+def take_batches(stream: Any, max_: int, within: float,
+                 on_event: Callable[[int], None] | None = None) -> AsyncGenerator[list[Any], None]:
+    """Lists of up to `max_` events, each yielded `within` seconds after its first event at most;
+    `on_event(1)` is called as each event arrives (the worker's idle fetch wait)."""
+    batches = _take_batches(stream, max_, within, on_event)
     stream._active_agens.add(batches)  # as faust does: the stream's stop closes it (acks, clean-up)
     return batches
 
 
-async def _take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator[list[Any], None]:
+async def _take_batches(stream: Any, max_: int, within: float,
+                        on_event: Callable[[int], None] | None) -> AsyncGenerator[list[Any], None]:
     buffer: list[Any] = []
     events: list[Any] = []
     started = asyncio.Event()  # the buffer holds an event: the `within` window runs
@@ -48,6 +51,8 @@ async def _take_batches(stream: Any, max_: int, within: float) -> AsyncGenerator
                 raise RuntimeError("Take buffer found current_event is None")
             events.append(event)
             started.set()
+            if on_event is not None:
+                on_event(1)
             if len(buffer) >= max_:
                 full.set()
                 consumed.clear()

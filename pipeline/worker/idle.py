@@ -3,12 +3,12 @@
 A lane polls with a short wait (`SHORT_POLL_MS`, and the consumer's short fetch wait) so that a
 task is picked up, and a finished one committed, within a tenth of a second. A lane that has had
 nothing to do for `IDLE_AFTER_S` (no record read, no task in hand) waits `LONG_POLL_MS` per
-poll and asks the broker to hold its fetches twice as long (`LONG_FETCH_WAIT_MS`: a fetch
-outlives a poll, the next poll does not send another), so an idle lane's poll loop turns once
-a second and its client fetches every two, instead of ten times a second each. The first record
-read puts it back on short waits at once; the price is that the first task after a quiet spell
-may wait up to two seconds (the broker holds an empty fetch for its whole wait: Tansu does not
-answer early).
+poll and asks the broker to hold its fetches as long (`LONG_FETCH_WAIT_MS`), so an idle lane's
+poll loop and its client turn every two seconds instead of ten times a second. A poll returns
+as soon as records come, so the poll wait adds no latency; the fetch wait does: the first task
+after a quiet spell may wait up to two seconds (the broker holds an empty fetch for its whole
+wait: Tansu does not answer early). The first record read puts the lane back on short waits at
+once. Tasks held until a later time (`not_before`) are released up to two seconds late.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pipeline.kafka_clients import FETCH_MAX_WAIT_MS
 
 SHORT_POLL_MS = 100
-LONG_POLL_MS = 1000
+LONG_POLL_MS = 2000
 LONG_FETCH_WAIT_MS = 2000
 IDLE_AFTER_S = 10.0
 

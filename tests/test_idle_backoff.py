@@ -74,3 +74,34 @@ def test_a_consumer_without_a_fetch_wait_setter_is_polled_all_the_same() -> None
     for _ in range(15):
         backoff.poll(Plain(), pending=0)
     assert backoff.idle and backoff.timeout_ms() == LONG_POLL_MS
+
+
+def test_the_faust_worker_fetch_wait_follows_its_events() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.streaming.idle_fetch import IdleFetchWait
+    from pipeline.streaming.transport import FETCH_MAX_WAIT_MS
+
+    clock = Clock()
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=SimpleNamespace(
+        _fetcher=fetcher))))
+    wait = IdleFetchWait(app, IdleBackoff(short_fetch_wait_ms=FETCH_MAX_WAIT_MS, clock=clock))
+    for _ in range(int(IDLE_AFTER_S) + 1):  # the heartbeat timer, once a second, nothing coming
+        clock.now += 1.0
+        wait.tick()
+    assert fetcher._fetch_max_wait_ms == LONG_FETCH_WAIT_MS
+    wait.saw(1)  # an event reached an agent
+    assert fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+
+
+def test_a_worker_not_yet_consuming_is_left_alone() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.streaming.idle_fetch import IdleFetchWait
+
+    clock = Clock()
+    wait = IdleFetchWait(SimpleNamespace(consumer=SimpleNamespace()), IdleBackoff(clock=clock))
+    clock.now += IDLE_AFTER_S + 1
+    wait.tick()  # no consumer thread yet: nothing to set, nothing raised
+    assert wait.wait_ms == LONG_FETCH_WAIT_MS

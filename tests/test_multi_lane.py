@@ -59,6 +59,10 @@ def test_one_process_erases_for_every_lane_it_hosts(kafka: Broker, tmp_path: Pat
         assert beats is not None and beats["pid"] == pipeline.processes[CONNECTORS].pid
         assert set(beats["loops"]) == set(beats["expected"]) == set(pipeline.system_ids)
         assert not pipeline.brevo.has_contact(people[0].email)
+        pid = pipeline.processes[CONNECTORS].pid  # it holds each lane's claim, as their sole owner
+        for system in pipeline.system_ids:
+            lock = pipeline.home / "run" / f"lane.{system}.lock"
+            assert lock.read_text().split() == [f"sole-owner:{pid}"]
     finally:
         pipeline.stop()
         ledger.close()

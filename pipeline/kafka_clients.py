@@ -5,7 +5,8 @@ from the producer's own retries); every consumer reads from `earliest` and
 commits by hand after what it produced is acknowledged, with group timings short
 enough for the embedded broker (a join completes after about half the session
 timeout on Tansu) and a short fetch wait (Tansu holds a fetch for the whole wait
-when it had nothing at request time). Each takes the TLS and SASL options of a
+when it had nothing at request time); a lane that has been idle a while lengthens its
+fetch wait and its polls to about a second (`pipeline.worker.idle`). Each takes the TLS and SASL options of a
 `KafkaSecurity` (`KafkaSecurity.from_settings`); plaintext when none is given.
 
 Connector lanes use `LaneConsumer` (`group_consumer`): a group member whose poll loop only
@@ -65,6 +66,12 @@ class LaneConsumer(KafkaConsumer):  # type: ignore[misc]
         self.assign(sorted(partitions))
         if listener is not None:
             listener.on_partitions_assigned(partitions)
+
+    def set_fetch_max_wait_ms(self, wait_ms: int) -> None:
+        """How long the broker may hold the next fetches when it has nothing: short while the lane
+        works, long once it is idle (`pipeline.worker.idle`). kafka-python reads its fetcher's copy
+        of the setting at each fetch request; it has no public setter."""
+        self._fetcher.config["fetch_max_wait_ms"] = wait_ms
 
     def _partitions(self, topic: str) -> set[int]:
         deadline = time.monotonic() + PARTITIONS_WAIT_S

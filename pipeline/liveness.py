@@ -5,12 +5,19 @@ A process started by a `Supervisor` is given a heartbeat file (`ERASURE_HEARTBEA
 worker's heartbeat timer, the desk's background task) beats it with how much work it holds and
 how much it has finished; the file is one JSON object, rewritten at most once a second:
 
-    {"pid": 4242, "loops": {"brevo": {"beat_at": 1767.0, "pending": 3, "progress_at": 1765.2}}}
+    {"pid": 4242, "expected": ["brevo", "site-db"],
+     "loops": {"brevo": {"beat_at": 1767.0, "pending": 3, "progress_at": 1765.2}, "site-db": {...}}}
+
+A process that runs several loops of the same kind (`erasure connector` runs every lane it is
+given, a thread each: `erasure up` runs them all in one process by default) has one entry per
+loop, named after its lane, and lists the loops it starts in `expected` before any turns.
 
 The supervisor reads it (`judge`): a loop that has not beaten for the stall threshold is hung
 (stopped, deadlocked, stuck in a call without timeout); a loop that beats, holds work and has
-finished none of it for the threshold is stuck. Either way the process is restarted. A clock
-is wall time (`time.time()`): the writer and the reader are different processes.
+finished none of it for the threshold is stuck; an expected loop that has not beaten once by the
+first-beat allowance never started. In each case the whole process is restarted (every loop it
+hosts) and the reason names the loop. A clock is wall time (`time.time()`): the writer and the
+reader are different processes.
 """
 
 from __future__ import annotations
@@ -55,11 +62,19 @@ class HeartbeatFile:
         self.write_interval_s = write_interval_s
         self._lock = threading.Lock()
         self._loops: dict[str, LoopState] = {}
+        self._expected: list[str] = []
         self._written_at = 0.0
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def loop(self, name: str) -> LoopBeat:
         return LoopBeat(self, name)
+
+    def expect(self, names: list[str]) -> None:
+        """Say which loops this process starts (written now): one that never beats is seen too."""
+        with self._lock:
+            self._expected = list(names)
+            document = self._document()
+        self._write(document)
 
     def record(self, name: str, pending: int, done: int) -> None:
         now = time.time()
@@ -74,9 +89,15 @@ class HeartbeatFile:
             if now - self._written_at < self.write_interval_s:
                 return
             self._written_at = now
-            document = {"pid": os.getpid(), "loops": {
-                loop: {"beat_at": s.beat_at, "pending": s.pending, "progress_at": s.progress_at}
-                for loop, s in self._loops.items()}}
+            document = self._document()
+        self._write(document)
+
+    def _document(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "expected": self._expected, "loops": {
+            loop: {"beat_at": s.beat_at, "pending": s.pending, "progress_at": s.progress_at}
+            for loop, s in self._loops.items()}}
+
+    def _write(self, document: dict[str, Any]) -> None:
         scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}")
         scratch.write_text(json.dumps(document))
         os.replace(scratch, self.path)  # readers never see half a file
@@ -86,15 +107,23 @@ _files: dict[Path, HeartbeatFile] = {}
 _files_lock = threading.Lock()
 
 
-def loop_beat(heartbeat_file: Path | None, name: str) -> LoopBeat:
-    """The beat of loop `name` in this process's heartbeat file; one that does nothing when there is none."""
-    if heartbeat_file is None:
-        return LoopBeat(None, name)
+def _owner(heartbeat_file: Path) -> HeartbeatFile:
     with _files_lock:
         owner = _files.get(heartbeat_file)
         if owner is None:
             owner = _files[heartbeat_file] = HeartbeatFile(heartbeat_file)
-    return owner.loop(name)
+    return owner
+
+
+def loop_beat(heartbeat_file: Path | None, name: str) -> LoopBeat:
+    """The beat of loop `name` in this process's heartbeat file; one that does nothing when there is none."""
+    return LoopBeat(None, name) if heartbeat_file is None else _owner(heartbeat_file).loop(name)
+
+
+def expect_loops(heartbeat_file: Path | None, names: list[str]) -> None:
+    """Declare the loops this process starts (the lanes of a connector process); nothing without a file."""
+    if heartbeat_file is not None:
+        _owner(heartbeat_file).expect(names)
 
 
 # -- the supervisor's side ----------------------------------------------------------------
@@ -113,7 +142,11 @@ def judge(document: dict[str, Any] | None, pid: int, started_at: float, now: flo
     if document is None or document.get("pid") != pid:
         silent_s = now - started_at
         return f"no heartbeat {silent_s:.0f} s after it started" if silent_s > first_beat_s else None
-    for name, loop in sorted(document.get("loops", {}).items()):
+    loops = document.get("loops", {})
+    for name in sorted(set(document.get("expected", [])) - set(loops)):
+        if now - started_at > first_beat_s:
+            return f"its {name} loop has not turned once {now - started_at:.0f} s after it started"
+    for name, loop in sorted(loops.items()):
         silent_s = now - float(loop["beat_at"])
         if silent_s > stall_s:
             return f"its {name} loop has not turned for {silent_s:.0f} s"

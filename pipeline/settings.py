@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long /metrics and /readyz wait on the broker (lag, dead letters)")
     broker_figures_cache_s: float = Field(
         default=5.0, ge=0, description="How long /metrics reuses the broker's figures (lag, dead letters)")
+
+    # -- cheap when idle (issue 12, item 5): how `erasure up` runs the connector lanes --
+    up_connector_processes: Literal["one", "per-system"] = Field(
+        default="one", description="`erasure up`: every connector lane in one process, a thread each "
+        "(`one`: memory grows with the work, not with the number of systems), or a process per system "
+        "(`per-system`: a lane that crashes its process takes no other down)")
 
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:

@@ -4,8 +4,9 @@ Every command of the CLI and the dev stack's supervisor ask this module for the
 register, the policy, the keys, the ledger, the broker address, the stream app,
 the connector workers and the desk. A setting or a file that cannot be used
 raises `SetupError`, whose message names the file and the key to fix.
-Heavy frameworks (faust, FastAPI, the connectors) are imported by the function
-that needs them, so a command only pays for what it builds.
+Everything past the settings (faust, FastAPI, SQLAlchemy, Kafka clients, the connectors, even
+the register's and the keys' modules) is imported by the function that needs it, so a command
+only pays for what it builds and `erasure --help` starts at once.
 """
 
 from __future__ import annotations
@@ -17,25 +18,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.base import ConfigError
-from connectors.retention import RetentionPolicy
-from pipeline.crypto import MissingKeyError, PipelineKeys, load_kek, load_keys
-from pipeline.kafka_security import KafkaSecurity, KafkaSecurityError
-from pipeline.keywrap import KeyWrapper
-from pipeline.ledger import Ledger, open_ledger
-from pipeline.policy import check_register_against_policy, load_policy
-from pipeline.register import SystemsRegister, load_systems
-from pipeline.settings import Settings
-from pipeline.signing import DESK, ROUTER, Signer, Verifier, connector_signer
-from pipeline.signing_keys import RegisterError, ensure_signers, load_signer, register_verifier
-from pipeline.streaming import topics
-
 if TYPE_CHECKING:
     import faust
     from fastapi import FastAPI
 
     from connectors.base import Connector
+    from connectors.retention import RetentionPolicy
+    from pipeline.crypto import PipelineKeys
     from pipeline.desk.app import OpenDsrCallbacks, Publisher
+    from pipeline.kafka_security import KafkaSecurity
+    from pipeline.keywrap import KeyWrapper
+    from pipeline.ledger import Ledger
+    from pipeline.register import SystemsRegister
+    from pipeline.settings import Settings
+    from pipeline.signing import Signer, Verifier
     from pipeline.worker.runtime import ConnectorWorker
 
 
@@ -49,6 +45,9 @@ def systems_file(settings: Settings) -> Path:
 
 
 def systems_register(settings: Settings) -> SystemsRegister:
+    from connectors.base import ConfigError
+    from pipeline.register import load_systems
+
     try:
         return load_systems(systems_file(settings))
     except ConfigError as exc:
@@ -57,6 +56,9 @@ def systems_register(settings: Settings) -> SystemsRegister:
 
 def retention_policy(settings: Settings, systems: SystemsRegister) -> RetentionPolicy:
     """The retention policy, checked against the register: start-up fails on any mismatch."""
+    from connectors.base import ConfigError
+    from pipeline.policy import check_register_against_policy, load_policy
+
     try:
         policy, source = load_policy(settings.policy_file)
         check_register_against_policy(systems, policy, systems_file(settings), source)
@@ -66,6 +68,8 @@ def retention_policy(settings: Settings, systems: SystemsRegister) -> RetentionP
 
 
 def pipeline_keys(settings: Settings, need_private: bool) -> PipelineKeys:
+    from pipeline.crypto import MissingKeyError, load_keys
+
     try:
         return load_keys(settings.keys_dir, settings.intake_public_key, settings.intake_private_key,
                          settings.subject_ref_key, need_private=need_private)
@@ -84,11 +88,15 @@ def signing_keys_dir(settings: Settings) -> Path:
 
 def signer_ids(system_ids: Iterable[str]) -> list[str]:
     """Every signer of a deployment: the router, the desk, one connector per registered system."""
+    from pipeline.signing import DESK, ROUTER, connector_signer
+
     return [ROUTER, DESK, *(connector_signer(s) for s in system_ids)]
 
 
 def ensure_signing_keys(settings: Settings, systems: SystemsRegister | None) -> list[str]:
     """Create the missing signing keys and register entries; the ids of those created."""
+    from pipeline.signing_keys import RegisterError, ensure_signers
+
     try:
         return ensure_signers(signers_file(settings), signing_keys_dir(settings),
                               signer_ids(systems.ids if systems else []))
@@ -98,6 +106,9 @@ def ensure_signing_keys(settings: Settings, systems: SystemsRegister | None) -> 
 
 def signer(settings: Settings, signer_id: str) -> Signer:
     """This component's own signing key, and no other."""
+    from pipeline.crypto import MissingKeyError
+    from pipeline.signing_keys import load_signer
+
     try:
         return load_signer(signing_keys_dir(settings), signer_id)
     except MissingKeyError as exc:
@@ -105,6 +116,8 @@ def signer(settings: Settings, signer_id: str) -> Signer:
 
 
 def verifier(settings: Settings) -> Verifier:
+    from pipeline.signing_keys import RegisterError, register_verifier
+
     try:
         return register_verifier(signers_file(settings))
     except RegisterError as exc:
@@ -122,6 +135,8 @@ def bootstrap_servers(settings: Settings) -> str:
 
 def kafka_security(settings: Settings) -> KafkaSecurity:
     """TLS and SASL for the Kafka clients: the password read from the variable the settings name."""
+    from pipeline.kafka_security import KafkaSecurity, KafkaSecurityError
+
     try:
         return KafkaSecurity.from_settings(settings)
     except KafkaSecurityError as exc:
@@ -131,6 +146,8 @@ def kafka_security(settings: Settings) -> KafkaSecurity:
 # -- the ledger --------------------------------------------------------------------
 def key_wrapper(settings: Settings) -> KeyWrapper:
     """What wraps the ledger's data keys: the KEK of ERASURE_KEK, else of <keys dir>/kek."""
+    from pipeline.crypto import MissingKeyError, load_kek
+
     try:
         return load_kek(settings.keys_dir, settings.kek)
     except MissingKeyError as exc:
@@ -144,6 +161,8 @@ def ledger(settings: Settings, data_keys: bool = False) -> Ledger:
     messages) ask for `data_keys=True` and need the KEK; every other command gets a ledger that
     refuses to store or read a data key (least privilege: an officer's shell needs no KEK).
     """
+    from pipeline.ledger import open_ledger
+
     return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
 
 
@@ -165,6 +184,7 @@ def check_webhook(settings: Settings) -> None:
 def stream_app(settings: Settings) -> faust.App:
     """The faust app of the router and the aggregator, its configuration checked first."""
     from pipeline.letters import LetterWriter
+    from pipeline.signing import ROUTER
     from pipeline.streaming.app import build_app
 
     systems = systems_register(settings)
@@ -181,6 +201,7 @@ def stream_app(settings: Settings) -> faust.App:
 def build_connectors(settings: Settings, systems: SystemsRegister,
                      system_ids: list[str]) -> dict[str, Connector]:
     """One connector per system id, built from its register entry."""
+    from connectors.base import ConfigError
     from connectors.registry import build_connector
 
     built = {}
@@ -196,6 +217,7 @@ def build_connectors(settings: Settings, systems: SystemsRegister,
 
 def connector_workers(settings: Settings, system_ids: list[str]) -> list[ConnectorWorker]:
     """The workers of the given systems, sharing one ledger (for data keys) and the policy."""
+    from pipeline.signing import connector_signer
     from pipeline.worker.runtime import ConnectorWorker
 
     systems = systems_register(settings)
@@ -236,6 +258,7 @@ def desk_publisher(settings: Settings) -> Publisher:
     from pipeline.desk.app import Publisher
     from pipeline.kafka_clients import producer
     from pipeline.renewing_producer import RenewingProducer
+    from pipeline.signing import DESK
 
     producers: list[RenewingProducer] = []
     desk_signer = signer(settings, DESK)
@@ -255,6 +278,7 @@ def opendsr_callbacks(settings: Settings, systems: SystemsRegister | None) -> Op
     from connectors.processors.opendsr import OpenDsrSettings
     from connectors.processors.opendsr_callbacks import CallbackTrust
     from pipeline.desk.app import OpenDsrCallbacks
+    from pipeline.streaming import topics
 
     domains = {}
     for entry in systems.systems if systems else []:
@@ -281,6 +305,7 @@ def desk_app(settings: Settings) -> FastAPI:
     from pipeline.desk.metrics import watch_broker
     from pipeline.ledger.accounts import Access
     from pipeline.letters import LetterWriter
+    from pipeline.streaming import topics
 
     records = ledger(settings, data_keys=True)
     systems, policy = None, None

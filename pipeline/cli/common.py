@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.settings import Settings, load_settings
 from pipeline.wiring import SetupError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 class CliError(click.ClickException):
@@ -25,7 +28,26 @@ class ErasureGroup(click.Group):
             raise CliError(str(exc)) from None
 
 
+class LazyChoice(click.Choice[str]):
+    """A choice whose values live in a module imported only when they are needed (parsing the
+    option, or its command's help), not when `erasure` starts."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        super().__init__(())
+
+    @property
+    def choices(self) -> Sequence[str]:
+        return tuple(self._load())
+
+    @choices.setter
+    def choices(self, _ignored: Sequence[str]) -> None:
+        """click.Choice sets it in its constructor; the loader is the source."""
+
+
 def settings() -> Settings:
+    from pipeline.settings import load_settings  # pydantic-settings: only for commands that run
+
     return load_settings()
 
 

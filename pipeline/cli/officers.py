@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline import wiring
 from pipeline.cli.common import CliError, settings
-from pipeline.codec import now_utc
-from pipeline.evidence_text import evidence_parts
-from pipeline.ledger import RequestView
-from pipeline.ledger.checkpoints import LEDGER_KEY_FILE, LedgerKey, Verification, verify_ledger
-from pipeline.ledger.views import PipelineFigures, note_text
+
+if TYPE_CHECKING:
+    from pipeline.ledger import RequestView
+    from pipeline.ledger.checkpoints import LedgerKey, Verification
+    from pipeline.ledger.views import PipelineFigures
 
 
 @click.command()
@@ -26,6 +26,7 @@ from pipeline.ledger.views import PipelineFigures, note_text
 def submit(email: str | None, phone: str | None, user_id: str | None, request_id: str | None,
            received_at: str | None) -> None:
     """Publish a deletion request; prints its request id."""
+    from pipeline.codec import now_utc
     from pipeline.intake import IntakeClient, subject_identities
     from schemas.identity import InvalidIdentityError
 
@@ -60,6 +61,8 @@ def _view_json(view: RequestView) -> dict[str, Any]:
 
 
 def _echo_view(view: RequestView) -> None:
+    from pipeline.evidence_text import evidence_parts
+
     flag = f" [{view.deadline_flag}]" if view.deadline_flag else ""
     click.echo(f"request {view.request_id}: {view.status}{flag}")
     click.echo(f"  received {view.received_at:%Y-%m-%d %H:%M} UTC, due {view.due_at:%Y-%m-%d %H:%M} UTC"
@@ -107,6 +110,9 @@ def _echo_lanes(figures: PipelineFigures, now: datetime) -> None:
 @click.option("--lanes", is_flag=True, help="Instead of one request: each system's counts (as /metrics)")
 def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
     """Per-system outcomes and the deadline of one request; with --lanes, every system's counts."""
+    from pipeline.codec import now_utc
+    from pipeline.ledger.views import note_text
+
     ledger = wiring.ledger(settings())
     if lanes:
         now = now_utc()
@@ -137,6 +143,8 @@ def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> None:
     """Requests, newest first."""
+    from pipeline.codec import now_utc
+
     views = wiring.ledger(settings()).list_requests(now_utc(), status_filter, overdue)
     if as_json:
         click.echo(json.dumps([_view_json(v) for v in views], indent=2))
@@ -177,6 +185,7 @@ def holds(system: str | None, as_json: bool) -> None:
 def confirm(request_id: str, system: str, author: str, outcome: str, category: str | None,
             note: str | None) -> None:
     """Confirm what a system with no API did (attributed and timestamped)."""
+    from pipeline.codec import now_utc
     from pipeline.ledger.actions import ActionError, confirm_manual
 
     current = settings()
@@ -197,6 +206,8 @@ def ledger() -> None:
 
 def _ledger_key() -> LedgerKey | None:
     """The ledger's signing key, when this machine holds one (`erasure ledger key`)."""
+    from pipeline.ledger.checkpoints import LEDGER_KEY_FILE, LedgerKey
+
     try:
         return LedgerKey.load(wiring.signing_keys_dir(settings()) / LEDGER_KEY_FILE)
     except ValueError as exc:
@@ -228,6 +239,9 @@ def ledger_verify(full: bool) -> None:
     Verifies what was recorded after the last checkpoint (the position and hash a previous run found
     intact, signed with the ledger key when this machine has one), then records a new checkpoint.
     """
+    from pipeline.codec import now_utc
+    from pipeline.ledger.checkpoints import verify_ledger
+
     key = _ledger_key()
     the_ledger = wiring.ledger(settings())
     result = verify_ledger(the_ledger.engine, the_ledger.writer, now_utc(), full=full, key=key)
@@ -247,6 +261,8 @@ def ledger_verify(full: bool) -> None:
 @ledger.command("key")
 def ledger_key() -> None:
     """Create the ledger's signing key: verification checkpoints are signed with it from then on."""
+    from pipeline.ledger.checkpoints import LEDGER_KEY_FILE, LedgerKey
+
     path = wiring.signing_keys_dir(settings()) / LEDGER_KEY_FILE
     try:
         LedgerKey.create(path)

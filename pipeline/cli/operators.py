@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import signal
 import threading
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import click
 
-from pipeline import wiring
+from pipeline import liveness, wiring
 from pipeline.cli.common import CliError, configure_logging, settings
-from pipeline.crypto import init_keys, rotate_kek
-from pipeline.register import SystemsRegister
-from pipeline.settings import Settings
-from pipeline.streaming import topics
-from pipeline.worker.claims import LaneClaimed, claim_lanes
+
+if TYPE_CHECKING:
+    from pipeline.register import SystemsRegister
+    from pipeline.settings import Settings
+    from pipeline.worker.runtime import ConnectorWorker
+
+log = logging.getLogger(__name__)
 
 
 # -- keys, topics, schemas, the ledger's schema -------------------------------------------
@@ -41,6 +46,8 @@ def keys_init(force: bool) -> None:
     Publishers need only the intake public key it prints. Signing keys: the router, the desk,
     and one connector per system of the register when one is configured.
     """
+    from pipeline.crypto import init_keys
+
     current = settings()
     path = init_keys(current.keys_dir, overwrite=force)
     click.echo(f"intake public key ({path}): {path.read_text().strip()}")
@@ -75,6 +82,8 @@ def keys_rotate(signer: str, grace_s: float | None) -> None:
 @keys.command("rotate-kek")
 def keys_rotate_kek() -> None:
     """Put a new KEK first in <keys dir>/kek (older ones kept to unwrap); then run `keys rewrap`."""
+    from pipeline.crypto import rotate_kek
+
     current = settings()
     if current.kek:
         raise CliError("ERASURE_KEK is set: put a new base64 32-byte key first in it (comma, then the "
@@ -93,6 +102,7 @@ def keys_rewrap() -> None:
 
 def create_topics(current: Settings, register: SystemsRegister, bootstrap: str) -> None:
     from pipeline.kafka_clients import ensure_topics
+    from pipeline.streaming import topics
 
     ensure_topics(bootstrap, topics.all_topics(register.ids), current.topic_partitions,
                   current.topic_replication_factor, topics.topic_configs(current.requests_retention_s),
@@ -147,28 +157,58 @@ def worker() -> None:
 @click.command()
 @click.argument("systems", nargs=-1, required=True)
 def connector(systems: tuple[str, ...]) -> None:
-    """Run the connector workers of one or more SYSTEMS (a thread each)."""
+    """Run the connector workers of one or more SYSTEMS (a thread each).
+
+    Each lane beats its own entry of the heartbeat file, so a supervisor sees which one stalls.
+    A lane that ends on an error stops the others and the process exits with 1, for its
+    supervisor to start it again (a single lane dying unseen in a shared process would stall).
+    """
+    from pipeline.worker.claims import LaneClaimed, claim_lanes
+
     current = settings()
     configure_logging(current)
     try:  # held until this process exits: a second sole owner of a system here is refused
         claims = claim_lanes(current.home_dir / "run", list(systems), current.connector_sole_owner)
     except LaneClaimed as exc:
         raise CliError(str(exc)) from None
+    # Every lane is in the heartbeat file from the start: one that never turns is seen as well.
+    liveness.expect_loops(current.heartbeat_file, list(systems))
     runners = wiring.connector_workers(current, list(systems))
+    stopping = threading.Event()
+    ended: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def stop(*_: object) -> None:
+        stopping.set()
         for runner in runners:
             runner.stop()
 
+    def lane(runner: ConnectorWorker) -> None:
+        try:
+            runner.run()
+        finally:
+            ended.put(runner.system)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threads = [threading.Thread(target=r.run, name=f"connector-{r.system}") for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)
+    for runner in runners:
+        threading.Thread(target=lane, args=(runner,), name=f"connector-{runner.system}").start()
+    failed: list[str] = []
+    for _ in runners:
+        while True:
+            try:  # a timeout, so that the signal handlers run in this thread
+                system = ended.get(timeout=5.0)
+                break
+            except queue.Empty:
+                continue
+        if not stopping.is_set():
+            failed.append(system)
+            log.error("connector %s: its lane ended unexpectedly; stopping the other lanes of this process",
+                      system)
+            stop()
     claims.release()
+    if failed:
+        raise CliError(f"connector {failed[0]}: its lane ended on an error (above); exiting so that the "
+                       "supervisor starts every lane of this process again")
 
 
 @click.group()
@@ -247,12 +287,18 @@ def _announce(current: Settings, bootstrap: str, broker_kind: str, register: Sys
 @click.option("--demo/--no-demo", default=None,
               help="Use the demo register (fake Brevo, SQLite site db); default when no "
                    "ERASURE_SYSTEMS_FILE is set")
-def up(demo: bool | None) -> None:
-    """Everything on one machine: broker, router/aggregator, one worker per system, the desk.
+@click.option("--connector-processes", type=click.Choice(["one", "per-system"]), default=None,
+              help="All connector lanes in one process, a thread each, or a process per system "
+                   "(default ERASURE_UP_CONNECTOR_PROCESSES, else one)")
+def up(demo: bool | None, connector_processes: str | None) -> None:
+    """Everything on one machine: broker, router/aggregator, the connector lanes, the desk.
 
-    Each child that exits, or stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S),
-    is restarted.
+    The connector lanes share one process, a thread each (or run a process per system with
+    `--connector-processes per-system`). Each child that exits, or one of whose loops (a lane)
+    stops making progress while it has work (ERASURE_SUPERVISOR_STALL_S), is restarted, with
+    every lane it hosts.
     """
+    from pipeline.crypto import init_keys
     from pipeline.devstack.broker import BrokerKeeper, find_or_start
     from pipeline.devstack.supervisor import Supervisor
 
@@ -264,8 +310,10 @@ def up(demo: bool | None) -> None:
     env = dict(os.environ, ERASURE_HOME_DIR=str(current.home_dir.resolve()))
     # The local desk is served over plain HTTP (http://127.0.0.1): its cookie cannot be `Secure` there.
     env.setdefault("ERASURE_DESK_COOKIE_SECURE", "false")
-    # One process per system: each owns its lane's partitions outright, no group to rejoin after a crash.
+    # Each lane runs in one process only (all in one, or one per system): it owns its partitions
+    # outright, no group to rejoin after a crash.
     env.setdefault("ERASURE_CONNECTOR_SOLE_OWNER", "true")
+    connector_processes = connector_processes or current.up_connector_processes
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
@@ -291,8 +339,11 @@ def up(demo: bool | None) -> None:
         signal.signal(signal.SIGINT, stop)
         supervisor.spawn("worker", "worker")
         supervisor.spawn("desk", "desk")
-        for system in register.ids:
-            supervisor.spawn(f"connector:{system}", "connector", system)
+        if connector_processes == "one":  # one heartbeat file, an entry per lane: a stalled lane is named
+            supervisor.spawn("connectors", "connector", *register.ids)
+        else:
+            for system in register.ids:
+                supervisor.spawn(f"connector:{system}", "connector", system)
         _announce(current, broker.bootstrap, broker.kind, register, demo)
         # An embedded broker that dies is started again on its port, with the topics (logged).
         keeper = BrokerKeeper(broker, lambda bootstrap: create_topics(current, register, bootstrap))

@@ -11,13 +11,11 @@ import click
 
 from pipeline import wiring
 from pipeline.cli.common import CliError, settings
-from pipeline.codec import now_utc
-from pipeline.settings import Settings
-from pipeline.sweep.rules import parse_period
 
 if TYPE_CHECKING:
     from pipeline.ledger.sweeps import SweepLog
     from pipeline.replay import ReplayReport
+    from pipeline.settings import Settings
     from pipeline.sweep.plan import RulePlan
 
 
@@ -40,6 +38,7 @@ def sweep(dry_run: bool, rule_name: str | None, rate_per_s: float) -> None:
     Each rule's people get one erasure request each (channel `retention`), through the same
     pipeline as everyone's, holds included. A second run submits nobody twice.
     """
+    from pipeline.codec import now_utc
     from pipeline.sweep.finder import SweepError
     from pipeline.sweep.run import plan_sweeps
 
@@ -104,7 +103,9 @@ def replay(system_id: str, since_text: str, dry_run: bool) -> None:
     recorded in their request's history.
     """
     from connectors.base import ConfigError
+    from pipeline.codec import now_utc
     from pipeline.replay import replay as run_replay
+    from pipeline.sweep.rules import parse_period
 
     since = _since(since_text)
     current = settings()

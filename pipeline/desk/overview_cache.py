@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from pipeline.desk.charts import Chart, overview_charts
 from pipeline.ledger.overview import overview
+
+if TYPE_CHECKING:
+    from pipeline.desk.charts import Chart
 
 MAX_AGE_S = 60.0
 
@@ -39,6 +42,8 @@ class OverviewCache:
 
     def get(self, now: datetime) -> DrawnOverview:
         """The charts, drawn at `now` unless a drawing younger than `max_age_s` exists."""
+        from pipeline.desk.charts import overview_charts  # matplotlib: ~70 MB, paid when first drawn
+
         with self._lock:
             if self._drawn is None or self.clock() - self._drawn[0] >= self.max_age_s:
                 self._drawn = (self.clock(), DrawnOverview(now, overview_charts(overview(self.engine, now))))

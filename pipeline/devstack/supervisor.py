@@ -5,9 +5,11 @@ environment. With a log directory each child writes to its own file there (and
 `wait_log` can watch it); without one, children share the supervisor's output.
 
 With a run directory each child is told to beat `<run dir>/<name>.heartbeat`
-(`pipeline.liveness`); `supervise` restarts a child that exited, and one whose heartbeat
-says it is hung or stuck with work for `stall_s` (or that has not beaten at all
-`first_beat_s` after it started), and says so in its log.
+(`pipeline.liveness`), an entry per loop: a connector process hosting several lanes
+(`erasure up`'s `connectors`) has one per lane. `supervise` restarts a child that exited,
+and one whose heartbeat says one of its loops is hung or stuck with work for `stall_s`
+(or has not beaten at all `first_beat_s` after the child started), and says so in its log,
+naming the loop (the lane); every other lane of that process restarts with it.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ class Supervisor:
                 restarted.append(name)
         return restarted
 
-    def supervise(self, stopping: Callable[[], bool], poll_s: float = 0.5,
+    def supervise(self, stopping: Callable[[], bool], poll_s: float = 1.0,
                   on_turn: Callable[[], object] | None = None) -> None:
         """Keep every child running and moving until `stopping()` is true (a signal handler sets it).
 

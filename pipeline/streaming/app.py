@@ -1,6 +1,8 @@
 """The faust application: wiring only.
 
-Two agents take events in batches and hand them to the classes that do the work:
+Two agents take events in batches (`batching.take_batches`: no wake-ups while idle, and a
+fetch wait of a second rather than 100 ms once idle, `idle_fetch`) and hand them to the
+classes that do the work:
 the router (`router.Router`, requests in, plan and tasks out) and the aggregator
 (`aggregator.Aggregator`, plans and outcomes into the ledger, completions out).
 One timer runs the periodic jobs (`housekeeping.Housekeeping`) on the group's
@@ -39,8 +41,10 @@ from pipeline.settings import Settings
 from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
+from pipeline.streaming.batching import take_batches
 from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
+from pipeline.streaming.idle_fetch import IdleFetchWait
 from pipeline.streaming.publishing import Received, TopicPublisher
 from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
@@ -100,14 +104,16 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                                 settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret,
                                 letters)
 
+    fetch_wait = IdleFetchWait(app)  # 100 ms while events come, a second once idle (idle_fetch.py)
+
     @app.agent(faust_topics[topics.REQUESTS], name="router")
     async def route(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for batch in take_batches(stream, settings.batch_max, settings.batch_within_s, fetch_wait.saw):
             await router.route([_received(event) for event in batch])
 
     @app.agent(faust_topics[topics.OUTCOMES], name="aggregator")
     async def aggregate(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for batch in take_batches(stream, settings.batch_max, settings.batch_within_s, fetch_wait.saw):
             await aggregator.take([_received(event) for event in batch])
 
     @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
@@ -121,6 +127,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     @app.timer(interval=1.0, name="heartbeat")  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         beat.beat()
+        fetch_wait.tick()
 
     # Broker loss (issue 11): the HTTP intake's outbox, and the topics a restarted broker lost.
     relay = OutboxRelay(Outbox(ledger.engine, ledger.writer, settings.outbox_recheck_after_s,

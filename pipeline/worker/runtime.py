@@ -42,6 +42,7 @@ from pipeline.settings import Settings
 from pipeline.signing import Headers, Signer, Unverified, Verifier
 from pipeline.streaming import topics
 from pipeline.worker.erase import InProcessRetries, TaskEraser, requeue_policy
+from pipeline.worker.idle import IdleBackoff
 from pipeline.worker.offsets import OffsetTracker
 from pipeline.worker.schedule import DelayQueue
 from schemas import ErasureTask
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 # A send not acknowledged by then is sent again, on a new producer (see `publish`).
 SEND_TIMEOUT_S = 10.0
-POLL_TIMEOUT_MS = 100
 # What was not acknowledged (or a task whose erasure failed unexpectedly) is tried again after
 # 1, 2, 4... s, at most this long apart, until it succeeds or the worker stops.
 AGAIN_BASE_S = 1.0
@@ -176,10 +176,11 @@ class ConnectorWorker:
         log.info("%s: connector worker started on %s", self.system, self.topic)
         paused = False
         beat, taken = liveness.loop_beat(self.settings.heartbeat_file, self.system), 0
+        backoff = IdleBackoff()  # short polls while working, long ones once idle (idle.py)
         try:
             while not self._stop.is_set():
                 paused = self._flow_control(paused)
-                batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                batches = backoff.poll(self.consumer, pending=self.tracker.in_flight() - len(self.delayed))
                 for tp, records in batches.items():
                     taken += len(records)
                     for record in records:

@@ -44,7 +44,7 @@ from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.publishing import Received, TopicPublisher
 from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
-from pipeline.streaming.transport import broker_credentials, broker_url
+from pipeline.streaming.transport import KeyHashPartitioner, broker_credentials, broker_url
 
 APP_ID = "erasure-pipeline"
 
@@ -69,6 +69,7 @@ def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
+        producer_partitioner=KeyHashPartitioner(),  # the default partitions, each key hashed once
         topic_allow_declare=True,
     )
 

@@ -12,10 +12,12 @@ their values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from nacl.public import PrivateKey
 from pydantic import ValidationError
 
 from connectors.retry import RetryPolicy
@@ -64,7 +66,11 @@ class Router:
         if keys.intake_private is None or keys.subject_ref_hmac is None:
             raise ValueError("the router needs the intake private key and the subject_ref key")
         self.register = register
-        self.intake_private = keys.intake_private
+        self.intake_private: bytes | PrivateKey = keys.intake_private
+        # Made once: a PrivateKey derives its public key (a scalar multiplication) when made. Not a
+        # key: kept as bytes, and each opening says so, per request, as before.
+        with contextlib.suppress(ValueError, TypeError):
+            self.intake_private = PrivateKey(keys.intake_private)
         self.hmac_key = keys.subject_ref_hmac
         self.ledger = ledger
         self.publisher = publisher

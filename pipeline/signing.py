@@ -149,6 +149,17 @@ class Verifier:
         self.reload = reload
         self.clock = clock
 
+    @property
+    def register(self) -> SignersRegister:
+        return self._register
+
+    @register.setter
+    def register(self, register: SignersRegister) -> None:
+        # Indexed once per register, not per record: the entry by id, each key decoded once.
+        self._register = register
+        self._entries = {entry.id: entry for entry in reversed(register.signers)}  # the first of an id wins
+        self._verify_keys = {key: _verify_key(key) for entry in register.signers for key in entry.keys}
+
     def check(self, topic: str, key: bytes | None, value: bytes, headers: ReceivedHeaders,
               kind: EventKind, system: str | None = None) -> str:
         """The id of the signer of this record; `Unverified` unless it may publish it."""
@@ -168,7 +179,7 @@ class Verifier:
             raise Unverified(f"unsigned: {describe(kind, system)} without the {SIGNER_HEADER} and "
                              f"{SIGNATURE_HEADER} headers")
         # The header's text is never echoed: a forger may put anything in it.
-        entry = self.register.get(raw_signer.decode("utf-8", errors="replace"))
+        entry = self._entries.get(raw_signer.decode("utf-8", errors="replace"))
         if entry is None:
             raise Unverified(f"{describe(kind, system)} signed by a signer that is not in the register")
         try:
@@ -176,7 +187,8 @@ class Verifier:
         except (binascii.Error, ValueError):
             raise Unverified(f"{describe(kind, system)} with a malformed {SIGNATURE_HEADER} header") from None
         message, now = canonical(topic, key, value), self.clock()
-        if not any(_verifies(k, message, signature) for k in entry.keys if k.in_force(now)):
+        keys = (self._verify_keys[k] for k in entry.keys if k.in_force(now))
+        if not any(_verifies(k, message, signature) for k in keys):
             raise Unverified(f"{describe(kind, system)} whose signature by {entry.id!r} does not verify with "
                              "a key in force (wrong or expired key, or the record was altered or moved)")
         if not entry.allows(kind, system):
@@ -184,9 +196,19 @@ class Verifier:
         return entry.id
 
 
-def _verifies(key: SignerKey, message: bytes, signature: bytes) -> bool:
+def _verify_key(key: SignerKey) -> VerifyKey | None:
+    """The key's verifier; None for a public key that is not one (it verifies nothing)."""
     try:
-        key.verify_key().verify(message, signature)
+        return key.verify_key()
+    except (binascii.Error, ValueError, TypeError):
+        return None
+
+
+def _verifies(key: VerifyKey | None, message: bytes, signature: bytes) -> bool:
+    if key is None:
+        return False
+    try:
+        key.verify(message, signature)
     except (BadSignatureError, ValueError):
         return False
     return True

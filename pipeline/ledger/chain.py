@@ -28,9 +28,13 @@ HASHED_FIELDS = ("position", "request_id", "system", "kind", "attempt", "status"
                  "recorded_at", "dedupe_key")
 
 
+# `json.dumps` with these arguments builds this encoder on every call (twice per event appended).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_json(value: Any) -> str:
     """The one JSON spelling of the ledger: hashes depend on it, so it never changes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(value)
 
 
 def chain_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:

@@ -35,6 +35,11 @@ from schemas import FINAL_SYSTEM_STATUSES, ErasureCompleted, ErasureOutcome, Era
 Rows = dict[str, dict[str, Any]]
 SYSTEM_FIELDS = ("status", "attempt", "final", "updated_at", "expected_by", "evidence", "holds", "error",
                  "silent_redrives")
+# Built once: a statement built per batch is compiled from the cache, but its cache key is not free.
+UPDATE_SYSTEMS = system_row_update.values({f: sa.bindparam(f) for f in SYSTEM_FIELDS})
+COMPLETE_REQUESTS = requests_table.update().where(
+    requests_table.c.request_id == sa.bindparam("b_request_id")).values(
+    status=sa.bindparam("status"), completed_at=sa.bindparam("completed_at"), on_time=sa.bindparam("on_time"))
 
 
 def load_rows(conn: sa.Connection, request_ids: Iterable[str]) -> tuple[Rows, dict[str, Rows]]:
@@ -209,15 +214,12 @@ class RequestStateMachine:
         updates = [{"b_request_id": r, "b_system": s, **{f: self.systems[r][s][f] for f in SYSTEM_FIELDS}}
                    for r, s in sorted(self.dirty_systems) if (r, s) not in new_systems]
         if updates:
-            conn.execute(system_row_update.values({f: sa.bindparam(f) for f in SYSTEM_FIELDS}), updates)
+            conn.execute(UPDATE_SYSTEMS, updates)
         if self.dirty_requests:
-            conn.execute(requests_table.update().where(
-                requests_table.c.request_id == sa.bindparam("b_request_id")).values(
-                status=sa.bindparam("status"), completed_at=sa.bindparam("completed_at"),
-                on_time=sa.bindparam("on_time")),
-                [{"b_request_id": r, "status": self.requests[r]["status"],
-                  "completed_at": self.requests[r]["completed_at"],
-                  "on_time": self.requests[r]["on_time"]} for r in sorted(self.dirty_requests)])
+            conn.execute(COMPLETE_REQUESTS, [
+                {"b_request_id": r, "status": self.requests[r]["status"],
+                 "completed_at": self.requests[r]["completed_at"], "on_time": self.requests[r]["on_time"]}
+                for r in sorted(self.dirty_requests)])
         if self.new_holds:
             conn.execute(holds_table.insert(), self.new_holds)
         if self.notifications:

@@ -48,7 +48,7 @@ from pipeline.streaming.idle_fetch import IdleFetchWait
 from pipeline.streaming.publishing import Received, TopicPublisher
 from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
-from pipeline.streaming.transport import broker_credentials, broker_url
+from pipeline.streaming.transport import KeyHashPartitioner, broker_credentials, broker_url
 
 APP_ID = "erasure-pipeline"
 
@@ -73,6 +73,7 @@ def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
+        producer_partitioner=KeyHashPartitioner(),  # the default partitions, each key hashed once
         topic_allow_declare=True,
     )
 

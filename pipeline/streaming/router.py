@@ -12,10 +12,12 @@ their values.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from nacl.public import PrivateKey
 from pydantic import ValidationError
 
 from connectors.retry import RetryPolicy
@@ -64,7 +66,11 @@ class Router:
         if keys.intake_private is None or keys.subject_ref_hmac is None:
             raise ValueError("the router needs the intake private key and the subject_ref key")
         self.register = register
-        self.intake_private = keys.intake_private
+        self.intake_private: bytes | PrivateKey = keys.intake_private
+        # Made once: a PrivateKey derives its public key (a scalar multiplication) when made. Not a
+        # key: kept as bytes, and each opening says so, per request, as before.
+        with contextlib.suppress(ValueError, TypeError):
+            self.intake_private = PrivateKey(keys.intake_private)
         self.hmac_key = keys.subject_ref_hmac
         self.ledger = ledger
         self.publisher = publisher
@@ -81,15 +87,17 @@ class Router:
                                   self.ledger.grant_data_keys, proposals, now)
         messages: list[Message] = []
         routed = []
+        digests: list[dict[str, str]] = []
         for rid, (request, subject) in accepted.items():
             grant = grants.get(rid)
             if grant is None or grant.tasks_published:
                 log.info("router: request %s already routed; duplicate ignored", rid)
                 continue
-            messages.extend(self.plan_messages(request, subject, grant.data_key, now))
+            targets = targets_for(request, self.register)  # once per request: the plan and the digests
+            messages.extend(self.plan_messages(request, subject, grant.data_key, now, targets))
+            digests.extend(self.digest_rows(rid, request, subject, targets))
             routed.append(rid)
         # Before any task: a restored store can be erased again only if the digests outlive the key.
-        digests = [row for rid in routed for row in self.digest_rows(rid, *accepted[rid])]
         await until_done(self.ledger_retry, "router: recording identity digests",
                          self.ledger.record_identity_digests, digests, now)
         await self.publisher.send_all(messages)
@@ -122,17 +130,18 @@ class Router:
         return accepted
 
     def digest_rows(self, request_id: str, request: ErasureRequested, subject: SubjectIdentities,
-                    ) -> list[dict[str, str]]:
-        kept = {t.id: t.backup_retention for t in targets_for(request, self.register) if t.backup_retention}
+                    targets: Sequence[SystemEntry] | None = None) -> list[dict[str, str]]:
+        targets = targets_for(request, self.register) if targets is None else targets
+        kept = {t.id: t.backup_retention for t in targets if t.backup_retention}
         return digest_rows(self.hmac_key, request_id, subject, kept)
 
     def plan_messages(self, request: ErasureRequested, subject: SubjectIdentities, data_key: bytes,
-                      now: datetime) -> list[Message]:
+                      now: datetime, targets: Sequence[SystemEntry] | None = None) -> list[Message]:
         """The plan on the outcomes topic first, then one task per planned system."""
         sealed = seal_with_data_key(data_key, request.request_id, subject)
         ref = subject_ref(self.hmac_key, subject)
         due = due_at(request.received_at)
-        targets = targets_for(request, self.register)
+        targets = targets_for(request, self.register) if targets is None else targets
         key = request.request_id.encode()
         plan = ErasurePlanned(
             request_id=request.request_id, received_at=request.received_at, due_at=due,
@@ -142,9 +151,12 @@ class Router:
                      for t in targets],
         )
         messages = [Message(topics.OUTCOMES, key, encode(plan))]
-        for target in targets:
-            task = ErasureTask(request_id=request.request_id, system=target.id, attempt=1,
-                               received_at=request.received_at, due_at=due, subject_ref=ref,
-                               identities=sealed, scope=request.scope)
-            messages.append(Message(topics.task_topic(target.id), key, encode(task)))
+        for target in plan.targets:
+            # Every value was validated a moment ago, as a field of the same type in the plan:
+            # validating each task again would only repeat that (tests check the bytes are the same).
+            task = ErasureTask.model_construct(
+                request_id=plan.request_id, system=target.system, attempt=1,
+                received_at=plan.received_at, due_at=plan.due_at, subject_ref=plan.subject_ref,
+                identities=plan.identities, scope=plan.scope)
+            messages.append(Message(topics.task_topic(target.system), key, encode(task)))
         return messages

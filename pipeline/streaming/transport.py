@@ -3,7 +3,8 @@
 faust hard-codes `fetch_max_wait_ms=1500`. A broker that holds a fetch for the
 whole wait when it had nothing at request time (Tansu does) then adds up to
 1.5 s to every hop of the router and the aggregator. Registered as the
-`erasure-kafka://` transport.
+`erasure-kafka://` transport. `KeyHashPartitioner` is the producer's partitioner: the default
+one's partitions, each key hashed once.
 
 `broker_credentials` turns the pipeline's `KafkaSecurity` into faust's
 credentials (TLS, SASL with a password or an OAUTHBEARER token), which faust
@@ -12,10 +13,12 @@ hands to every aiokafka consumer, producer and topic creator it builds.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import faust
 from aiokafka.abc import AbstractTokenProvider  # type: ignore[import-untyped]
+from aiokafka.partitioner import DefaultPartitioner, murmur2  # type: ignore[import-untyped]
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.auth import CredentialsT
@@ -43,6 +46,26 @@ class Transport(faust_aiokafka.Transport):
 
 
 TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
+
+KEY_HASHES_KEPT = 65_536
+
+
+class KeyHashPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key's bytes), each key's hash kept.
+
+    The same partition for every key as the default one, the connectors' and the intake's;
+    murmur2 is pure Python, and the worker sends up to seven records under one request id (the
+    plan, a task per system, the completion, the table's changes).
+    """
+
+    def __init__(self, kept: int = KEY_HASHES_KEPT) -> None:
+        self._hash = lru_cache(maxsize=kept)(murmur2)
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:  # no key: a random partition, the default partitioner's choice
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        index = (self._hash(key) & 0x7FFFFFFF) % len(all_partitions)
+        return int(all_partitions[index])
 
 
 def broker_url(bootstrap: str) -> str:

@@ -63,7 +63,12 @@ def sweep(dry_run: bool, rule_name: str | None, rate_per_s: float) -> None:
     if dry_run or not total:
         click.echo("dry run: nothing submitted" if dry_run else "nothing to submit")
         return
-    click.echo(f"submitted {_submit(current, plans, rate_per_s, ledger.sweeps, total)} request(s)")
+    try:
+        submitted = _submit(current, plans, rate_per_s, ledger.sweeps, total)
+    except SweepError as exc:
+        raise CliError(f"{exc}; the requests submitted before are recorded: run `erasure sweep` again "
+                       "to submit the rest") from None
+    click.echo(f"submitted {submitted} request(s)")
 
 
 def _submit(current: Settings, plans: list[RulePlan], rate_per_s: float, sweeps: SweepLog, total: int) -> int:

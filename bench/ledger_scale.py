@@ -9,6 +9,11 @@ pages; `erasure status ID` (the command, and its ledger reads alone); a full ver
 and an incremental one after new events. On PostgreSQL, `--explain FILE` writes the
 EXPLAIN (ANALYZE, BUFFERS) of the list's queries, and `--before` measures the list's queries as
 they were before migration 0007 (its indexes dropped inside a transaction rolled back after).
+
+First (alone with `--figures-only`): `Ledger.figures()`, `/metrics` over HTTP, the overview's
+queries uncached and the home page, `erasure status --lanes`, and the CSV export's rows and peak RSS
+growth (downloaded from a desk in a process of its own). With `BENCH_CODE_ROOT=<another checkout>`
+the bench runs that checkout's code on the same ledger (the figures before a change).
 """
 
 from __future__ import annotations
@@ -191,12 +196,12 @@ def figures_times(url: str, ledger: Ledger, samples: int) -> dict[str, Any]:
         "TMPDIR", "/tmp")) / "ledger-scale-bench"), "PYTHONPATH": str(ROOT)}
 
     def lanes_command() -> None:
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--lanes"], env=env,
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--lanes"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, done.stderr[-500:]
 
     times["`erasure status --lanes`, the whole command"] = timed(lanes_command, 3, warmup=1)
-    exported = subprocess.run([sys.executable, __file__, "--url", url, "--export-rss"], env=env,
+    exported = subprocess.run([sys.executable, __file__, "--url", url, "--export-rss"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=1800, check=True)
     times["export.csv"] = json.loads(exported.stdout.strip().splitlines()[-1])
     return times

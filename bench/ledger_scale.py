@@ -9,6 +9,11 @@ pages; `erasure status ID` (the command, and its ledger reads alone); a full ver
 and an incremental one after new events. On PostgreSQL, `--explain FILE` writes the
 EXPLAIN (ANALYZE, BUFFERS) of the list's queries, and `--before` measures the list's queries as
 they were before migration 0007 (its indexes dropped inside a transaction rolled back after).
+
+First (alone with `--figures-only`): `Ledger.figures()`, `/metrics` over HTTP, the overview's
+queries uncached and the home page, `erasure status --lanes`, and the CSV export's rows and peak RSS
+growth (downloaded from a desk in a process of its own). With `BENCH_CODE_ROOT=<another checkout>`
+the bench runs that checkout's code on the same ledger (the figures before a change).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import statistics
 import subprocess
@@ -36,7 +42,8 @@ import sqlalchemy as sa
 import uvicorn
 from nacl.signing import SigningKey
 
-ROOT = Path(__file__).resolve().parent.parent
+# BENCH_CODE_ROOT: measure another checkout's code (e.g. the one before a change) on the same ledger.
+ROOT = Path(os.environ.get("BENCH_CODE_ROOT") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))  # run from a checkout as well as from an installed package
 
 from bench.seed_ledger import ensure_database, seed  # noqa: E402
@@ -160,6 +167,71 @@ def desk_pages(ledger: Ledger, samples: int) -> dict[str, dict[str, float]]:
         results["request page (a different request each time)"] = timed(
             lambda: get(f"/requests/{next(ids)}"), samples)
     return results
+
+
+# -- what /metrics, `erasure status --lanes`, the overview and the export cost ---------------------
+def figures_times(url: str, ledger: Ledger, samples: int) -> dict[str, Any]:
+    """`Ledger.figures` (behind /metrics and `status --lanes`), /metrics over HTTP, the overview's
+    queries and the home page (over HTTP), `erasure status --lanes` (the command), and the CSV
+    export's peak RSS (in a process of its own)."""
+    from pipeline.ledger.overview import overview
+
+    times: dict[str, Any] = {
+        "figures()": timed(lambda: ledger.figures(datetime.now(UTC)), samples, warmup=1),
+        "overview() (its queries, uncached)": timed(lambda: overview(ledger.engine, datetime.now(UTC)),
+                                                    3, warmup=0)}
+    password = secrets.token_urlsafe(16)
+    Access(ledger).set_user(OFFICER, "officer", password, datetime.now(UTC))
+    publisher = Publisher(lambda *_: None, Signer("desk", SigningKey.generate()))
+    app = create_app(ledger, Access(ledger), publisher, None, secrets.token_urlsafe(32), topics.task_topic,
+                     topics.REQUESTS, security=DeskSecurity(cookie_secure=False))
+    with serve(app) as base, httpx.Client(base_url=base, timeout=600) as officer:
+        times["/metrics"] = timed(lambda: officer.get("/metrics").raise_for_status(), samples, warmup=1)
+        log_in(officer, password)
+        started = time.perf_counter()
+        officer.get("/").raise_for_status()
+        times["home page, first (draws the overview)_ms"] = round((time.perf_counter() - started) * 1000)
+        times["home page, after"] = timed(lambda: officer.get("/").raise_for_status(), samples, warmup=0)
+    env = {**os.environ, "DATABASE_URL": url, "ERASURE_HOME_DIR": str(Path(os.environ.get(
+        "TMPDIR", "/tmp")) / "ledger-scale-bench"), "PYTHONPATH": str(ROOT)}
+
+    def lanes_command() -> None:
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--lanes"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-500:]
+
+    times["`erasure status --lanes`, the whole command"] = timed(lanes_command, 3, warmup=1)
+    exported = subprocess.run([sys.executable, __file__, "--url", url, "--export-rss"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=1800, check=True)
+    times["export.csv"] = json.loads(exported.stdout.strip().splitlines()[-1])
+    return times
+
+
+def export_rss(url: str) -> dict[str, Any]:
+    """Download /export.csv from a desk in this process; the process's peak RSS before and after."""
+    ledger = Ledger(url)
+    try:
+        password = secrets.token_urlsafe(16)
+        Access(ledger).set_user(OFFICER, "officer", password, datetime.now(UTC))
+        publisher = Publisher(lambda *_: None, Signer("desk", SigningKey.generate()))
+        app = create_app(ledger, Access(ledger), publisher, None, secrets.token_urlsafe(32),
+                         topics.task_topic, topics.REQUESTS, security=DeskSecurity(cookie_secure=False))
+        with serve(app) as base, httpx.Client(base_url=base, timeout=1800) as officer:
+            log_in(officer, password)
+            officer.get("/metrics")  # everything imported and warm before the baseline
+            before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            started, size, lines = time.perf_counter(), 0, 0
+            with officer.stream("GET", "/export.csv") as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    lines += chunk.count(b"\n")
+            after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        ledger.close()
+    return {"rows": lines - 1, "mb": round(size / 1e6, 1), "seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb_before": round(before_kb / 1024), "peak_rss_mb_after": round(after_kb / 1024),
+            "peak_rss_growth_mb": round((after_kb - before_kb) / 1024)}
 
 
 def status_times(url: str, ledger: Ledger, samples: int, home: Path) -> dict[str, dict[str, float]]:
@@ -290,7 +362,13 @@ def main() -> None:
     parser.add_argument("--before", action="store_true",
                         help="time the list's queries as they were before migration 0007 (PostgreSQL)")
     parser.add_argument("--json", type=Path, help="write the figures here as well")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="only figures(), /metrics, `status --lanes`, the overview and the export")
+    parser.add_argument("--export-rss", action="store_true", help=argparse.SUPPRESS)  # figures_times' child
     args = parser.parse_args()
+    if args.export_rss:
+        print(json.dumps(export_rss(args.url)))
+        return
     figures: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds"),
                                "load_average": os.getloadavg(), "cpus": os.cpu_count()}
     held = requests_held(args.url)
@@ -301,11 +379,12 @@ def main() -> None:
         figures["seed"] = f"reused: {held} requests already there"
     ledger = Ledger(args.url)
     try:
+        figures["figures, /metrics, overview, export"] = figures_times(args.url, ledger, args.samples)
+        if args.figures_only:
+            return print(json.dumps(figures, indent=2, default=str))
         figures["pages"] = desk_pages(ledger, args.samples)
         home = Path(os.environ.get("TMPDIR", "/tmp")) / "ledger-scale-bench"
         figures["status"] = status_times(args.url, ledger, args.samples, home)
-        # Not this change's: what /metrics and `erasure status --lanes` cost at this size, for the record.
-        figures["figures() behind /metrics"] = timed(lambda: ledger.figures(datetime.now(UTC)), 3, warmup=1)
         if ledger.engine.dialect.name == "postgresql":
             figures["database_ms"] = plans(ledger, args.explain)
             if args.before:

@@ -111,7 +111,17 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
         *(f"CREATE INDEX ix_erasure_requests_{name} ON erasure_requests"
           for name in ("newest", "status_newest", "channel_newest", "status_due")),
         "CREATE INDEX ix_erasure_system_outcomes_system_status ON erasure_system_outcomes",
-        "CREATE TABLE erasure_chain_checkpoints"}
+        "CREATE TABLE erasure_chain_checkpoints",
+        # 0008: tallies kept on write by triggers (on every change of a row they count), open rows' index
+        "CREATE TABLE erasure_tallies",
+        "CREATE INDEX ix_erasure_system_outcomes_open ON erasure_system_outcomes",
+        *(f"CREATE TRIGGER {table}_tally_{op} AFTER {op.upper()} ON {table} FOR EACH ROW{when} "
+          "BEGIN INSERT INTO erasure_tallies"
+          for table, changed in (("erasure_requests", ("status",)),
+                                 ("erasure_system_outcomes", ("system", "status", "redrives")),
+                                 ("erasure_events", ("system", "kind", "status")))
+          for op, when in (("insert", ""), ("delete", ""),
+                           ("update", " WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in changed))))}
     [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
     [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
     counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
@@ -148,14 +158,14 @@ def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
     engine = sa.create_engine(postgres_url)
     # what the code before migrations created: not the account tables, nor those of later migrations
     later = ("desk_users", "intake_clients", "desk_sessions", "erasure_notes", "erasure_identity_digests",
-             "erasure_sweep_submissions", "intake_outbox", "erasure_chain_checkpoints")
+             "erasure_sweep_submissions", "intake_outbox", "erasure_chain_checkpoints", "erasure_tallies")
     tables = [t for t in metadata.sorted_tables if t.name not in later]
     metadata.create_all(engine, tables=tables)
     with engine.begin() as conn:  # nor the columns and indexes of later migrations
         conn.execute(sa.text("ALTER TABLE erasure_system_outcomes DROP COLUMN redrives, "
                              "DROP COLUMN silent_redrives"))
         for index in ("requests_newest", "requests_status_newest", "requests_channel_newest",
-                      "requests_status_due", "system_outcomes_system_status"):
+                      "requests_status_due", "system_outcomes_system_status", "system_outcomes_open"):
             conn.execute(sa.text(f"DROP INDEX ix_erasure_{index}"))
         conn.execute(sa.text("CREATE INDEX ix_erasure_requests_status ON erasure_requests (status)"))
     engine.dispose()

@@ -134,6 +134,8 @@ def test_the_drawing_is_shared_for_a_minute_then_read_again(ledger: Ledger) -> N
     clock[0] += 59
     assert cache.get(NOW + timedelta(seconds=59)) is first, "younger than a minute: the same drawing"
     clock[0] += 1
-    again = cache.get(NOW + timedelta(seconds=60))
-    assert again.read_at == NOW + timedelta(seconds=60)
+    assert cache.get(NOW + timedelta(seconds=60)) is first, "a minute old: shown while drawn again"
+    cache.wait()
+    again = cache.get(NOW + timedelta(seconds=61))
+    assert again.read_at == NOW + timedelta(seconds=60), "the drawing started at a minute"
     assert again.charts[0].description.startswith("6 requests in progress")

@@ -22,6 +22,7 @@ from pipeline.ledger.tables import (
     requests_table,
     systems_table,
 )
+from pipeline.ledger.tallies import Tallies, read_tallies
 
 ERASED_NOTE = "(text erased)"
 
@@ -183,8 +184,9 @@ class LaneFigures:
 
 @dataclass(frozen=True)
 class PipelineFigures:
-    """What an operator watches, from aggregate queries (no row is read into Python): requests by
-    state, each lane, the oldest unfinished request and the nearest deadline, the chain's length."""
+    """What an operator watches, from the tallies kept on write and indexed reads (no row is read into
+    Python): requests by state, each lane, the oldest unfinished request and the nearest deadline,
+    the chain's length."""
 
     requests_by_state: dict[str, int]
     lanes: list[LaneFigures]
@@ -197,58 +199,59 @@ class PipelineFigures:
     outbox: OutboxFigures = field(default_factory=lambda: OutboxFigures(0, None, 0))
 
 
-def _lanes(conn: sa.Connection, now: datetime) -> list[LaneFigures]:
+def _lanes(conn: sa.Connection, by_status: dict[str, dict[str, int]], now: datetime) -> list[LaneFigures]:
+    """Each system with rows: its rows by status (tallied), its open and overdue rows (the open rows'
+    own index: only rows not final are read)."""
     s = systems_table.c
-    counts: dict[str, dict[str, int]] = {}
-    for system, status, count in conn.execute(
-            sa.select(s.system, s.status, sa.func.count()).group_by(s.system, s.status)):
-        counts.setdefault(system, {})[status] = int(count)
     late = sa.case((s.expected_by < now, 1), else_=0)
     open_rows = {row.system: row for row in conn.execute(
         sa.select(s.system, sa.func.count().label("open"), sa.func.sum(late).label("overdue"))
         .where(s.final.is_(False)).group_by(s.system))}
-    return [LaneFigures(system, by_status, int(open_rows[system].open) if system in open_rows else 0,
+    return [LaneFigures(system, statuses, int(open_rows[system].open) if system in open_rows else 0,
                         int(open_rows[system].overdue or 0) if system in open_rows else 0)
-            for system, by_status in sorted(counts.items())]
+            for system, statuses in sorted(by_status.items())]
+
+
+def _in_progress(conn: sa.Connection, now: datetime) -> tuple[datetime | None, datetime | None, int]:
+    """The oldest request in progress, the nearest deadline of one, how many are past it: three
+    queries, each answered from an index on (status, ...) (one query with the three aggregates would
+    read every request in progress)."""
+    r = requests_table.c
+    in_progress = r.status == "in_progress"
+    oldest = conn.execute(sa.select(sa.func.min(r.received_at)).where(in_progress)).scalar()
+    nearest = conn.execute(sa.select(sa.func.min(r.due_at)).where(in_progress)).scalar()
+    overdue = conn.execute(sa.select(sa.func.count()).select_from(requests_table)
+                           .where(in_progress, r.due_at < now)).scalar_one()
+    return oldest, nearest, int(overdue)
 
 
 def pipeline_figures(engine: sa.Engine, now: datetime) -> PipelineFigures:
-    r = requests_table.c
+    """The figures from the tallies kept on write (`tallies`) and a few indexed reads: their cost
+    does not grow with the ledger's history."""
     with engine.connect() as conn:
-        by_state = {status: int(count) for status, count in conn.execute(
-            sa.select(r.status, sa.func.count()).group_by(r.status))}
-        unfinished = conn.execute(
-            sa.select(sa.func.min(r.received_at).label("oldest"), sa.func.min(r.due_at).label("nearest"),
-                      sa.func.sum(sa.case((r.due_at < now, 1), else_=0)).label("overdue"))
-            .where(r.status == "in_progress")).one()
-        lanes = _lanes(conn, now)
+        tallies = read_tallies(conn)
+        oldest, nearest, overdue = _in_progress(conn, now)
+        lanes = _lanes(conn, tallies.systems_by_status, now)
         head = conn.execute(sa.select(chain_head_table.c.last_position)
                             .where(chain_head_table.c.id == 1)).scalar_one()
-        retries = _retries(conn)
         outbox = _outbox(conn)
-    return PipelineFigures(by_state, lanes, unfinished.oldest, unfinished.nearest,
-                           int(unfinished.overdue or 0), int(head), retries, outbox)
+    return PipelineFigures(tallies.requests_by_state, lanes, oldest, nearest, overdue, int(head),
+                           _retries(tallies), outbox)
 
 
-RETRY_REASONS = {"outcome": "processor", "officer_retry": "officer"}
+RETRY_REASONS = ("processor", "silent", "officer")
 
 
-def _retries(conn: sa.Connection) -> dict[tuple[str, str], int]:
+def _retries(tallies: Tallies) -> dict[tuple[str, str], int]:
     """How many times each system's attempt was started again, by why: `processor` (it answered
     `retrying`: a transient failure, re-queued), `silent` (no answer past its turnaround: re-driven;
     each re-drive is counted on the row, the chain records only the first of a silence), `officer`
     (an officer's retry of a failed system). They only grow: the chain is append-only and the
-    re-drive counts never go down."""
-    e, s = events_table.c, systems_table.c
-    counts: dict[tuple[str, str], int] = {}
-    for system, kind, count in conn.execute(
-            sa.select(e.system, e.kind, sa.func.count())
-            .where(sa.or_(sa.and_(e.kind == "outcome", e.status == "retrying"), e.kind == "officer_retry"))
-            .group_by(e.system, e.kind)):
-        counts[(system, RETRY_REASONS[kind])] = int(count)
-    for system, redrives in conn.execute(sa.select(s.system, sa.func.sum(s.redrives)).group_by(s.system)):
-        counts[(system, "silent")] = int(redrives or 0)
-        for reason in RETRY_REASONS.values():  # every reason of every system, zero included
+    re-drive counts never go down. Every reason of every system with rows, zero included."""
+    counts = {key: total for key, total in tallies.retries.items()
+              if key[1] != "silent" or key[0] in tallies.systems_by_status}
+    for system in tallies.systems_by_status:
+        for reason in RETRY_REASONS:
             counts.setdefault((system, reason), 0)
     return counts
 

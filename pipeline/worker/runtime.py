@@ -307,6 +307,7 @@ class ConnectorWorker:
         except Exception as exc:  # not the connector's answer: run them again later
             self._again(batch, exc)
             return
+        log.info("%s: a batch of %d task(s) erased in one call", self.system, len(batch))
         self.publish_all([self._delivery(a, h) for a, h in zip(batch, handled, strict=True)])
 
     def _again(self, batch: Sequence[Accepted], exc: Exception) -> None:

@@ -5,17 +5,30 @@ in an identity are escaped, so `*` in an address never widens a pattern. An
 identity that is blank, holds control characters or (in a key pattern) the key
 separator `:` is refused with a permanent error naming its type, before any key
 is touched.
+
+A batch (`erase_batch`) scans each person's key patterns, then sends every person's deletions
+in one pipeline: one round trip for the batch. The commands run in the batch's order, so a
+key two people share is counted for the first, as if they had been erased one after the other.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal, cast
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.base import EraseResult, PermanentError, RetryableError, TaskContext, require_secret
+from connectors.base import (
+    BatchItem,
+    ConnectorError,
+    EraseResult,
+    PermanentError,
+    RetryableError,
+    TaskContext,
+    require_secret,
+)
 from connectors.templating import UnsafeIdentityError, expand, template_fields
 from schemas import Evidence, SubjectIdentities
 
@@ -85,6 +98,9 @@ class RedisStoreSettings(BaseModel):
 
 
 class RedisStoreConnector:
+    # The runtime hands at most this many tasks to `erase_batch` at once.
+    max_batch = 100
+
     def __init__(self, system: str, settings: RedisStoreSettings) -> None:
         self.system = system
         self.settings = settings
@@ -106,28 +122,52 @@ class RedisStoreConnector:
         return expanded
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        removed = 0
-        expanded = self._expanded(subject)
+        [answer] = self.erase_batch([BatchItem(subject, context)])
+        if isinstance(answer, ConnectorError):
+            raise answer
+        return answer
+
+    def erase_batch(self, items: Sequence[BatchItem]) -> list[EraseResult | ConnectorError]:
+        """Each person's erasure; a person with an unsafe identity fails alone, before any key
+        is touched. Redis unreachable fails the batch (retryable)."""
+        answers: dict[int, EraseResult | ConnectorError] = {}
+        planned: list[tuple[int, list[tuple[Rule, list[str]]]]] = []
+        for index, item in enumerate(items):
+            try:
+                planned.append((index, self._expanded(item.subject)))
+            except PermanentError as exc:
+                answers[index] = exc
         try:
+            removed = self._remove([expanded for _, expanded in planned])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RetryableError(self.system, f"Redis unavailable ({type(exc).__name__})") from None
+        for (index, _), count in zip(planned, removed, strict=True):
+            answers[index] = EraseResult(status="erased" if count else "not_found",
+                                         evidence=Evidence(records_affected=count))
+        return [answers[index] for index in range(len(items))]
+
+    def _remove(self, people: list[list[tuple[Rule, list[str]]]]) -> list[int]:
+        """Scan each person's key patterns, then send every deletion in one pipeline; per person,
+        how many keys, fields and members went."""
+        pipe = self._client.pipeline(transaction=False)
+        commands: list[int] = []  # per person, how many replies are theirs
+        for expanded in people:
+            before = len(pipe)
             for rule, values in expanded:
                 if isinstance(rule, KeysRule):
                     for pattern in values:
                         keys = list(self._client.scan_iter(match=pattern, count=self.settings.scan_count))
                         if keys:
-                            removed += _count(self._client.delete(*keys))
-                    continue
-                if not values:
-                    continue
-                if rule.kind == "hash_field":
-                    removed += _count(self._client.hdel(rule.key, *values))
-                elif rule.kind == "set_member":
-                    removed += _count(self._client.srem(rule.key, *values))
-                else:
-                    removed += _count(self._client.zrem(rule.key, *values))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RetryableError(self.system, f"Redis unavailable ({type(exc).__name__})") from None
-        return EraseResult(status="erased" if removed else "not_found",
-                           evidence=Evidence(records_affected=removed))
+                            pipe.delete(*keys)
+                elif values and rule.kind == "hash_field":
+                    pipe.hdel(rule.key, *values)
+                elif values and rule.kind == "set_member":
+                    pipe.srem(rule.key, *values)
+                elif values:
+                    pipe.zrem(rule.key, *values)
+            commands.append(len(pipe) - before)
+        replies = iter(pipe.execute() if len(pipe) else [])
+        return [sum(_count(next(replies)) for _ in range(n)) for n in commands]
 
     def check(self) -> str:
         try:

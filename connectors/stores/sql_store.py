@@ -13,8 +13,9 @@ says (a forged or early release deletes nothing). Rows still under hold are repo
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
 from connectors.base import (
+    BatchItem,
+    ConnectorError,
     EraseResult,
     PermanentError,
     RetryableError,
@@ -33,6 +36,7 @@ from schemas import Evidence, Hold, SubjectIdentities
 
 __all__ = ["ARCHIVE_TABLE", "SqlStoreConnector", "SqlStoreSettings", "TableRule", "Via"]
 ARCHIVE_TABLE = "erasure_restricted_archive"
+log = logging.getLogger(__name__)
 
 
 archive_metadata = sa.MetaData()
@@ -49,6 +53,9 @@ archive_table = sa.Table(
 
 
 class SqlStoreConnector:
+    # The runtime hands at most this many tasks to `erase_batch` at once.
+    max_batch = 100
+
     def __init__(self, system: str, settings: SqlStoreSettings,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.system = system
@@ -97,17 +104,24 @@ class SqlStoreConnector:
         return self._identity_condition(table, rule, subject)
 
     def _identity_condition(self, table: sa.Table, rule: TableRule, subject: SubjectIdentities) -> Any:
+        values: dict[IdentityTypeName, list[str]] = {}
+        for identity in subject.identities:
+            values.setdefault(identity.identity_type, []).append(identity.identity_value.strip())
+        return self._values_condition(table, rule, values)
+
+    def _values_condition(self, table: sa.Table, rule: TableRule,
+                          values: Mapping[IdentityTypeName, list[str]]) -> Any:
+        """Rows holding any of these values in the rule's match columns (e-mail case-insensitively)."""
         clauses = []
         for identity_type, column_name in rule.match.items():
             column = self._column(table, rule, column_name)
-            values = [i.identity_value.strip() for i in subject.identities
-                      if i.identity_type == identity_type]
-            if not values:
+            wanted = values.get(identity_type)
+            if not wanted:
                 continue
             if identity_type == "email":
-                clauses.append(sa.func.lower(column).in_([v.lower() for v in values]))
+                clauses.append(sa.func.lower(column).in_([v.lower() for v in wanted]))
             else:
-                clauses.append(column.in_(values))
+                clauses.append(column.in_(wanted))
         return sa.or_(*clauses) if clauses else None
 
     def _ensure_archive(self) -> None:
@@ -117,8 +131,8 @@ class SqlStoreConnector:
                 self._archive_ready = True
 
     def erase(self, subject: SubjectIdentities, context: TaskContext) -> EraseResult:
-        self._ensure_archive()
         try:
+            self._ensure_archive()
             with self._engine.begin() as connection:
                 if context.release_categories is not None:
                     affected, holds = self._release(connection, subject, context)
@@ -133,10 +147,56 @@ class SqlStoreConnector:
         except DBAPIError as exc:
             raise PermanentError(
                 self.system, f"database rejected the erasure ({type(exc.orig).__name__})") from None
-        status: Literal["held", "erased", "not_found"] = (
-            "held" if holds else "erased" if affected else "not_found")
-        return EraseResult(status=status, evidence=Evidence(records_affected=affected),
-                           holds=sorted(holds.values(), key=lambda h: h.data_category))
+        return _result(affected, holds)
+
+    def erase_batch(self, items: Sequence[BatchItem]) -> list[EraseResult | ConnectorError]:
+        """Erase the items' people in one transaction (`sql_batch`); one result or error per item.
+
+        Releases go one at a time (they are few). When the batch's transaction fails, each person
+        is erased in a transaction of their own, so one person's failure is theirs alone; a
+        database that cannot be reached fails the whole batch, to be retried."""
+        answers: dict[int, EraseResult | ConnectorError] = {}
+        together = [(i, item) for i, item in enumerate(items) if item.context.release_categories is None]
+        if len(together) > 1:
+            answers.update(zip([i for i, _ in together],
+                               self._erase_together([item for _, item in together]), strict=True))
+        for index, item in enumerate(items):
+            if index not in answers:
+                answers[index] = self._erase_one(item)
+        return [answers[index] for index in range(len(items))]
+
+    def _erase_together(self, items: list[BatchItem]) -> list[EraseResult | ConnectorError]:
+        from connectors.stores.sql_batch import BatchErasure  # it builds on this module
+
+        try:
+            self._ensure_archive()
+            connection = self._engine.connect()
+        except OperationalError as exc:
+            raise RetryableError(self.system, f"database unavailable ({type(exc.orig).__name__})") from None
+        except sa.exc.TimeoutError:
+            raise RetryableError(self.system, "no database connection free in time") from None
+        try:
+            with connection, connection.begin():
+                found = BatchErasure(self, connection, items).run()
+        except DBAPIError as exc:
+            if exc.connection_invalidated:  # the database went away, not a person's row
+                raise RetryableError(
+                    self.system, f"database unavailable ({type(exc.orig).__name__})") from None
+            return self._one_at_a_time(items, type(exc.orig).__name__)
+        except Exception as exc:  # a person's rule refused, a row nobody claims: theirs alone
+            return self._one_at_a_time(items, type(exc).__name__)
+        return [_result(affected, holds) for affected, holds in found]
+
+    def _one_at_a_time(self, items: list[BatchItem], why: str) -> list[EraseResult | ConnectorError]:
+        log.info("%s: a batch of %d failed as a whole (%s); erasing one person at a time",
+                 self.system, len(items), why)
+        return [self._erase_one(item) for item in items]
+
+    def _erase_one(self, item: BatchItem) -> EraseResult | ConnectorError:
+        try:
+            return self.erase(item.subject, item.context)
+        except ConnectorError as exc:
+            return exc
 
     def _erase(self, connection: sa.Connection, subject: SubjectIdentities, context: TaskContext,
                ) -> tuple[int, dict[str, Hold]]:
@@ -184,7 +244,7 @@ class SqlStoreConnector:
         latest: datetime | None = None
         now = self.clock()
         for row in rows:
-            record_date = _as_date(row.get(clock.name)) if clock is not None else None
+            record_date = as_date(row.get(clock.name)) if clock is not None else None
             until = policy.retain_until(category, received_at, record_date)
             where = sa.and_(*(k == row[k.name] for k in keys))
             if until <= now:  # its retention period is already over: nothing justifies keeping it
@@ -308,15 +368,23 @@ class SqlStoreConnector:
         self._engine.dispose()
 
 
+def _result(affected: int, holds: dict[str, Hold]) -> EraseResult:
+    status: Literal["held", "erased", "not_found"] = (
+        "held" if holds else "erased" if affected else "not_found")
+    return EraseResult(status=status, evidence=Evidence(records_affected=affected),
+                       holds=sorted(holds.values(), key=lambda h: h.data_category))
+
+
 def _aware(value: Any) -> datetime | None:
     """A stored end of hold as an aware UTC datetime (SQLite and MariaDB return it naive, in UTC)."""
-    moment = _as_date(value)
+    moment = as_date(value)
     if not isinstance(moment, datetime):
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _as_date(value: Any) -> datetime | date | None:
+def as_date(value: Any) -> datetime | date | None:
+    """A row's date (SQLite returns text)."""
     if value is None or isinstance(value, datetime | date):
         return value
     if isinstance(value, str):

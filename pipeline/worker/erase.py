@@ -6,18 +6,29 @@ with the next attempt number and a `not_before` from the re-queue policy, where 
 wait the processor announced wins. A pending erasure (a processor job) is
 re-queued with its job reference to be polled. Everything else ends the task:
 erased, not found, held, manual, or failed with the error's kind.
+
+A batch connector erases many tasks in one call (`erase_batch`): each task's entry
+is classified the same way; an error of the call itself concerns every task.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from connectors.base import Connector, ConnectorError, EraseResult, RetryableError, TaskContext
+from connectors.base import (
+    BatchConnector,
+    BatchItem,
+    Connector,
+    ConnectorError,
+    EraseResult,
+    RetryableError,
+    TaskContext,
+)
 from connectors.http import call_with_retries
 from connectors.retention import RetentionPolicy
 from connectors.retry import RetryPolicy
@@ -28,6 +39,7 @@ from schemas import ErasureOutcome, ErasureTask, OutcomeError, SubjectIdentities
 from schemas.models import ErrorKind, SystemStatus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A processor job that did not say when to look again is polled after a minute.
 DEFAULT_POLL_AFTER_S = 60.0
@@ -88,17 +100,61 @@ class TaskEraser:
     def erase(self, task: ErasureTask) -> Handled:
         try:
             subject = self._open(task)
-            result = self._call(subject, task)
         except CannotOpen as exc:
             return self._failed(task, "permanent", str(exc))
-        except RetryableError as exc:
-            return self._retry_later(task, exc)
-        except ConnectorError as exc:
-            return self._failed(task, exc.kind, str(exc))
-        except Exception as exc:  # a connector bug fails the task, it does not stop the worker
-            log.error("%s: connector raised %s", self.system, type(exc).__name__)
-            return self._failed(task, "permanent", f"{self.system}: unexpected {type(exc).__name__}")
-        return self._finished(task, result)
+        return self._classify(task, self._answer(lambda: self.connector.erase(subject, self._context(task))))
+
+    def erase_batch(self, tasks: Sequence[ErasureTask]) -> list[Handled]:
+        """Erase the tasks in one call of a batch connector; one Handled per task, in order.
+
+        A task whose identities cannot be opened fails alone; the others go in the batch."""
+        handled: dict[int, Handled] = {}
+        items: list[tuple[int, BatchItem]] = []
+        for index, task in enumerate(tasks):
+            try:
+                items.append((index, BatchItem(self._open(task), self._context(task))))
+            except CannotOpen as exc:
+                handled[index] = self._failed(task, "permanent", str(exc))
+        if items:
+            answers = self._batch_answers([item for _, item in items])
+            for (index, _), answer in zip(items, answers, strict=True):
+                handled[index] = self._classify(tasks[index], answer)
+        return [handled[index] for index in range(len(tasks))]
+
+    def _batch_answers(self, items: list[BatchItem]) -> list[EraseResult | Exception]:
+        """One answer per item; what the call itself raised (after the in-process retries) is each one's."""
+        connector = self.connector
+        if not isinstance(connector, BatchConnector):
+            raise TypeError(f"{self.system}: the connector does not erase in batches")
+        answer = self._answer(lambda: connector.erase_batch(items))
+        if isinstance(answer, Exception):
+            return [answer] * len(items)
+        if len(answer) != len(items):  # a connector bug: no entry can be trusted to be its task's
+            log.error("%s: erase_batch answered %d entries for %d tasks", self.system, len(answer),
+                      len(items))
+            return [ConnectorError(self.system, "the batch answer did not match its tasks")] * len(items)
+        entries: list[EraseResult | Exception] = list(answer)
+        return entries
+
+    def _answer(self, call: Callable[[], T]) -> T | Exception:
+        """The call's value after the in-process retries, or the error it ended with."""
+        try:
+            return call_with_retries(
+                call, attempts=self.in_process.attempts, max_wait_s=self.in_process.max_wait_s,
+                backoff_cap_s=self.in_process.max_wait_s, sleep=self.in_process.sleep)
+        except Exception as exc:
+            return exc
+
+    def _classify(self, task: ErasureTask, answer: EraseResult | Exception) -> Handled:
+        if isinstance(answer, EraseResult):
+            return self._finished(task, answer)
+        if isinstance(answer, RetryableError):
+            return self._retry_later(task, answer)
+        if isinstance(answer, ConnectorError):
+            return self._failed(task, answer.kind, str(answer))
+        # A connector bug fails the task, it does not stop the worker (the message names no value).
+        log.error("%s: connector raised %s", self.system, type(answer).__name__)
+        return self._failed(task, "permanent", f"{self.system}: unexpected {type(answer).__name__}")
 
     def _open(self, task: ErasureTask) -> SubjectIdentities:
         key = self.data_key(task.request_id)
@@ -109,17 +165,12 @@ class TaskEraser:
         except SealError as exc:
             raise CannotOpen(str(exc)) from None
 
-    def _call(self, subject: SubjectIdentities, task: ErasureTask) -> EraseResult:
-        context = TaskContext(
+    def _context(self, task: ErasureTask) -> TaskContext:
+        return TaskContext(
             request_id=task.request_id, system=self.system, attempt=task.attempt, scope=task.scope,
             job_ref=task.job_ref, received_at=task.received_at, retention=self.retention,
             release_categories=tuple(task.release_categories or ()) if task.purpose == "release"
             else None)
-        return call_with_retries(
-            lambda: self.connector.erase(subject, context),
-            attempts=self.in_process.attempts, max_wait_s=self.in_process.max_wait_s,
-            backoff_cap_s=self.in_process.max_wait_s, sleep=self.in_process.sleep,
-        )
 
     def _finished(self, task: ErasureTask, result: EraseResult) -> Handled:
         if result.status != "pending":

@@ -5,7 +5,10 @@ system, or not signed by a signer the register entitles to this system's tasks,
 is dead-lettered and never run), holds it until its `not_before` (`schedule`),
 then hands it to the pool. A pool thread erases (`erase`), publishes the outcome
 (and the task again when it comes back later), signed with this system's
-connector key, and only then marks the offset done.
+connector key, and only then marks the offset done. A batch connector gets the due
+tasks of one poll together, per purpose and at most its `max_batch` at a time: one
+call erases them, one wait publishes what they produced, each offset is done once
+its own records are acknowledged.
 Offsets are committed up to the lowest task still in flight (`offsets`), so a
 crash re-delivers, never loses.
 
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -32,7 +36,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
-from connectors.base import Connector
+from connectors.base import BatchConnector, Connector
 from connectors.retention import RetentionPolicy
 from pipeline import kafka_clients, liveness
 from pipeline.codec import dead_letter, decode, describe_invalid, encode, now_utc
@@ -41,7 +45,7 @@ from pipeline.renewing_producer import RenewingProducer
 from pipeline.settings import Settings
 from pipeline.signing import Headers, Signer, Unverified, Verifier
 from pipeline.streaming import topics
-from pipeline.worker.erase import InProcessRetries, TaskEraser, requeue_policy
+from pipeline.worker.erase import Handled, InProcessRetries, TaskEraser, requeue_policy
 from pipeline.worker.idle import IdleBackoff
 from pipeline.worker.offsets import OffsetTracker
 from pipeline.worker.schedule import DelayQueue
@@ -149,6 +153,9 @@ class ConnectorWorker:
         self.generation = 0  # moves at each revocation, so tasks read before it mark nothing done
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(settings.connector_threads, thread_name_prefix=system)
+        # A batch connector's due tasks wait here until the poll's records are all read (`release_due`).
+        self._ready: list[Accepted] = []
+        self.max_batch = connector.max_batch if isinstance(connector, BatchConnector) else 0
         client_id = f"erasure-connector-{system}"
         security = security or KafkaSecurity.from_settings(settings)
         self.producer: Producer | RenewingProducer = producer if producer is not None else RenewingProducer(
@@ -234,6 +241,9 @@ class ConnectorWorker:
         if task.not_before is not None and task.not_before > now_utc():
             self.hold(task.not_before, accepted)
             return
+        if self.max_batch:
+            self._ready.append(accepted)  # erased with the poll's other due tasks (`release_due`)
+            return
         self._pool.submit(self.process, accepted)
 
     def hold(self, due: datetime, item: Accepted | Delivery) -> None:
@@ -242,13 +252,28 @@ class ConnectorWorker:
             self.delayed.push(due, item)
 
     def release_due(self) -> None:
+        """Hand to the pool what is due: held records and tasks, and the tasks accepted since."""
         with self._delayed_lock:
             due = self.delayed.pop_due(now_utc())
         for item in due:
             if isinstance(item, Delivery):
                 self._pool.submit(self.publish, item)
+            elif self.max_batch:
+                self._ready.append(item)
             else:
                 self._pool.submit(self.process, item)
+        self._submit_batches()
+
+    def _submit_batches(self) -> None:
+        """The ready tasks in batches of one purpose, at most `max_batch` each (a release task
+        and an erasure task of the same request are not erased in one call)."""
+        ready, self._ready = self._ready, []
+        by_purpose: dict[str, list[Accepted]] = {}
+        for accepted in ready:
+            by_purpose.setdefault(accepted.task.purpose, []).append(accepted)
+        for tasks in by_purpose.values():
+            for start in range(0, len(tasks), self.max_batch):
+                self._pool.submit(self.process_batch, tasks[start:start + self.max_batch])
 
     def commit(self, wait: bool = True) -> None:
         """Commit what the tracker allows; `wait=False` (inside a rebalance callback) sends the commit
@@ -269,42 +294,76 @@ class ConnectorWorker:
     # -- one task (pool threads) ------------------------------------------------
     def process(self, accepted: Accepted) -> None:
         """Erase, then publish the outcome (and the re-queued task); see `publish`."""
-        task = accepted.task
         try:
-            handled = self.eraser.erase(task)
+            handled = self.eraser.erase(accepted.task)
         except Exception as exc:  # not the connector's answer (that is an outcome): run it again later
-            wait_s = again_after_s(accepted.tries)
+            self._again([accepted], exc)
+            return
+        self.publish(self._delivery(accepted, handled))
+
+    def process_batch(self, batch: Sequence[Accepted]) -> None:
+        """Erase the batch in one call, then publish what each task produced; see `publish_all`."""
+        try:
+            handled = self.eraser.erase_batch([accepted.task for accepted in batch])
+        except Exception as exc:  # not the connector's answer: run them again later
+            self._again(batch, exc)
+            return
+        log.info("%s: a batch of %d task(s) erased in one call", self.system, len(batch))
+        self.publish_all([self._delivery(a, h) for a, h in zip(batch, handled, strict=True)])
+
+    def _again(self, batch: Sequence[Accepted], exc: Exception) -> None:
+        for accepted in batch:
+            task, wait_s = accepted.task, again_after_s(accepted.tries)
             log.error("%s: request %s attempt %d failed before an outcome (%s); running it again in %.0f s",
                       self.system, task.request_id, task.attempt, type(exc).__name__, wait_s)
             self.hold(now_utc() + timedelta(seconds=wait_s), accepted._replace(tries=accepted.tries + 1))
-            return
+
+    def _delivery(self, accepted: Accepted, handled: Handled) -> Delivery:
+        task = accepted.task
         key = task.request_id.encode()
         records: list[Record] = [(topics.OUTCOMES, key, encode(handled.outcome))]
         if handled.requeue is not None:
             records.append((self.topic, key, encode(handled.requeue)))
         what = f"request {task.request_id} attempt {task.attempt} -> {handled.outcome.status}"
-        self.publish(Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what))
+        return Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what)
 
     def publish(self, delivery: Delivery) -> None:
-        """Publish the records (signed with this system's connector key), then mark the offset done;
-        unacknowledged, publish them again later.
+        self.publish_all([delivery])
 
-        The offset stays in flight until the broker has every record, so it is never committed
-        past (a crash re-delivers the task). A producer the broker made unusable is replaced."""
+    def publish_all(self, deliveries: Sequence[Delivery]) -> None:
+        """Publish every delivery's records (signed with this system's connector key), wait once
+        for the broker, then mark each offset done whose records it has; publish the others again
+        later.
+
+        An offset stays in flight until the broker has every record of its task, so it is never
+        committed past (a crash re-delivers the task). A producer the broker made unusable is replaced."""
         producer = self.producer.current if isinstance(self.producer, RenewingProducer) else self.producer
+        sent = [(delivery, self._send(producer, delivery)) for delivery in deliveries]
+        deadline = time.monotonic() + SEND_TIMEOUT_S  # one wait for all: the sends went out together
+        for delivery, futures in sent:
+            try:
+                if isinstance(futures, Exception):
+                    raise futures
+                for future in futures:
+                    future.get(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                self._unacknowledged(producer, delivery, exc)
+                continue
+            if delivery.generation == self.generation:
+                self.tracker.done(delivery.tp, delivery.offset)
+            log.info("%s: %s", self.system, delivery.what)
+
+    def _send(self, producer: Producer, delivery: Delivery) -> list[Sent] | Exception:
         try:
-            sent = [producer.send(topic, key=key, value=value, headers=self.signer.headers(topic, key, value))
+            return [producer.send(topic, key=key, value=value, headers=self.signer.headers(topic, key, value))
                     for topic, key, value in delivery.records]
-            for future in sent:
-                future.get(SEND_TIMEOUT_S)
         except Exception as exc:
-            if isinstance(self.producer, RenewingProducer):
-                self.producer.renew(producer, exc)
-            wait_s = again_after_s(delivery.tries)
-            log.error("%s: %s not acknowledged by the broker (%s); publishing it again in %.0f s",
-                      self.system, delivery.what, type(exc).__name__, wait_s)
-            self.hold(now_utc() + timedelta(seconds=wait_s), delivery._replace(tries=delivery.tries + 1))
-            return
-        if delivery.generation == self.generation:
-            self.tracker.done(delivery.tp, delivery.offset)
-        log.info("%s: %s", self.system, delivery.what)
+            return exc
+
+    def _unacknowledged(self, producer: Producer, delivery: Delivery, exc: Exception) -> None:
+        if isinstance(self.producer, RenewingProducer):
+            self.producer.renew(producer, exc)
+        wait_s = again_after_s(delivery.tries)
+        log.error("%s: %s not acknowledged by the broker (%s); publishing it again in %.0f s",
+                  self.system, delivery.what, type(exc).__name__, wait_s)
+        self.hold(now_utc() + timedelta(seconds=wait_s), delivery._replace(tries=delivery.tries + 1))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from pipeline.crypto import PipelineKeys, init_keys, load_keys, open_intake
 from pipeline.devstack.broker import Broker
@@ -115,7 +116,10 @@ def on_the_topic(site: Site) -> Counter[str]:
     assert site.keys.intake_private is not None
     sent: Counter[str] = Counter()
     for record in read_topic(site.bootstrap, topics.REQUESTS):
-        event = ErasureRequested.model_validate_json(record.value)
+        try:
+            event = ErasureRequested.model_validate_json(record.value)
+        except ValidationError:  # another test's malformed request (the router dead-letters those)
+            continue
         if event.channel != "retention":
             continue
         try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import faust
 
-from pipeline import liveness
+from pipeline import kafka_clients, liveness
 from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
@@ -46,6 +46,7 @@ from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.idle_fetch import IdleFetchWait
 from pipeline.streaming.publishing import Received, TopicPublisher
+from pipeline.streaming.readable_highwaters import checking
 from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
 from pipeline.streaming.transport import KeyHashPartitioner, broker_credentials, broker_url
@@ -90,6 +91,10 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
               letters: LetterWriter | None = None) -> faust.App:
     """The app; `signer` signs all it publishes (the router's key), `verifier` checks plans and outcomes."""
     app = _faust_app(settings, bootstrap)
+    security = KafkaSecurity.from_settings(settings)
+    # Recovery reads the table's changelog up to what a fetch can reach (readable_highwaters.py).
+    app.check_highwaters = checking(  # type: ignore[attr-defined]
+        lambda: kafka_clients.reader(bootstrap, security=security))
     names = topics.all_topics([entry.id for entry in register.systems])
     faust_topics = {name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw", partitions=settings.topic_partitions)

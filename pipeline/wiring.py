@@ -223,10 +223,11 @@ def connector_workers(settings: Settings, system_ids: list[str]) -> list[Connect
     systems = systems_register(settings)
     policy = retention_policy(settings, systems)
     built = build_connectors(settings, systems, system_ids)
-    data_keys = ledger(settings, data_keys=True).data_key
+    keys = ledger(settings, data_keys=True).keys
     broker = bootstrap_servers(settings)
     security = kafka_security(settings)
-    return [ConnectorWorker(settings, system, instance, broker, data_keys, policy, security=security,
+    return [ConnectorWorker(settings, system, instance, broker, keys.data_key, policy, security=security,
+                            data_keys=keys.data_keys,
                             signer=signer(settings, connector_signer(system)), verifier=verifier(settings))
             for system, instance in built.items()]
 

@@ -1,8 +1,9 @@
 """The connector worker with a batch connector, without a broker: a poll's due tasks go in batches.
 
 Batches are of one purpose and at most the connector's `max_batch`; each task's entry is
-classified as one task's answer would be; a task whose key is gone fails alone; an error of the
-whole call requeues every task; each offset is done once its own records are acknowledged.
+classified as one task's answer would be; a batch's keys come from one lookup and a task whose
+key is gone fails alone; an error of the whole call requeues every task; each offset is done
+once its own records are acknowledged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from connectors.base import (
 )
 from pipeline.settings import Settings
 from pipeline.streaming import topics
+from pipeline.worker.erase import DataKeys
 from pipeline.worker.runtime import ConnectorWorker
 from schemas import ErasureOutcome, ErasureTask, SubjectIdentities
 from tests.worker_fakes import (
@@ -77,14 +79,32 @@ class BatchScripted:
         pass
 
 
+class CountedKeys(Keys):
+    """The ledger's keys, counting lookups: one per request (`data_key`) or one per batch (`many`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.singles: list[str] = []
+        self.bulk: list[list[str]] = []
+
+    def __call__(self, request_id: str) -> bytes | None:
+        self.singles.append(request_id)
+        return super().__call__(request_id)
+
+    def many(self, request_ids: list[str]) -> dict[str, bytes | None]:
+        self.bulk.append(list(request_ids))
+        return {rid: Keys.__call__(self, rid) for rid in request_ids}
+
+
 def run_worker(connector: BatchScripted, tasks: list[ErasureTask], keys: Keys,
-               producer: MemoryProducer | None = None) -> tuple[ConnectorWorker, MemoryProducer]:
+               producer: MemoryProducer | None = None,
+               data_keys: DataKeys | None = None) -> tuple[ConnectorWorker, MemoryProducer]:
     """One poll with every task, then stop."""
     consumer = MemoryConsumer(batches=[{TP: [task_record(i, t) for i, t in enumerate(tasks)]}])
     producer = producer or MemoryProducer()
     worker = ConnectorWorker(SETTINGS, "crm", connector, "unused:9092", keys,
                              signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
-                             producer=producer, consumer=consumer)
+                             producer=producer, consumer=consumer, data_keys=data_keys)
     consumer.when_drained = worker.stop
     worker.run()
     return worker, producer
@@ -138,6 +158,33 @@ def test_each_task_gets_its_own_answer_and_a_task_without_its_key_fails_alone(ke
     assert got[keyless.request_id].error is not None
     assert "data key" in got[keyless.request_id].error.message
     assert producer.to(TOPIC) == []  # nothing comes back later
+
+
+def test_a_batch_opens_its_identities_with_one_key_lookup_and_a_keyless_task_fails_alone() -> None:
+    keys = CountedKeys()
+    tasks = [sealed_task(keys.key) for _ in range(5)]
+    keyless = tasks[2]
+    keys.destroyed.add(keyless.request_id)
+    connector = BatchScripted(max_batch=10)
+    _, producer = run_worker(connector, tasks, keys, data_keys=keys.many)
+    assert sorted(map(sorted, keys.bulk)) == [sorted(t.request_id for t in tasks)]  # one lookup, every id
+    assert keys.singles == []
+    assert [sorted(c.request_id for c in b) for b in connector.batches] == [
+        sorted(t.request_id for t in tasks if t is not keyless)]
+    got = outcomes(producer)
+    assert {r: o.status for r, o in got.items()} == {
+        t.request_id: "failed" if t is keyless else "erased" for t in tasks}
+    error = got[keyless.request_id].error
+    assert error is not None and error.kind == "permanent" and "data key" in error.message
+    assert producer.to(TOPIC) == []
+
+
+def test_without_a_bulk_lookup_each_task_s_key_is_looked_up_alone() -> None:
+    keys = CountedKeys()
+    tasks = [sealed_task(keys.key) for _ in range(3)]
+    _, producer = run_worker(BatchScripted(max_batch=10), tasks, keys)
+    assert sorted(keys.singles) == sorted(t.request_id for t in tasks) and keys.bulk == []
+    assert {o.status for o in outcomes(producer).values()} == {"erased"}
 
 
 def test_an_item_s_retryable_answer_requeues_that_task_only(keys: Keys) -> None:

@@ -8,14 +8,15 @@ re-queued with its job reference to be polled. Everything else ends the task:
 erased, not found, held, manual, or failed with the error's kind.
 
 A batch connector erases many tasks in one call (`erase_batch`): each task's entry
-is classified the same way; an error of the call itself concerns every task.
+is classified the same way; an error of the call itself concerns every task. The
+batch's data keys come from one ledger lookup (`data_keys`), not one per task.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -82,16 +83,25 @@ class CannotOpen(Exception):
     """The task's identities cannot be opened: the data key is gone or the envelope is bad."""
 
 
-class TaskEraser:
-    """Erases one task at one system; safe to call from many threads at once."""
+DataKey = Callable[[str], bytes | None]
+# Many requests' data keys in one lookup (`KeyStore.data_keys`): None for a key missing or destroyed.
+DataKeys = Callable[[list[str]], Mapping[str, bytes | None]]
 
-    def __init__(self, system: str, connector: Connector, data_key: Callable[[str], bytes | None],
+
+class TaskEraser:
+    """Erases one task at one system; safe to call from many threads at once.
+
+    `data_keys` opens a batch's identities with one lookup; without it, `data_key` is asked per task.
+    """
+
+    def __init__(self, system: str, connector: Connector, data_key: DataKey,
                  requeue: RetryPolicy, in_process: InProcessRetries,
                  retention: RetentionPolicy | None = None,
-                 clock: Callable[[], datetime] = now_utc) -> None:
+                 clock: Callable[[], datetime] = now_utc, data_keys: DataKeys | None = None) -> None:
         self.system = system
         self.connector = connector
         self.data_key = data_key
+        self.data_keys: DataKeys = data_keys or (lambda ids: {rid: data_key(rid) for rid in ids})
         self.requeue = requeue
         self.in_process = in_process
         self.retention = retention
@@ -99,7 +109,7 @@ class TaskEraser:
 
     def erase(self, task: ErasureTask) -> Handled:
         try:
-            subject = self._open(task)
+            subject = self._open(task, self.data_key(task.request_id))
         except CannotOpen as exc:
             return self._failed(task, "permanent", str(exc))
         return self._classify(task, self._answer(lambda: self.connector.erase(subject, self._context(task))))
@@ -110,9 +120,11 @@ class TaskEraser:
         A task whose identities cannot be opened fails alone; the others go in the batch."""
         handled: dict[int, Handled] = {}
         items: list[tuple[int, BatchItem]] = []
+        keys = self.data_keys(list(dict.fromkeys(task.request_id for task in tasks)))
         for index, task in enumerate(tasks):
             try:
-                items.append((index, BatchItem(self._open(task), self._context(task))))
+                items.append((index, BatchItem(self._open(task, keys.get(task.request_id)),
+                                               self._context(task))))
             except CannotOpen as exc:
                 handled[index] = self._failed(task, "permanent", str(exc))
         if items:
@@ -156,8 +168,7 @@ class TaskEraser:
         log.error("%s: connector raised %s", self.system, type(answer).__name__)
         return self._failed(task, "permanent", f"{self.system}: unexpected {type(answer).__name__}")
 
-    def _open(self, task: ErasureTask) -> SubjectIdentities:
-        key = self.data_key(task.request_id)
+    def _open(self, task: ErasureTask, key: bytes | None) -> SubjectIdentities:
         if key is None:
             raise CannotOpen("the request's data key is missing or destroyed")
         try:

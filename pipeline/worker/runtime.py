@@ -45,7 +45,7 @@ from pipeline.renewing_producer import RenewingProducer
 from pipeline.settings import Settings
 from pipeline.signing import Headers, Signer, Unverified, Verifier
 from pipeline.streaming import topics
-from pipeline.worker.erase import Handled, InProcessRetries, TaskEraser, requeue_policy
+from pipeline.worker.erase import DataKeys, Handled, InProcessRetries, TaskEraser, requeue_policy
 from pipeline.worker.idle import IdleBackoff
 from pipeline.worker.offsets import OffsetTracker
 from pipeline.worker.schedule import DelayQueue
@@ -138,7 +138,7 @@ class ConnectorWorker:
                  data_key: Callable[[str], bytes | None],
                  retention: RetentionPolicy | None = None, *, signer: Signer, verifier: Verifier,
                  producer: Producer | None = None, consumer: Any = None,
-                 security: KafkaSecurity | None = None) -> None:
+                 security: KafkaSecurity | None = None, data_keys: DataKeys | None = None) -> None:
         self.settings = settings
         self.system = system
         self.connector = connector
@@ -146,7 +146,7 @@ class ConnectorWorker:
         self.verifier = verifier
         self.topic = topics.task_topic(system)
         self.eraser = TaskEraser(system, connector, data_key, requeue_policy(settings),
-                                 InProcessRetries.from_settings(settings), retention)
+                                 InProcessRetries.from_settings(settings), retention, data_keys=data_keys)
         self.tracker = OffsetTracker()
         self.delayed: DelayQueue[Accepted | Delivery] = DelayQueue()
         self._delayed_lock = threading.Lock()  # pool threads hold back what failed

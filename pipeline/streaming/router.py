@@ -133,8 +133,8 @@ class Router:
             if request.channel == RETENTION_CHANNEL and signer_id != SWEEP:
                 # A retention request skips the person's verification: only the sweeps may send one.
                 await self.publisher.dead_letter(
-                    record, f"a request on the {RETENTION_CHANNEL!r} channel signed by {signer_id!r}, "
-                    f"not by {SWEEP!r}", CONSUMER)
+                    record, f"{signer_id!r} may not sign a request on the {RETENTION_CHANNEL!r} channel "
+                    f"(only {SWEEP!r} may)", CONSUMER)
                 continue
             try:
                 subject = open_intake(self.intake_private, request.identities)

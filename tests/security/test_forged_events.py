@@ -227,6 +227,23 @@ def test_keys_init_makes_private_keys_and_a_register_of_entitlements(tmp_path: P
     assert "signing keys created: none" in again.output, "idempotent: existing keys are kept"
 
 
+def test_keys_init_lets_an_older_registers_router_and_desk_sign_requests(tmp_path: Path) -> None:
+    """A register from before signed requests: unedited entries get `request`, edited ones are kept."""
+    env = {"ERASURE_HOME_DIR": str(tmp_path)}
+    assert CliRunner().invoke(main, ["keys", "init"], env=env).exit_code == 0
+    register_file = tmp_path / "keys" / "signers.json"
+    old = json.loads(register_file.read_text())
+    old["signers"] = [s for s in old["signers"] if s["id"] not in ("intake", "sweep")]
+    for entry in old["signers"]:
+        entry["may_sign"] = {"router": ["plan", "task:*"], "desk": ["task:*"]}[entry["id"]]  # desk: edited
+    register_file.write_text(json.dumps(old))
+    result = CliRunner().invoke(main, ["keys", "init"], env=env)
+    assert result.exit_code == 0 and "signing keys created: intake, sweep" in result.output
+    may_sign = {s.id: s.may_sign for s in load_register(register_file).signers}
+    assert may_sign == {"router": ["request", "plan", "task:*"], "desk": ["task:*"],
+                        "intake": ["request"], "sweep": ["request"]}
+
+
 def test_a_rotated_key_replaces_the_old_one_after_the_grace_period(tmp_path: Path) -> None:
     env = {"ERASURE_HOME_DIR": str(tmp_path)}
     assert CliRunner().invoke(main, ["keys", "init"], env=env).exit_code == 0

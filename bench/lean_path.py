@@ -39,6 +39,7 @@ from pipeline.ledger import open_ledger  # noqa: E402
 from pipeline.register import SystemsRegister  # noqa: E402
 from pipeline.signing import (  # noqa: E402
     DESK,
+    INTAKE,
     ROUTER,
     Signer,
     SignerEntry,
@@ -94,14 +95,14 @@ def main() -> None:
                                                            "redis://127.0.0.1:1/0", work / "uploads"))
     systems = [entry.id for entry in register.systems]
     signers = {i: Signer(i, SigningKey.generate())
-               for i in (ROUTER, DESK, *(connector_signer(s) for s in systems))}
+               for i in (ROUTER, DESK, INTAKE, *(connector_signer(s) for s in systems))}
     signers_register = SignersRegister(signers=[SignerEntry(
         id=i, may_sign=default_entitlements(i),
         keys=[SignerKey(public_key=base64.b64encode(bytes(s.key.verify_key)).decode())])
         for i, s in signers.items()])
     ledger = open_ledger(f"sqlite:///{work / 'ledger.db'}", AesGcmKeyWrapper.generate())
     publisher = SigningMemoryPublisher(signers[ROUTER])
-    router = Router(register, keys, ledger, publisher)
+    router = Router(register, keys, ledger, publisher, Verifier(signers_register))
     aggregator = Aggregator(ledger, publisher, {}, Verifier(signers_register))
 
     requests = []
@@ -110,7 +111,9 @@ def main() -> None:
                                                          identity_value=f"bench.{index}@example.test")])
         request = ErasureRequested(request_id=str(uuid.uuid4()), received_at=datetime.now(UTC),
                                    identities=seal_for_intake(keys.intake_public, subject))
-        requests.append(Received(topics.REQUESTS, 0, index, request.request_id.encode(), encode(request)))
+        key, value = request.request_id.encode(), encode(request)
+        requests.append(Received(topics.REQUESTS, 0, index, key, value,
+                                 signers[INTAKE].headers(topics.REQUESTS, key, value)))
 
     profiler = cProfile.Profile() if args.profile else None
     if profiler:

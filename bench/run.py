@@ -51,7 +51,6 @@ from pipeline.devstack.fake_brevo import FakeBrevo  # noqa: E402
 from pipeline.devstack.local import BREVO_KEY, LocalPipeline  # noqa: E402
 from pipeline.kafka_clients import group_consumer, producer  # noqa: E402
 from pipeline.ledger import requests_table, utc  # noqa: E402
-from pipeline.streaming import topics  # noqa: E402
 
 PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -103,8 +102,7 @@ def publish(pipeline: LocalPipeline, requests: int, rate: float) -> tuple[dict[s
             time.sleep(max(0.0, start + index / rate - time.time()))
         event = pipeline.intake.build({"email": f"bench.{index % PEOPLE}@example.test"}, datetime.now(UTC))
         published[event.request_id] = time.time()
-        pipeline.intake.producer.send(topics.REQUESTS, key=event.request_id.encode(),
-                                      value=event.model_dump_json(exclude_none=True).encode())
+        pipeline.intake.send(event)  # signed, without waiting for each acknowledgement
     pipeline.intake.producer.flush()
     return published, start, time.time() - start
 

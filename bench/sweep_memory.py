@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline.crypto import init_keys  # noqa: E402
 from pipeline.devstack.broker import find_or_start  # noqa: E402
 from pipeline.kafka_clients import ensure_topics  # noqa: E402
+from pipeline.signing import SWEEP  # noqa: E402
+from pipeline.signing_keys import ensure_signers  # noqa: E402
 from pipeline.streaming import topics  # noqa: E402
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -89,6 +91,8 @@ def main() -> None:
     url = f"sqlite:///{work / 'site.db'}" if options.db == "sqlite" else POSTGRES_URL
     seed(url, table, options.rows)
     init_keys(work / "home" / "keys")
+    keys = work / "home" / "keys"  # the sweeps sign their requests (the router plans no unsigned one)
+    ensure_signers(keys / "signers.json", keys / "signing", [SWEEP])
     (work / "systems.yaml").write_text(yaml.safe_dump({"systems": [
         {"id": "site-db", "kind": "internal", "location": "France", "data_categories": ["account"],
          "connector": {"type": "sql", "url_env": "SWEEP_BENCH_SITE_URL", "tables": [

@@ -1,8 +1,11 @@
 """The intake client for the contact-form backend (Python).
 
-It seals the person's identities with the pipeline's intake public key (the
-backend holds nothing else) and publishes `ErasureRequested` with an idempotent,
-acks=all producer. The `request_id` is the idempotency key: resubmitting the
+It seals the person's identities with the pipeline's intake public key and
+publishes `ErasureRequested` with an idempotent, acks=all producer, each record
+signed with the backend's own signing key (`Signer`, signer `intake`; `erasure
+sweep` signs with `sweep`): the router plans only requests signed by a signer the
+signers register entitles to `request`. The backend holds the public key and its
+signing key, nothing else. The `request_id` is the idempotency key: resubmitting the
 same one changes nothing downstream.
 
 `submit` returns once the broker has acknowledged the request, sending again (on a
@@ -26,6 +29,7 @@ from pipeline.codec import encode
 from pipeline.crypto import seal_for_intake
 from pipeline.kafka_security import PLAINTEXT, KafkaSecurity
 from pipeline.renewing_producer import RenewingProducer
+from pipeline.signing import Signer
 from pipeline.streaming import topics
 from schemas import ErasureRequested, Identity, Scope, SubjectIdentities
 from schemas.identity import InvalidIdentityError, check_identity
@@ -49,9 +53,10 @@ def subject_identities(identities: IdentitiesInput) -> SubjectIdentities:
 
 
 class IntakeClient:
-    def __init__(self, bootstrap_servers: str, intake_public_key: bytes, *,
+    def __init__(self, bootstrap_servers: str, intake_public_key: bytes, signer: Signer, *,
                  security: KafkaSecurity = PLAINTEXT, **producer_options: Any) -> None:
         self.public_key = intake_public_key
+        self.signer = signer
         self.producer = RenewingProducer(lambda: kafka_clients.producer(
             bootstrap_servers, "erasure-intake", security=security, **producer_options), "intake")
 
@@ -69,8 +74,18 @@ class IntakeClient:
         """Publish one deletion request and wait for the broker's acknowledgement (sending again
         until `timeout_s`; then the broker's last error is raised)."""
         event = self.build(identities, received_at, request_id, **fields)
-        self.producer.deliver([(topics.REQUESTS, event.request_id.encode(), encode(event), None)], timeout_s)
+        key, value = event.request_id.encode(), encode(event)
+        self.producer.deliver([(topics.REQUESTS, key, value, self.headers(key, value))], timeout_s)
         return event.request_id
+
+    def headers(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        """The signature headers of a request record (the router refuses one without them)."""
+        return self.signer.headers(topics.REQUESTS, key, value)
+
+    def send(self, event: ErasureRequested) -> Any:
+        """Publish one built request, signed, without waiting; the producer's future."""
+        key, value = event.request_id.encode(), encode(event)
+        return self.producer.send(topics.REQUESTS, key=key, value=value, headers=self.headers(key, value))
 
     def close(self) -> None:
         self.producer.flush()

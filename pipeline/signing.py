@@ -1,4 +1,4 @@
-"""Signed events: who published a plan, a task or an outcome, and whether they may.
+"""Signed events: who published a request, a plan, a task or an outcome, and whether they may.
 
 A topic is not a proof: anyone who can write to it could forge a completion. So
 every producer signs each record it publishes (Ed25519) over `canonical`, the
@@ -35,10 +35,12 @@ CANONICAL_DOMAIN = b"erasure-event-signature/v1"
 
 ROUTER = "router"
 DESK = "desk"
+INTAKE = "intake"  # the contact-form backend's Python client (`pipeline.intake.IntakeClient`)
+SWEEP = "sweep"  # `erasure sweep`: the retention sweeps' requests
 _NAME = SYSTEM_ID_PATTERN.strip("^$")
 SIGNER_ID_PATTERN = rf"^{_NAME}(:{_NAME})?$"
 
-EventKind = Literal["plan", "task", "outcome"]
+EventKind = Literal["request", "plan", "task", "outcome"]
 Headers = list[tuple[str, bytes]]
 # What consumers hand over: kafka-python's list of pairs, or faust's dict.
 ReceivedHeaders = Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None
@@ -53,12 +55,16 @@ def default_entitlements(signer_id: str) -> list[str]:
     """What `erasure keys init` lets each signer sign.
 
     A connector also signs the tasks of its own system: it re-queues them (retry later, poll a job).
-    The desk publishes officers' retries (tasks) and OpenDSR callbacks (outcomes).
+    The desk publishes officers' retries (tasks), OpenDSR callbacks (outcomes) and the HTTP intake's
+    requests; the router's key signs those requests too when the outbox relay, which runs in the
+    stream worker, publishes them again (`pipeline.outbox`).
     """
     if signer_id == ROUTER:
-        return ["plan", "task:*"]
+        return ["request", "plan", "task:*"]
     if signer_id == DESK:
-        return ["task:*", "outcome:*"]
+        return ["request", "task:*", "outcome:*"]
+    if signer_id in (INTAKE, SWEEP):
+        return ["request"]
     if signer_id.startswith("connector:"):
         system = signer_id.split(":", 1)[1]
         return [f"outcome:{system}", f"task:{system}"]
@@ -83,12 +89,13 @@ class SignerEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=SIGNER_ID_PATTERN)
-    may_sign: list[str] = Field(description='"plan", "task:<system>", "outcome:<system>"; "*" is any system')
+    may_sign: list[str] = Field(
+        description='"request", "plan", "task:<system>", "outcome:<system>"; "*" is any system')
     keys: list[SignerKey] = Field(min_length=1)
 
     def allows(self, kind: EventKind, system: str | None) -> bool:
-        if kind == "plan":
-            return "plan" in self.may_sign
+        if kind in ("request", "plan"):  # not of one system
+            return kind in self.may_sign
         return f"{kind}:{system}" in self.may_sign or f"{kind}:*" in self.may_sign
 
 
@@ -136,7 +143,9 @@ def header(headers: ReceivedHeaders, name: str) -> bytes | None:
 
 
 def describe(kind: EventKind, system: str | None) -> str:
-    return "a plan" if kind == "plan" else f"{'an' if kind == 'outcome' else 'a'} {kind} of {system!r}"
+    if kind in ("request", "plan"):
+        return f"a {kind}"
+    return f"{'an' if kind == 'outcome' else 'a'} {kind} of {system!r}"
 
 
 class Verifier:

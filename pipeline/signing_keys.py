@@ -6,7 +6,9 @@ Layout (defaults; both paths are settings):
     <keys_dir>/signing/<signer>.key   one private key per signer, 0600 (`connector:brevo` ->
                                       `connector.brevo.key`); each component reads only its own
 
-`ensure_signers` creates what is missing (`erasure keys init`, `erasure up`);
+`ensure_signers` creates what is missing (`erasure keys init`, `erasure up`), and gives the
+router and the desk the `request` entitlement when their entries are still as an older
+`erasure keys init` wrote them (before requests were signed);
 `rotate` gives a signer a new key and keeps the old public key valid for a grace
 period, so records signed just before the rotation are still accepted.
 """
@@ -25,10 +27,25 @@ from pydantic import ValidationError
 
 from pipeline.codec import now_utc
 from pipeline.crypto import MissingKeyError, write_secret
-from pipeline.signing import Signer, SignerEntry, SignerKey, SignersRegister, Verifier, default_entitlements
+from pipeline.signing import (
+    DESK,
+    ROUTER,
+    Signer,
+    SignerEntry,
+    SignerKey,
+    SignersRegister,
+    Verifier,
+    default_entitlements,
+)
 from schemas.codec import describe_config_error
 
 log = logging.getLogger(__name__)
+
+
+# What `erasure keys init` gave these signers before requests were signed. An entry still exactly
+# so was never edited by hand: it gets today's defaults, or the HTTP intake's requests (the desk's,
+# and the outbox relay's under the router's key) would all be dead-lettered after an upgrade.
+BEFORE_SIGNED_REQUESTS = {ROUTER: ["plan", "task:*"], DESK: ["task:*", "outcome:*"]}
 
 
 class RegisterError(Exception):
@@ -99,16 +116,25 @@ def ensure_signers(register_path: Path, signing_dir: Path, signer_ids: Iterable[
     """Create a key and a register entry for each signer that has none; return the ids created."""
     register = load_register(register_path) if register_path.exists() else SignersRegister()
     created = []
-    signers = list(register.signers)
+    signers = [_upgraded(entry) for entry in register.signers]
+    upgraded = [new.id for old, new in zip(register.signers, signers, strict=True) if new is not old]
+    if upgraded:
+        log.warning("signers register: %s may now sign requests (the HTTP intake's)", ", ".join(upgraded))
     for signer_id in signer_ids:
         if register.get(signer_id) is not None:
             continue  # its private key may be kept elsewhere (another machine, a secret store)
         signers.append(SignerEntry(id=signer_id, may_sign=default_entitlements(signer_id),
                                    keys=[_new_key(signing_dir, signer_id)]))
         created.append(signer_id)
-    if created or not register_path.exists():
+    if created or upgraded or not register_path.exists():
         save_register(register_path, SignersRegister(signers=signers))
     return created
+
+
+def _upgraded(entry: SignerEntry) -> SignerEntry:
+    if BEFORE_SIGNED_REQUESTS.get(entry.id) != entry.may_sign:
+        return entry
+    return entry.model_copy(update={"may_sign": default_entitlements(entry.id)})
 
 
 def rotate(register_path: Path, signing_dir: Path, signer_id: str, grace_s: float,

@@ -87,10 +87,11 @@ def signing_keys_dir(settings: Settings) -> Path:
 
 
 def signer_ids(system_ids: Iterable[str]) -> list[str]:
-    """Every signer of a deployment: the router, the desk, one connector per registered system."""
-    from pipeline.signing import DESK, ROUTER, connector_signer
+    """Every signer of a deployment: the router, the desk, the intake client, the sweeps, and one
+    connector per registered system."""
+    from pipeline.signing import DESK, INTAKE, ROUTER, SWEEP, connector_signer
 
-    return [ROUTER, DESK, *(connector_signer(s) for s in system_ids)]
+    return [ROUTER, DESK, INTAKE, SWEEP, *(connector_signer(s) for s in system_ids)]
 
 
 def ensure_signing_keys(settings: Settings, systems: SystemsRegister | None) -> list[str]:

@@ -21,9 +21,11 @@ from pipeline.intake import IntakeClient
 from pipeline.keywrap import AesGcmKeyWrapper
 from pipeline.ledger import open_ledger
 from pipeline.ledger.keystore import LOST_PLAN_AFTER
+from pipeline.signing import INTAKE
 from pipeline.streaming import topics
 from pipeline.streaming.broker_loss import RecoveryWatch
 from schemas import ErasurePlanned, PlannedTarget, SealedIdentities
+from tests.fakes.signers import TestSigners
 
 LEADER = "erasure-pipeline-__assignor-__leader"
 
@@ -46,7 +48,8 @@ def partitions(bootstrap: str) -> dict[str, tuple[int, str | None]]:
 
 def test_a_publisher_lives_through_a_broker_restart(broker: Broker, tmp_path: Path) -> None:
     init_keys(tmp_path / "keys")
-    with IntakeClient(broker.bootstrap, load_keys(tmp_path / "keys").intake_public) as client:
+    with IntakeClient(broker.bootstrap, load_keys(tmp_path / "keys").intake_public,
+                      TestSigners().signer(INTAKE)) as client:
         before = client.submit({"email": "avant.panne@example.test"}, datetime.now(UTC))
         broker.kill()
         broker.restart()  # it forgot the producer id: kafka-python's producer turns fatal

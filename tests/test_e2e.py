@@ -18,8 +18,11 @@ import requests
 import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
 from kafka import KafkaProducer
+from kafka.producer.future import RecordMetadata
 
 from pipeline.devstack.demo import Person
+from pipeline.signing import INTAKE
+from pipeline.signing_keys import load_signer
 from pipeline.streaming import topics
 from tests.harness import RunningPipeline, read_topic, wait_until
 
@@ -93,13 +96,21 @@ def test_same_request_twice_completes_once(pipeline: RunningPipeline) -> None:
 
 def test_invalid_events_are_dead_lettered_and_the_next_request_completes(
         pipeline: RunningPipeline) -> None:
+    # A careless publisher that holds the intake's signing key: its records are signed, and refused
+    # for what they say.
     producer = KafkaProducer(bootstrap_servers=pipeline.bootstrap, acks="all")
-    garbage = producer.send(topics.REQUESTS, key=b"junk", value=b"{not json").get(10)
+    signer = load_signer(pipeline.signing_dir, INTAKE)
+
+    def send(key: bytes, value: bytes) -> RecordMetadata:
+        return producer.send(topics.REQUESTS, key=key, value=value,
+                             headers=signer.headers(topics.REQUESTS, key, value)).get(10)
+
+    garbage = send(b"junk", b"{not json")
     # Well-formed JSON with the identity in clear: it must be refused, and never echoed.
-    clear = producer.send(topics.REQUESTS, key=b"clear", value=json.dumps({
+    clear = send(b"clear", json.dumps({
         "event_type": "erasure.requested", "request_id": str(uuid.uuid4()),
         "received_at": "2026-11-26T10:00:00+00:00",
-        "identities": [{"identity_type": "email", "identity_value": CARELESS_EMAIL}]}).encode()).get(10)
+        "identities": [{"identity_type": "email", "identity_value": CARELESS_EMAIL}]}).encode())
     producer.close()
     rid = pipeline.submit(EMAILS[2])
     assert pipeline.wait_final(rid).status == "completed"

@@ -27,11 +27,11 @@ from pipeline.ledger import open_ledger
 from pipeline.register import SystemsRegister
 from pipeline.signing import ROUTER, Signer, SignerEntry, SignerKey, SignersRegister, Unverified, Verifier
 from pipeline.streaming import topics
-from pipeline.streaming.publishing import Received
 from pipeline.streaming.router import Router
 from pipeline.streaming.transport import KeyHashPartitioner
 from schemas import ErasureRequested, ErasureTask, Identity, Scope, SubjectIdentities
 from tests.fakes.publisher import MemoryPublisher
+from tests.fakes.signers import TestSigners
 
 REGISTER = SystemsRegister.model_validate(demo_systems("sqlite:///x.db", "http://127.0.0.1:1"))
 
@@ -47,8 +47,9 @@ def test_each_task_the_router_publishes_is_a_valid_task_byte_for_byte(tmp_path: 
                                identities=seal_for_intake(keys.intake_public, subject), scope=scope)
     publisher = MemoryPublisher()
     try:
-        asyncio.run(Router(REGISTER, keys, ledger, publisher).route(
-            [Received(topics.REQUESTS, 0, 0, request.request_id.encode(), encode(request))]))
+        signers = TestSigners()
+        asyncio.run(Router(REGISTER, keys, ledger, publisher, signers.verifier()).route(
+            [signers.received(topics.REQUESTS, 0, request.request_id.encode(), request)]))
     finally:
         ledger.close()
     tasks = [m for m in publisher.sent if m.topic != topics.OUTCOMES]

@@ -260,7 +260,7 @@ def test_metrics_match_the_ledger_after_a_real_run(run: Run) -> None:
     retries = by(scraped, "erasure_retries", "system", "reason")
     assert retries[("brevo", "processor")] == 1 and retries[("site-db", "processor")] == 0
     assert by(scraped, "erasure_dead_letters", "consumer", "reason") == {
-        ("router", "invalid"): 1, ("connector:brevo", "unsigned"): 1}
+        ("router", "unsigned"): 1, ("connector:brevo", "unsigned"): 1}
     assert set(by(scraped, "erasure_consumer_lag", "lane")) == {("router",), ("aggregator",), ("brevo",),
                                                                   ("site-db",)}
     assert scraped["erasure_broker_up"][()] == 1 and scraped["erasure_intake_outbox_pending"][()] == 0

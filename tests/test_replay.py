@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from connectors.base import TaskContext
 from connectors.retention import RetentionPolicy
 from connectors.stores.sql_store import ARCHIVE_TABLE, SqlStoreConnector, SqlStoreSettings
-from pipeline.codec import encode
 from pipeline.crypto import PipelineKeys, init_keys, load_keys, open_with_data_key, seal_for_intake
 from pipeline.devstack.demo import DEMO_PEOPLE, demo_systems, seed_site_database
 from pipeline.keywrap import AesGcmKeyWrapper
@@ -30,7 +29,6 @@ from pipeline.policy import load_policy
 from pipeline.register import SystemsRegister
 from pipeline.replay import replay
 from pipeline.streaming import topics
-from pipeline.streaming.publishing import Received
 from pipeline.streaming.router import Router
 from schemas import (
     ErasureOutcome,
@@ -43,6 +41,9 @@ from schemas import (
 )
 from tests.conftest import PG_ADMIN_URL
 from tests.fakes.publisher import MemoryPublisher
+from tests.fakes.signers import TestSigners
+
+SIGNERS = TestSigners()  # the router checks who sent each request
 
 ALICE, BRUNO, CHLOE, DAVID = DEMO_PEOPLE
 
@@ -108,8 +109,8 @@ class Site:
         request = ErasureRequested(request_id=rid, received_at=now, scope=Scope(systems=["site-db"]),
                                    identities=seal_for_intake(self.keys.intake_public, subject(email)))
         publisher = MemoryPublisher()
-        asyncio.run(Router(self.register, self.keys, self.ledger, publisher).route(
-            [Received(topics.REQUESTS, 0, 0, rid.encode(), encode(request))]))
+        asyncio.run(Router(self.register, self.keys, self.ledger, publisher, SIGNERS.verifier()).route(
+            [SIGNERS.received(topics.REQUESTS, 0, rid.encode(), request)]))
         [plan] = [ErasurePlanned.model_validate_json(m.value) for m in publisher.sent
                   if m.topic == topics.OUTCOMES]
         [task] = [ErasureTask.model_validate_json(m.value) for m in publisher.sent
@@ -266,9 +267,10 @@ def test_the_router_keeps_digests_only_for_systems_whose_backups_are_kept(tmp_pa
         rid, now = str(uuid.uuid4()), datetime.now(UTC)
         request = ErasureRequested(request_id=rid, received_at=now, identities=seal_for_intake(
             site.keys.intake_public, SubjectIdentities(identities=identities)))
-        record = Received(topics.REQUESTS, 0, 0, rid.encode(), encode(request))
+        record = SIGNERS.received(topics.REQUESTS, 0, rid.encode(), request)
         for _ in range(2):  # a duplicate changes nothing
-            asyncio.run(Router(site.register, site.keys, site.ledger, MemoryPublisher()).route([record]))
+            asyncio.run(Router(site.register, site.keys, site.ledger, MemoryPublisher(),
+                               SIGNERS.verifier()).route([record]))
         with site.ledger.engine.connect() as conn:
             rows = conn.execute(sa.select(identity_digests_table)).all()
         # brevo declares no backup_retention; the site database keeps its backups 35 days.

@@ -24,6 +24,7 @@ from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import open_ledger
 from pipeline.streaming import topics
 from schemas import ErasureRequested
+from tests.fakes.signers import TestSigners
 
 NOW = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
 RUN = uuid.uuid4().hex[:8]
@@ -74,7 +75,6 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, kafka: Broker,
     seed(url)
     ensure_topics(kafka.bootstrap, [topics.REQUESTS], 4)
     home = tmp_path / "home"
-    init_keys(home / "keys")
     systems = tmp_path / "systems.yaml"
     systems.write_text(yaml.safe_dump({"systems": [
         {"id": "site-db", "kind": "internal", "location": "France", "data_categories": ["account"],
@@ -86,6 +86,8 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, kafka: Broker,
                         "DATABASE_URL": ledger_url, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
                         "SWEEP_TEST_SITE_URL": url}.items():
         monkeypatch.setenv(name, value)
+    keys_init = CliRunner().invoke(main, ["keys", "init"])  # the intake keys and the sweeps' signing key
+    assert keys_init.exit_code == 0, keys_init.output
     yield Site(url, load_keys(home / "keys", need_private=True), ledger_url)
 
 
@@ -186,6 +188,7 @@ def test_requests_carry_the_rule_scope(site: Site, kafka: Broker, tmp_path: Path
 def test_requests_go_out_at_the_rate_asked(kafka: Broker, tmp_path: Path) -> None:
     """Paced by batches of a second's worth: 5 people at 2/s go out at 0 s, 1 s and 2 s (a fake clock)."""
     from pipeline.intake import IntakeClient
+    from pipeline.signing import SWEEP
     from pipeline.sweep.plan import RulePlan, SweptPerson
     from pipeline.sweep.rules import RetentionSweep
     from pipeline.sweep.submit import SweepSubmitter
@@ -207,7 +210,7 @@ def test_requests_go_out_at_the_rate_asked(kafka: Broker, tmp_path: Path) -> Non
 
     progress: list[int] = []
     try:
-        with IntakeClient(kafka.bootstrap, keys.intake_public) as client:
+        with IntakeClient(kafka.bootstrap, keys.intake_public, TestSigners().signer(SWEEP)) as client:
             sent = SweepSubmitter(client, ledger.sweeps, rate_per_s=2, monotonic=lambda: elapsed[0],
                                   sleep=sleep).submit(plan, progress.append)
         assert (sent, progress, slept) == (5, [2, 2, 1], [1.0, 1.0])

@@ -22,11 +22,13 @@ from pipeline.intake import IntakeClient
 from pipeline.kafka_clients import ensure_topics
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.register import SystemsRegister
+from pipeline.signing import SWEEP
 from pipeline.streaming import topics
 from pipeline.sweep.plan import RulePlan
 from pipeline.sweep.run import plan_sweeps
 from pipeline.sweep.submit import SweepSubmitter
 from schemas import ErasureRequested
+from tests.fakes.signers import TestSigners
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ROWS = 5_000
@@ -107,7 +109,7 @@ def plan(site: Site) -> RulePlan:
 
 
 def submit(site: Site, rule_plan: RulePlan) -> int:
-    with IntakeClient(site.bootstrap, site.keys.intake_public) as client:
+    with IntakeClient(site.bootstrap, site.keys.intake_public, TestSigners().signer(SWEEP)) as client:
         return SweepSubmitter(client, site.ledger.sweeps, rate_per_s=1_000_000).submit(rule_plan)
 
 

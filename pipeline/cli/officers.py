@@ -28,6 +28,7 @@ def submit(email: str | None, phone: str | None, user_id: str | None, request_id
     """Publish a deletion request; prints its request id."""
     from pipeline.codec import now_utc
     from pipeline.intake import IntakeClient, subject_identities
+    from pipeline.signing import INTAKE
     from schemas.identity import InvalidIdentityError
 
     identities = {k: v for k, v in (("email", email), ("phone", phone), ("user_id", user_id)) if v}
@@ -44,7 +45,7 @@ def submit(email: str | None, phone: str | None, user_id: str | None, request_id
         raise CliError("--received-at needs a time zone, e.g. 2026-11-26T10:00:00+01:00")
     bootstrap = wiring.bootstrap_servers(current)  # first: with no broker, that is the error to show
     with IntakeClient(bootstrap, wiring.pipeline_keys(current, need_private=False).intake_public,
-                      security=wiring.kafka_security(current)) as client:
+                      wiring.signer(current, INTAKE), security=wiring.kafka_security(current)) as client:
         click.echo(client.submit(identities, when, request_id=request_id, channel="other"))
 
 

@@ -43,8 +43,9 @@ def _configured_register(current: Settings) -> SystemsRegister | None:
 def keys_init(force: bool) -> None:
     """Create the intake key pair and the missing signing keys with their register.
 
-    Publishers need only the intake public key it prints. Signing keys: the router, the desk,
-    and one connector per system of the register when one is configured.
+    Publishers need the intake public key it prints and their own signing key. Signing keys: the
+    router, the desk, the intake client (`intake`), the sweeps (`sweep`), and one connector per
+    system of the register when one is configured.
     """
     from pipeline.crypto import init_keys
 
@@ -61,7 +62,7 @@ def keys_init(force: bool) -> None:
 @click.option("--grace-s", type=float, default=None,
               help="How long the old key stays valid (default ERASURE_SIGNING_KEY_GRACE_S)")
 def keys_rotate(signer: str, grace_s: float | None) -> None:
-    """Give SIGNER (router, desk, connector:SYSTEM) a new signing key; restart that component.
+    """Give SIGNER (router, desk, intake, sweep, connector:SYSTEM) a new signing key; restart it.
 
     The old public key stays in the register, accepted for the grace period, so records signed
     before the restart still verify; verifiers re-read the register by themselves.

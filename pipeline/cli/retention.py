@@ -73,12 +73,14 @@ def sweep(dry_run: bool, rule_name: str | None, rate_per_s: float) -> None:
 
 def _submit(current: Settings, plans: list[RulePlan], rate_per_s: float, sweeps: SweepLog, total: int) -> int:
     from pipeline.intake import IntakeClient
+    from pipeline.signing import SWEEP
     from pipeline.sweep.submit import SweepSubmitter
 
     bootstrap = wiring.bootstrap_servers(current)
     public_key = wiring.pipeline_keys(current, need_private=False).intake_public
     submitted = 0
-    with IntakeClient(bootstrap, public_key, security=wiring.kafka_security(current)) as client:
+    sweep_signer = wiring.signer(current, SWEEP)
+    with IntakeClient(bootstrap, public_key, sweep_signer, security=wiring.kafka_security(current)) as client:
         submitter = SweepSubmitter(client, sweeps, rate_per_s)
         with click.progressbar(length=total, label="submitting", show_pos=True, show_eta=True) as bar:
             for plan in plans:

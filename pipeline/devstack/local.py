@@ -30,7 +30,8 @@ from pipeline.devstack.fake_brevo import FakeBrevo
 from pipeline.devstack.supervisor import Supervisor
 from pipeline.intake import IntakeClient
 from pipeline.kafka_clients import ensure_topics
-from pipeline.signing_keys import ensure_signers
+from pipeline.signing import INTAKE
+from pipeline.signing_keys import ensure_signers, load_signer
 from pipeline.streaming import topics
 from pipeline.wiring import signer_ids
 
@@ -85,7 +86,8 @@ class LocalPipeline:
         }, root / "logs", run_dir=self.home / "run", stall_s=stall_s)
         self._supervising = threading.Event()
         self._supervisor_thread: threading.Thread | None = None
-        self.intake = IntakeClient(bootstrap, self.keys.intake_public)
+        self.signing_dir = self.home / "keys" / "signing"
+        self.intake = IntakeClient(bootstrap, self.keys.intake_public, load_signer(self.signing_dir, INTAKE))
         ensure_topics(bootstrap, topics.all_topics(self.system_ids), 4)
 
     @property

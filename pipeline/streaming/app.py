@@ -89,7 +89,8 @@ def _received(event: Any) -> Received:
 def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys, ledger: Ledger,
               bootstrap: str, signer: Signer, verifier: Verifier,
               letters: LetterWriter | None = None) -> faust.App:
-    """The app; `signer` signs all it publishes (the router's key), `verifier` checks plans and outcomes."""
+    """The app; `signer` signs all it publishes (the router's key), `verifier` checks requests, plans
+    and outcomes."""
     app = _faust_app(settings, bootstrap)
     security = KafkaSecurity.from_settings(settings)
     # Recovery reads the table's changelog up to what a fetch can reach (readable_highwaters.py).
@@ -104,7 +105,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
     progress = app.Table("request-progress", key_type=str, use_partitioner=True,
                          partitions=settings.topic_partitions)
-    router = Router(register, keys, ledger, publisher)
+    router = Router(register, keys, ledger, publisher, verifier)
     aggregator = Aggregator(ledger, publisher, progress, verifier)
     housekeeping = Housekeeping(ledger, publisher, [entry.id for entry in register.systems],
                                 settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret,

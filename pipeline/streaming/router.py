@@ -1,5 +1,11 @@
 """The router: a batch of erasure requests in, a plan and one task per system out.
 
+Each request record is first verified (`Verifier.check`, kind `request`): unsigned, signed by
+a signer the register does not list or entitle to `request`, or whose signature does not cover
+its bytes, it is dead-lettered with the reason and nothing is opened or planned. A topic is not a
+proof: anyone who can write it could otherwise have anybody erased by sealing their e-mail with
+the (public) intake key. A request on the retention channel must be signed by the sweeps (`sweep`).
+
 For each valid request it opens the identities sealed for intake, gets the
 request's data key from the ledger's key store (the one already in force for a
 request seen before), re-seals the identities under it, and plans the systems
@@ -34,10 +40,12 @@ from pipeline.deadlines import due_at
 from pipeline.ledger import Ledger
 from pipeline.ledger.digests import digest_rows
 from pipeline.register import SystemEntry, SystemsRegister
+from pipeline.signing import SWEEP, Unverified, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.publishing import Message, Publisher, Received
 from pipeline.streaming.retrying import LEDGER_RETRY, until_done
 from schemas import ErasurePlanned, ErasureRequested, ErasureTask, PlannedTarget, SubjectIdentities
+from schemas.models import RETENTION_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,7 @@ def targets_for(request: ErasureRequested, register: SystemsRegister) -> list[Sy
 
 class Router:
     def __init__(self, register: SystemsRegister, keys: PipelineKeys, ledger: Ledger, publisher: Publisher,
-                 ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
+                 verifier: Verifier, ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
         if keys.intake_private is None or keys.subject_ref_hmac is None:
             raise ValueError("the router needs the intake private key and the subject_ref key")
         self.register = register
@@ -74,6 +82,7 @@ class Router:
         self.hmac_key = keys.subject_ref_hmac
         self.ledger = ledger
         self.publisher = publisher
+        self.verifier = verifier
         self.ledger_retry = ledger_retry
 
     async def route(self, batch: Sequence[Received]) -> list[str]:
@@ -110,10 +119,22 @@ class Router:
         """Each valid request (first of its id) with its opened identities; the rest dead-lettered."""
         accepted: Accepted = {}
         for record in batch:
+            try:  # before anything of the record is read: the signature covers its bytes as they came
+                signer_id = self.verifier.check(record.topic, record.key, record.value, record.headers,
+                                                "request")
+            except Unverified as exc:
+                await self.publisher.dead_letter(record, str(exc), CONSUMER)
+                continue
             try:
                 request = ErasureRequested.model_validate_json(record.value)
             except ValidationError as exc:
                 await self.publisher.dead_letter(record, describe_invalid(exc), CONSUMER)
+                continue
+            if request.channel == RETENTION_CHANNEL and signer_id != SWEEP:
+                # A retention request skips the person's verification: only the sweeps may send one.
+                await self.publisher.dead_letter(
+                    record, f"{signer_id!r} may not sign a request on the {RETENTION_CHANNEL!r} channel "
+                    f"(only {SWEEP!r} may)", CONSUMER)
                 continue
             try:
                 subject = open_intake(self.intake_private, request.identities)

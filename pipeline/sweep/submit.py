@@ -1,10 +1,12 @@
 """Submit a sweep's requests at a controlled rate, through the same intake as everyone's.
 
 Each request goes on the requests topic like a person's (identities sealed with the intake public
-key), with channel `retention` and verification `not_applicable`; the router plans it, holds
-included. Requests go out in batches of about a second's worth, the people read from the store as they go
-(never all held); a batch is recorded in the ledger once the broker acknowledged all of it, so a
-crash re-sends at most one batch, which the router recognises by its request ids.
+key, the record signed by the client's signer: `sweep` for `erasure sweep`, the one signer the
+router takes a retention request from), with channel `retention` and verification
+`not_applicable`; the router plans it, holds included. Requests go out in batches of about a
+second's worth, the people read from the store as they go (never all held); a batch is recorded in
+the ledger once the broker acknowledged all of it, so a crash re-sends at most one batch, which the
+router recognises by its request ids.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from collections.abc import Callable
 from datetime import datetime
 from itertools import islice
 
-from pipeline.codec import encode, now_utc
+from pipeline.codec import now_utc
 from pipeline.intake import IntakeClient
 from pipeline.ledger.sweeps import SweepLog
-from pipeline.streaming import topics
 from pipeline.sweep.plan import RulePlan
 from schemas.models import RETENTION_CHANNEL
 
@@ -61,8 +62,7 @@ class SweepSubmitter:
                 event = self.client.build(person.subject.identities, received_at, person.request_id,
                                           channel=RETENTION_CHANNEL, verification=SWEEP_VERIFICATION,
                                           scope=plan.scope)
-                pending.append(self.client.producer.send(
-                    topics.REQUESTS, key=event.request_id.encode(), value=encode(event)))
+                pending.append(self.client.send(event))
             for future in pending:
                 future.get(self.ack_timeout_s)
             self.sweeps.record(plan.system, plan.rule.name, [p.request_id for p in batch], self.clock())

@@ -216,13 +216,32 @@ def test_keys_init_makes_private_keys_and_a_register_of_entitlements(tmp_path: P
     assert result.exit_code == 0, result.output
     register = load_register(tmp_path / "keys" / "signers.json")
     may_sign = {s.id: s.may_sign for s in register.signers}
-    assert may_sign["router"] == ["plan", "task:*"] and may_sign["desk"] == ["task:*", "outcome:*"]
+    assert may_sign["router"] == ["request", "plan", "task:*"]  # the outbox relay re-publishes requests
+    assert may_sign["desk"] == ["request", "task:*", "outcome:*"]
+    assert may_sign["intake"] == may_sign["sweep"] == ["request"]
     assert may_sign["connector:brevo"] == ["outcome:brevo", "task:brevo"]
     private = sorted((tmp_path / "keys" / "signing").iterdir())
     assert [p.name for p in private] == sorted(f"{s.replace(':', '.')}.key" for s in may_sign)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private)
     again = CliRunner().invoke(main, ["keys", "init"], env=env)
     assert "signing keys created: none" in again.output, "idempotent: existing keys are kept"
+
+
+def test_keys_init_lets_an_older_registers_router_and_desk_sign_requests(tmp_path: Path) -> None:
+    """A register from before signed requests: unedited entries get `request`, edited ones are kept."""
+    env = {"ERASURE_HOME_DIR": str(tmp_path)}
+    assert CliRunner().invoke(main, ["keys", "init"], env=env).exit_code == 0
+    register_file = tmp_path / "keys" / "signers.json"
+    old = json.loads(register_file.read_text())
+    old["signers"] = [s for s in old["signers"] if s["id"] not in ("intake", "sweep")]
+    for entry in old["signers"]:
+        entry["may_sign"] = {"router": ["plan", "task:*"], "desk": ["task:*"]}[entry["id"]]  # desk: edited
+    register_file.write_text(json.dumps(old))
+    result = CliRunner().invoke(main, ["keys", "init"], env=env)
+    assert result.exit_code == 0 and "signing keys created: intake, sweep" in result.output
+    may_sign = {s.id: s.may_sign for s in load_register(register_file).signers}
+    assert may_sign == {"router": ["request", "plan", "task:*"], "desk": ["task:*"],
+                        "intake": ["request"], "sweep": ["request"]}
 
 
 def test_a_rotated_key_replaces_the_old_one_after_the_grace_period(tmp_path: Path) -> None:
@@ -309,3 +328,52 @@ def test_outcomes_from_a_plain_producer_complete_nothing(pipeline: RunningPipeli
     found = wait_until(letters, 15, "the forged records' dead letters")
     assert [found[(m.partition, m.offset)].split(":")[0] for m in sent[:2]] == ["unsigned", "unsigned"]
     assert "does not verify" in found[(sent[2].partition, sent[2].offset)]
+
+
+@pytest.mark.e2e
+def test_requests_not_signed_by_an_entitled_signer_are_never_planned(pipeline: RunningPipeline) -> None:
+    """Anyone can seal an e-mail with the public intake key: without the intake's (or the sweeps',
+    or the desk's) signature, the request is dead-lettered with the reason and nobody is erased."""
+    def built(channel: str = "email") -> tuple[str, bytes]:
+        event = pipeline.intake.build({"email": f"forge.{RUN}@example.test"}, datetime.now(UTC),
+                                      channel=channel)
+        return event.request_id, encode(event)
+
+    intake = load_signer(pipeline.signing_dir, "intake")
+    connector = load_signer(pipeline.signing_dir, "connector:brevo")
+    stranger = Signer("stranger", SigningKey.generate())  # a signer the register does not list
+    impostor = Signer("intake", SigningKey.generate())  # the intake's id, another key
+    unsigned, by_stranger, by_impostor, by_connector, altered = (built() for _ in range(5))
+    altered_value = altered[1].replace(b'"channel":"email"', b'"channel":"other"')
+    assert altered_value != altered[1]
+
+    def headers(signer: Signer, request: tuple[str, bytes]) -> list[tuple[str, bytes]]:
+        return signer.headers(topics.REQUESTS, request[0].encode(), request[1])
+
+    forged = [(unsigned, unsigned[1], [], "unsigned: a request"),
+              (by_stranger, by_stranger[1], headers(stranger, by_stranger), "not in the register"),
+              (by_impostor, by_impostor[1], headers(impostor, by_impostor), "does not verify"),
+              (by_connector, by_connector[1], headers(connector, by_connector),
+               "'connector:brevo' may not sign a request"),
+              (altered, altered_value, headers(intake, altered), "does not verify")]
+    producer = KafkaProducer(bootstrap_servers=pipeline.bootstrap, acks="all")
+    sent = [producer.send(topics.REQUESTS, key=rid.encode(), value=value, headers=h).get(10)
+            for (rid, _), value, h, _ in forged]
+    producer.close()
+    genuine_rid = pipeline.submit(f"forge.{RUN}@example.test")  # signed by the intake client: planned
+    wait_until(lambda: pipeline.ledger.request(genuine_rid, datetime.now(UTC)), 30,
+               "the signed request's plan")
+
+    def letters() -> dict[tuple[int, int], dict[str, Any]]:
+        found = {(d["partition"], d["offset"]): d for d in
+                 (json.loads(r.value) for r in read_topic(pipeline.bootstrap, topics.DEADLETTER))
+                 if d["source_topic"] == topics.REQUESTS}
+        return found if all((m.partition, m.offset) in found for m in sent) else {}
+
+    found = wait_until(letters, 30, "the forged requests' dead letters")
+    for metadata, ((rid, _), _, _, expected) in zip(sent, forged, strict=True):
+        letter = found[(metadata.partition, metadata.offset)]
+        assert expected in letter["reason"] and letter["consumer"] == "router"
+        assert pipeline.ledger.request(rid, datetime.now(UTC)) is None, f"{expected}: nothing planned"
+        assert pipeline.ledger.data_key(rid) is None
+    assert f"forge.{RUN}".encode() not in json.dumps(list(found.values())).encode()

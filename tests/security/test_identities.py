@@ -31,7 +31,6 @@ from connectors.registry import build_connector, settings_model
 from connectors.stores.files_store import FilesStoreConnector, FilesStoreSettings
 from connectors.stores.redis_store import RedisStoreConnector, RedisStoreSettings
 from pipeline.cli import main as erasure_cli
-from pipeline.codec import encode
 from pipeline.crypto import PipelineKeys, init_keys, key_fingerprint, load_keys
 from pipeline.devstack.broker import Broker
 from pipeline.devstack.demo import DEMO_PEOPLE
@@ -39,14 +38,15 @@ from pipeline.devstack.fake_server import Reply
 from pipeline.intake import IntakeClient, subject_identities
 from pipeline.ledger import open_ledger
 from pipeline.register import SystemsRegister
+from pipeline.signing import INTAKE
 from pipeline.streaming import topics
-from pipeline.streaming.publishing import Received
 from pipeline.streaming.router import Router
 from schemas import ErasureRequested, Identity, SealedIdentities, SubjectIdentities
 from schemas.export import schema_path
 from schemas.identity import ID_TYPES, InvalidIdentityError
 from tests.fakes.mailjet import FakeMailjet
 from tests.fakes.publisher import MemoryPublisher
+from tests.fakes.signers import TestSigners
 
 BAD_VALUES = ["..", ".", " ", "../exports"]
 ALICE, BOB = "alice.martin@example.org", "bruno.dupont@example.org"
@@ -122,7 +122,7 @@ def test_valid_identities_still_pass(identity_type: str, value: str) -> None:
 @pytest.mark.parametrize("value", BAD_VALUES)
 def test_the_intake_client_refuses_before_sealing(value: str, kafka: Broker, tmp_path: Path) -> None:
     keys = load_keys(init_keys(tmp_path / "keys").parent, need_private=False)
-    with IntakeClient(kafka.bootstrap, keys.intake_public) as client:
+    with IntakeClient(kafka.bootstrap, keys.intake_public, TestSigners().signer(INTAKE)) as client:
         with pytest.raises(InvalidIdentityError, match=r"^email: expected an e-mail address"):
             client.submit({"email": value}, datetime.now(UTC))
         # An Identity that skipped validation is checked again.
@@ -177,9 +177,10 @@ def test_the_router_dead_letters_an_invalid_opened_identity(value: str, keys: Pi
         identities=sealed_raw(keys.intake_public, {"identities": [
             {"identity_type": "user_id", "identity_value": "u-42"},
             {"identity_type": "email", "identity_value": value}]}))
-    record = Received(topics.REQUESTS, 0, 7, request.request_id.encode(), encode(request))
+    signers = TestSigners()
+    record = signers.received(topics.REQUESTS, 7, request.request_id.encode(), request)
     try:
-        routed = asyncio.run(Router(register, keys, ledger, publisher).route([record]))
+        routed = asyncio.run(Router(register, keys, ledger, publisher, signers.verifier()).route([record]))
         assert routed == [] and ledger.data_key(request.request_id) is None
     finally:
         ledger.close()

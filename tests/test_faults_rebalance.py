@@ -2,8 +2,8 @@
 
 kafka-python 3 calls rebalance listeners on its IO thread, where a blocking commit raises: the
 connector's commit in `on_partitions_revoked` ended its poll thread, and the lane stayed down
-(its process exited, or lived on without it when it ran several systems). Here another member
-joins and leaves the Brevo group three times while requests flow.
+(its process exited, or lived on without it when it ran several systems). Here three other members
+join the Brevo group one after another while requests flow, then leave.
 """
 
 from __future__ import annotations
@@ -50,20 +50,39 @@ def group_pipeline(own_broker: Broker, tmp_path: Path) -> Iterator[LocalPipeline
     pipeline.stop()
 
 
-def join_then_leave(bootstrap: str) -> None:
-    """Another member of the Brevo lane's group takes some partitions, then leaves.
+class Intruder:
+    """Another member of the Brevo lane's group, polling on a thread of its own (a member that
+    does not poll cannot rejoin, and holds every rebalance up until it is evicted)."""
 
-    Tansu does not always act on a LeaveGroup: a departed intruder can stay a member until the
-    coordinator gives up on it, and the next join waits for it up to its rebalance timeout (its
-    max-poll interval). A short one here bounds that wait, well under this function's patience."""
-    intruder = group_consumer(bootstrap, "erasure-connector-brevo", "intruder", 6.0, 1.0,
-                              max_poll_interval_ms=10_000)
-    try:
-        intruder.subscribe([topics.task_topic("brevo")])
-        wait_until(lambda: intruder.poll(timeout_ms=200) is not None and intruder.assignment(), 120,
-                   "the intruder's partitions")
-    finally:
-        intruder.close()
+    def __init__(self, bootstrap: str, number: int) -> None:
+        self.consumer = group_consumer(bootstrap, "erasure-connector-brevo", f"intruder-{number}", 6.0, 1.0,
+                                       max_poll_interval_ms=10_000)
+        self.consumer.subscribe([topics.task_topic("brevo")])
+        self.stopping = threading.Event()
+        self.assigned = threading.Event()
+        self.thread = threading.Thread(target=self._poll, name=f"intruder-{number}")
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopping.is_set():
+            self.consumer.poll(timeout_ms=100)
+            if self.consumer.assignment():
+                self.assigned.set()
+        self.consumer.close()
+
+    def leave(self) -> None:
+        self.stopping.set()
+        self.thread.join(30)
+
+
+def join(bootstrap: str, members: list[Intruder]) -> None:
+    """Another member joins and takes some partitions; the members already in keep polling.
+
+    They stay until the end: Tansu does not always act on a LeaveGroup, and a departed member it
+    still counts holds the next join up until the coordinator gives up on it (seen: minutes)."""
+    intruder = Intruder(bootstrap, len(members))
+    members.append(intruder)
+    wait_until(intruder.assigned.is_set, 120, "the intruder's partitions")
 
 
 def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipeline: LocalPipeline) -> None:
@@ -76,9 +95,13 @@ def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipel
 
     publisher = threading.Thread(target=publish)
     publisher.start()
-    for _ in range(3):
-        join_then_leave(group_pipeline.bootstrap)
-        time.sleep(2)
+    intruders: list[Intruder] = []
+    try:
+        for _ in range(3):
+            join(group_pipeline.bootstrap, intruders)
+    finally:
+        for intruder in intruders:
+            intruder.leave()
     publisher.join()
     brevo = group_pipeline.processes["connector-brevo"]
     assert brevo.poll() is None, "the Brevo connector is still running"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from connectors.base import BatchItem, ConnectorError, EraseResult, PermanentError
+from schemas import Evidence, SubjectIdentities
 
 T = TypeVar("T")
 Outcome = EraseResult | ConnectorError
@@ -45,6 +46,26 @@ def by_job(items: Sequence[BatchItem]) -> dict[str, list[int]]:
         if item.context.job_ref:
             jobs.setdefault(item.context.job_ref, []).append(index)
     return jobs
+
+
+def fresh(system: str, items: Sequence[BatchItem], outcomes: list[Outcome | None],
+          ids_of: Callable[[SubjectIdentities], list[str]], max_ids: int,
+          what: str) -> list[tuple[int, list[str]]]:
+    """The items with no job to poll, and the ids to submit for each. An item with none is
+    not_found, one with more than `max_ids` (`what`: "distinct ids in one task") fails: both
+    answered in `outcomes` and left out."""
+    submit: list[tuple[int, list[str]]] = []
+    for index, item in enumerate(items):
+        if item.context.job_ref:
+            continue
+        ids = ids_of(item.subject)
+        if not ids:  # nothing this connector can name
+            outcomes[index] = EraseResult(status="not_found", evidence=Evidence(records_affected=0))
+        elif len(ids) > max_ids:
+            outcomes[index] = PermanentError(system, f"more than {max_ids} {what}")
+        else:
+            submit.append((index, ids))
+    return submit
 
 
 def pack(sizes: Sequence[tuple[int, int]], max_ids: int) -> list[list[int]]:

@@ -66,7 +66,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from connectors.processors.bulk import Calls, Outcome, by_job, one, pack, settle
+from connectors.processors.bulk import Calls, Outcome, by_job, fresh, one, pack, settle
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 log = logging.getLogger(__name__)
@@ -150,17 +150,8 @@ class MixpanelConnector:
                 else:
                     outcomes[index] = PermanentError(self.system, f"deletion task {task_id} was lost and no "
                                                                   "distinct id is left to submit again")
-        for index, item in enumerate(items):
-            if item.context.job_ref:
-                continue
-            distinct_ids = _distinct_ids(item.subject)
-            if not distinct_ids:  # nothing this connector can name
-                outcomes[index] = EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-            elif len(distinct_ids) > MAX_DISTINCT_IDS:
-                outcomes[index] = PermanentError(self.system,
-                                                 f"more than {MAX_DISTINCT_IDS} distinct ids in one task")
-            else:
-                submit.append((index, distinct_ids))
+        submit += fresh(self.system, items, outcomes, _distinct_ids, MAX_DISTINCT_IDS,
+                        "distinct ids in one task")
         wanted = dict(submit)
         for group in pack([(index, len(ids)) for index, ids in submit], MAX_DISTINCT_IDS):
             distinct_ids = list(dict.fromkeys(i for index in group for i in wanted[index]))

@@ -56,7 +56,7 @@ from connectors.base import (
 )
 from connectors.client import ProcessorClient
 from connectors.http import json_answer
-from connectors.processors.bulk import Calls, Outcome, by_job, one, pack, settle
+from connectors.processors.bulk import Calls, Outcome, by_job, fresh, one, pack, settle
 from schemas import Evidence, ResidualData, SubjectIdentities
 
 REGULATIONS = "/regulations"
@@ -153,17 +153,8 @@ class SegmentConnector:
                                                      "to Segment and no user id is left to submit again")
                 else:
                     submit.append((index, user_ids, f" (replaces {regulate_id}, forgotten by Segment)"))
-        for index, item in enumerate(items):
-            if item.context.job_ref:
-                continue
-            user_ids = _user_ids(item.subject)
-            if not user_ids:  # nothing this connector can name
-                outcomes[index] = EraseResult(status="not_found", evidence=Evidence(records_affected=0))
-            elif len(user_ids) > MAX_SUBJECT_IDS:
-                outcomes[index] = PermanentError(self.system,
-                                                 f"more than {MAX_SUBJECT_IDS} user ids in one regulation")
-            else:
-                submit.append((index, user_ids, ""))
+        submit += [(index, user_ids, "") for index, user_ids in fresh(
+            self.system, items, outcomes, _user_ids, MAX_SUBJECT_IDS, "user ids in one regulation")]
         wanted = {index: (user_ids, note) for index, user_ids, note in submit}
         for group in pack([(index, len(user_ids)) for index, user_ids, _ in submit], MAX_SUBJECT_IDS):
             subject_ids = list(dict.fromkeys(u for index in group for u in wanted[index][0]))

@@ -144,7 +144,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
                                 settings.topic_partitions, settings.topic_replication_factor,
                                 topics.topic_configs(settings.requests_retention_s),
                                 single_partition=(f"{APP_ID}-__assignor-__leader",),
-                                security=security)
+                                security=KafkaSecurity.from_settings(settings))
     keeper.check()  # the topics before faust starts: what the timer's checks compare with
     RecoveryWatch(lambda: bool(getattr(app, "in_recovery", False)),
                   lambda: leave_afresh(keeper, changelog, "the table's recovery makes no end")).start()

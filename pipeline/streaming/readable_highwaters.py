@@ -8,10 +8,6 @@ high watermark 0 with no records), and the worker then recovered forever, taking
 So each claimed watermark is checked with one fetch per partition and the lower one is used:
 on Apache Kafka both agree and nothing changes; on such a broker the worker recovers what can
 be read and goes on (the table is working state; the ledger is the record).
-
-`broker_loss.RecoveryWatch` stays the backstop for a recovery that still makes no end (it
-deletes the changelog and restarts the worker after 3 minutes); in the run above it fired,
-and the restarted worker met the same claimed watermarks again, which this check removes.
 """
 
 from __future__ import annotations

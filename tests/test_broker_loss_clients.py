@@ -23,7 +23,6 @@ from pipeline.ledger import open_ledger
 from pipeline.ledger.keystore import LOST_PLAN_AFTER
 from pipeline.signing import INTAKE
 from pipeline.streaming import topics
-from pipeline.streaming.broker_loss import RecoveryWatch
 from schemas import ErasurePlanned, PlannedTarget, SealedIdentities
 from tests.fakes.signers import TestSigners
 
@@ -114,14 +113,3 @@ def test_a_request_whose_plan_the_broker_lost_is_routed_again(tmp_path: Path) ->
     assert later[kept].tasks_published, "recorded: a duplicate"
     assert later[lost].data_key == b"l" * 32, "with the same data key"
     ledger.close()
-
-
-def test_a_recovery_that_makes_no_end_makes_the_worker_leave() -> None:
-    recovering, left = [True], []
-    watch = RecoveryWatch(lambda: recovering[0], lambda: left.append("left"), stall_s=180)
-    assert not watch.tick(1000.0) and not watch.tick(1179.0)
-    recovering[0] = False
-    assert not watch.tick(1200.0), "it ended: the clock starts again at the next recovery"
-    recovering[0] = True
-    assert not watch.tick(1300.0) and not watch.tick(1479.0) and left == []
-    assert watch.tick(1480.0) and left == ["left"]

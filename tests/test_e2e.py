@@ -205,8 +205,7 @@ def test_hold_ends_while_running_and_the_held_data_is_erased(pipeline: RunningPi
 def test_no_identity_in_clear_anywhere(pipeline: RunningPipeline, tmp_path: Path) -> None:
     needles = [n for p in PEOPLE for n in (p.email, p.email.upper(), p.name, p.phone)]
     haystacks: dict[str, str] = {}
-    for topic in [*topics.all_topics(["site-db", "brevo"]),
-                  "erasure-pipeline-request-progress-changelog"]:
+    for topic in topics.all_topics(["site-db", "brevo"]):
         records = read_topic(pipeline.bootstrap, topic, idle_s=1.0)
         haystacks[f"topic {topic}"] = "\n".join(
             (r.key or b"").decode(errors="replace") + (r.value or b"").decode(errors="replace")

@@ -180,11 +180,10 @@ def test_a_worker_killed_while_its_batch_waits_on_the_ledger_loses_none_of_it(
     Connectors start once every plan is in the ledger; their outcomes then find the ledger's
     system rows locked (an officer's long query, a slow disk: any write that takes a while), so
     both aggregators sit in the middle of a batch (housekeeping is kept out of the way: nothing
-    else writes). One worker is SIGKILLed; the lock goes; the survivor takes over its partitions,
-    recovers its table from the changelog and reads the batch again. Before the fix the table
-    already said those systems were final (faust sends each change to the changelog at once), so
-    the survivor dropped the batch as duplicates, and later re-drives too: those requests stayed
-    in progress.
+    else writes). One worker is SIGKILLed; the lock goes; the survivor takes over its partitions
+    and reads the batch again. (When the worker kept a faust table, which was sent to its
+    changelog before the ledger write, the survivor dropped the batch as duplicates, and later
+    re-drives too: those requests stayed in progress.)
     """
     pipeline = LocalPipeline(tmp_path, broker.bootstrap, postgres_url, PEOPLE, site_url=site_url,
                              workers=2, processes_per_lane=2,

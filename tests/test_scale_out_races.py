@@ -121,22 +121,19 @@ def take(aggregator: Aggregator, *events: ErasurePlanned | ErasureOutcome) -> li
 
 def test_a_batch_taken_by_a_worker_killed_mid_write_is_recorded_by_the_partition_s_next_owner(
         ledger: Ledger) -> None:
-    """faust sends each table change to the changelog at once; the next owner recovers the table from it
-    and reads the uncommitted batch again. What the table says must already be in the ledger."""
-    table: dict[str, Any] = {}  # the table as the changelog carries it to the next owner
+    """The next owner reads the uncommitted batch again: it is recorded once, and the request completes."""
     rid = str(uuid.uuid4())
     batch = (plan(rid), outcome(rid, "site-db"), outcome(rid, "brevo", "not_found"))
     with pytest.raises(Killed):
-        take(Aggregator(DyingLedger(ledger), MemoryPublisher(), table, SIGNERS.verifier()), *batch)  # type: ignore[arg-type]
+        take(Aggregator(DyingLedger(ledger), MemoryPublisher(), SIGNERS.verifier()), *batch)  # type: ignore[arg-type]
     publisher = MemoryPublisher()
-    [completion] = take(Aggregator(ledger, publisher, table, SIGNERS.verifier()), *batch)
+    [completion] = take(Aggregator(ledger, publisher, SIGNERS.verifier()), *batch)
     assert completion.request_id == rid and completion.status == "completed"
     assert [e.kind for e in ledger.events(rid)] == ["planned", "outcome", "outcome", "completed"]
-    assert table[rid] == {"systems": {"site-db": "erased", "brevo": "not_found"}}
 
 
 def test_an_officer_s_retry_of_a_failed_system_is_recorded_when_it_reports(ledger: Ledger) -> None:
-    aggregator = Aggregator(ledger, MemoryPublisher(), {}, SIGNERS.verifier())
+    aggregator = Aggregator(ledger, MemoryPublisher(), SIGNERS.verifier())
     rid = str(uuid.uuid4())
     take(aggregator, plan(rid, ("brevo",)), outcome(rid, "brevo", "failed"))
     assert ledger.request(rid, NOW).status == "needs_attention"  # type: ignore[union-attr]

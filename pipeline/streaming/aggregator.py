@@ -8,17 +8,15 @@ agent takes off the outcomes topic (`Aggregator.take`):
    goes no further; so is one that is unsigned, mis-signed, or signed by a signer
    the register does not entitle to it (a plan: the router; an outcome of a
    system: that system's connector, or the desk), with the reason.
-2. Dedupe against the working state, a table keyed by request id (faust Table in
-   production, partitioned like the outcomes topic). A second plan of a request,
-   or an outcome for a system already final, is dropped. The table only filters;
-   the ledger decides: an outcome whose plan is not in this worker's table yet,
-   a hold's release, and an outcome for a `failed` system (an officer may have
-   reopened it) always go through. The batch's changes reach the table only
-   after the ledger has them (step 3): faust sends each change to the table's
-   changelog at once, and a worker killed between the two would otherwise leave
-   the partition's next owner a table that drops, as duplicates, the very events
-   the ledger never received.
-3. Write. `Ledger.record` writes what is left in ONE transaction and returns the
+2. No working state of its own: the ledger dedupes. Every event has a dedupe
+   key, and the request state machine ignores a second plan, an outcome for a
+   system already final (an officer's retry reopens a failed one) and an interim
+   report of a superseded attempt, in the same transaction that records the rest.
+   A faust table used to filter duplicates before the ledger; it saved little
+   (duplicates are rare: at-least-once redelivery), cost a changelog record per
+   request and batch, grew by one entry per request forever, and had to be
+   restored from its changelog before a worker could start (issue 12).
+3. Write. `Ledger.record` writes the valid events in ONE transaction and returns the
    requests that became final. If the write FAILS it is retried in place, with
    backoff and without limit (`retrying.until_done`): the batch stays unacked, so
    its offsets are not committed past it, and the agent takes no further batch
@@ -26,8 +24,8 @@ agent takes off the outcomes topic (`Aggregator.take`):
    the agent without redelivering it and commits its offsets. If the worker is
    evicted from its group meanwhile (past the max poll interval), the partition's
    next owner re-reads it from the last committed offset, before this batch.
-   `record` is idempotent (each event has a dedupe key in the ledger), so a batch
-   written twice is recorded once: at-least-once delivery, once in the ledger.
+   `record` is idempotent (step 2), so a batch written twice is recorded once:
+   at-least-once delivery, once in the ledger.
    Not covered: a worker STOPPED while a write is failing. faust cancels the
    agent, and `take_events` acks the batch it yielded when its generator is
    finalised, so the batch's offsets may be committed unrecorded (not observed,
@@ -44,8 +42,7 @@ agent takes off the outcomes topic (`Aggregator.take`):
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
@@ -57,7 +54,6 @@ from pipeline.streaming import topics
 from pipeline.streaming.publishing import Message, Publisher, Received
 from pipeline.streaming.retrying import LEDGER_RETRY, until_done
 from schemas import (
-    FINAL_SYSTEM_STATUSES,
     ErasureCompleted,
     ErasureOutcome,
     ErasurePlanned,
@@ -67,23 +63,19 @@ from schemas import (
 log = logging.getLogger(__name__)
 
 CONSUMER = "aggregator"
-# Final statuses after which an outcome is a duplicate; an officer's retry reopens a failed system.
-DROPPED_AFTER = FINAL_SYSTEM_STATUSES - {"failed"}
 
 
 class Aggregator:
-    def __init__(self, ledger: Ledger, publisher: Publisher, progress: MutableMapping[str, Any],
-                 verifier: Verifier, ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
+    def __init__(self, ledger: Ledger, publisher: Publisher, verifier: Verifier,
+                 ledger_retry: RetryPolicy = LEDGER_RETRY) -> None:
         self.ledger = ledger
         self.publisher = publisher
-        self.progress = progress  # request id -> {"systems": {system: status}}
         self.verifier = verifier
         self.ledger_retry = ledger_retry
 
     async def take(self, batch: Sequence[Received]) -> list[ErasureCompleted]:
         """Sink one batch (see the module's contract); return the completions it announced."""
-        fresh: list[ErasurePlanned | ErasureOutcome] = []
-        changes: dict[str, Any] = {}  # the working state's new values, kept until the ledger has them
+        valid: list[ErasurePlanned | ErasureOutcome] = []
         for record in batch:
             try:
                 parsed = outcomes_topic_adapter.validate_json(record.value)
@@ -94,13 +86,11 @@ class Aggregator:
             except Unverified as exc:
                 await self.publisher.dead_letter(record, str(exc), CONSUMER)
                 continue
-            if self.remember(parsed, changes):
-                fresh.append(parsed)
-        if not fresh:
+            valid.append(parsed)
+        if not valid:
             return []
         completions = await until_done(self.ledger_retry, "aggregator: recording a batch in the ledger",
-                                       self.ledger.record, fresh, now_utc())
-        self.progress.update(changes)
+                                       self.ledger.record, valid, now_utc())
         await announce(self.ledger, self.publisher, completions, self.ledger_retry)
         return completions
 
@@ -111,27 +101,6 @@ class Aggregator:
         else:
             self.verifier.check(record.topic, record.key, record.value, record.headers, "outcome",
                                 event.system)
-
-    def remember(self, event: ErasurePlanned | ErasureOutcome, changes: dict[str, Any] | None = None) -> bool:
-        """Note the event's effect on the working state in `changes` (the table as this batch left it,
-        applied by the caller once the ledger has the batch); False for what it shows to be a duplicate."""
-        changes = {} if changes is None else changes
-        rid = event.request_id
-        state = changes[rid] if rid in changes else self.progress.get(rid)
-        if isinstance(event, ErasurePlanned):
-            if state is not None:
-                return False
-            changes[rid] = {"systems": {t.system: "planned" for t in event.targets}}
-            return True
-        if state is None or event.purpose == "release":
-            return True  # plan not in this worker's table yet, or a hold's end: the ledger decides
-        if state["systems"].get(event.system) in DROPPED_AFTER:
-            return False
-        systems = dict(state["systems"])
-        systems[event.system] = event.status
-        # A new value, not an in-place change: a faust table only records what is assigned.
-        changes[rid] = {"systems": systems}
-        return True
 
 
 async def announce(ledger: Ledger, publisher: Publisher, completions: Sequence[ErasureCompleted],

@@ -16,8 +16,9 @@ Everything the app publishes is sent again until the broker acknowledges it
 (`resending.ResendingPublisher`). Every worker checks on a timer that the broker
 still has the pipeline's topics (`topics.TopicKeeper`); a broker that lost them
 (restarted without its storage) gets them back, and the worker leaves for its
-supervisor to start it afresh (`broker_loss`): faust's offsets and table refer
-to logs that no longer exist. So does a worker whose table recovery makes no end.
+supervisor to start it afresh (`broker_loss`): faust's offsets refer to logs
+that no longer exist. The app has no faust table: the ledger is its only state
+(see the aggregator's contract), so a worker has nothing to restore when it starts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import faust
 
-from pipeline import kafka_clients, liveness
+from pipeline import liveness
 from pipeline.crypto import PipelineKeys
 from pipeline.kafka_clients import MAX_POLL_INTERVAL_S
 from pipeline.kafka_security import KafkaSecurity
@@ -42,11 +43,10 @@ from pipeline.signing import Signer, Verifier
 from pipeline.streaming import topics
 from pipeline.streaming.aggregator import Aggregator
 from pipeline.streaming.batching import take_batches
-from pipeline.streaming.broker_loss import RecoveryWatch, leave_afresh
+from pipeline.streaming.broker_loss import leave_afresh
 from pipeline.streaming.housekeeping import Housekeeping
 from pipeline.streaming.idle_fetch import IdleFetchWait
 from pipeline.streaming.publishing import Received, TopicPublisher
-from pipeline.streaming.readable_highwaters import checking
 from pipeline.streaming.resending import ResendingPublisher
 from pipeline.streaming.router import Router
 from pipeline.streaming.transport import KeyHashPartitioner, broker_credentials, broker_url
@@ -92,21 +92,13 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     """The app; `signer` signs all it publishes (the router's key), `verifier` checks requests, plans
     and outcomes."""
     app = _faust_app(settings, bootstrap)
-    security = KafkaSecurity.from_settings(settings)
-    # Recovery reads the table's changelog up to what a fetch can reach (readable_highwaters.py).
-    app.check_highwaters = checking(  # type: ignore[attr-defined]
-        lambda: kafka_clients.reader(bootstrap, security=security))
     names = topics.all_topics([entry.id for entry in register.systems])
     faust_topics = {name: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw", partitions=settings.topic_partitions)
                     for name in names}
     publisher = ResendingPublisher(TopicPublisher(faust_topics, signer))  # never gives up: issue 11
-    # Working state per request; the ledger is the record. Partitioned by key like the
-    # outcomes topic (same key bytes, same partitioner), so each worker owns its requests' state.
-    progress = app.Table("request-progress", key_type=str, use_partitioner=True,
-                         partitions=settings.topic_partitions)
     router = Router(register, keys, ledger, publisher, verifier)
-    aggregator = Aggregator(ledger, publisher, progress, verifier)
+    aggregator = Aggregator(ledger, publisher, verifier)
     housekeeping = Housekeeping(ledger, publisher, [entry.id for entry in register.systems],
                                 settings.data_key_grace_s, settings.webhook_url, settings.webhook_secret,
                                 letters)
@@ -139,15 +131,12 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     # Broker loss (issue 11): the HTTP intake's outbox, and the topics a restarted broker lost.
     relay = OutboxRelay(Outbox(ledger.engine, ledger.writer, settings.outbox_recheck_after_s,
                                settings.outbox_recheck_cap_s), publisher)
-    changelog = progress.changelog_topic.get_topic_name()
-    keeper = topics.TopicKeeper(bootstrap, [*names, changelog],
+    keeper = topics.TopicKeeper(bootstrap, names,
                                 settings.topic_partitions, settings.topic_replication_factor,
                                 topics.topic_configs(settings.requests_retention_s),
                                 single_partition=(f"{APP_ID}-__assignor-__leader",),
                                 security=KafkaSecurity.from_settings(settings))
     keeper.check()  # the topics before faust starts: what the timer's checks compare with
-    RecoveryWatch(lambda: bool(getattr(app, "in_recovery", False)),
-                  lambda: leave_afresh(keeper, changelog, "the table's recovery makes no end")).start()
 
     @app.timer(interval=settings.redrive_check_interval_s, on_leader=True,  # type: ignore[untyped-decorator]
                name="outbox")
@@ -156,7 +145,7 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
 
     @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
     async def keep_topics() -> None:
-        if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets and table belong to the lost log
-            leave_afresh(keeper, changelog, "the broker lost the pipeline's topics")
+        if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets belong to the lost log
+            leave_afresh("the broker lost the pipeline's topics")
 
     return app

@@ -106,20 +106,6 @@ class TopicKeeper:
         with contextlib.suppress(TopicAlreadyExistsError):  # a client's produce made it first
             self._client.create_topics(wanted)
 
-    def delete(self, name: str) -> None:
-        """Delete one topic, if the broker answers (best effort: see `broker_loss`)."""
-        from kafka.errors import KafkaError
-
-        with self._lock:
-            try:
-                if self._client is None:
-                    self._client = admin(self.bootstrap, security=self.security,
-                                         request_timeout_ms=CHECK_TIMEOUT_MS,
-                                         bootstrap_timeout_ms=CHECK_TIMEOUT_MS)
-                self._client.delete_topics([name])
-            except (KafkaError, OSError) as exc:
-                log.warning("topics: %s could not be deleted (%s)", name, type(exc).__name__)
-
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -13,7 +13,6 @@ hands to every aiokafka consumer, producer and topic creator it builds.
 
 from __future__ import annotations
 
-import asyncio
 from functools import lru_cache
 from typing import Any
 
@@ -35,15 +34,6 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by aiokafka at start()
         return consumer
-
-    async def _highwaters(self, partitions: list[Any]) -> Any:
-        """What recovery reads up to: checked by a fetch where the app says how
-        (`app.check_highwaters`, see readable_highwaters.py)."""
-        claimed = await super()._highwaters(partitions)
-        check = getattr(self.app, "check_highwaters", None)
-        if check is None or self.consumer.in_transaction:
-            return claimed
-        return await asyncio.get_running_loop().run_in_executor(None, check, dict(claimed))
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -28,18 +28,15 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-import uvicorn
 from nacl.signing import SigningKey
 
 # BENCH_CODE_ROOT: measure another checkout's code (e.g. the one before a change) on the same ledger.
@@ -48,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout as well as from an installe
 
 from bench.seed_ledger import ensure_database, seed  # noqa: E402
 from pipeline.desk.app import DeskSecurity, Publisher, create_app  # noqa: E402
-from pipeline.devstack.broker import free_port  # noqa: E402
+from pipeline.devstack.serving import serve  # noqa: E402
 from pipeline.ledger import Ledger, requests_table  # noqa: E402
 from pipeline.ledger.accounts import Access  # noqa: E402
 from pipeline.ledger.checkpoints import verify_ledger  # noqa: E402
@@ -58,23 +55,6 @@ from pipeline.streaming import topics  # noqa: E402
 from schemas import ErasureOutcome, ErasurePlanned, PlannedTarget, SealedIdentities  # noqa: E402
 
 OFFICER = "bench-officer"
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """The desk on a loopback port, in a thread of this process (uvicorn, as `erasure desk` runs it)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def log_in(client: httpx.Client, password: str) -> None:

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,11 +22,12 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
-from pipeline.devstack.broker import Broker, BrokerKeeper, free_port, start_tansu
+from pipeline.devstack.broker import Broker, BrokerKeeper, start_tansu
 from pipeline.devstack.demo import Person
 from pipeline.kafka_clients import ensure_topics
 from pipeline.streaming import topics
 from schemas import FINAL_SYSTEM_STATUSES
+from tests.erasure_up import ErasureUp
 from tests.harness import RunningPipeline, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -134,25 +133,13 @@ def tansu_children(pid: int) -> list[int]:
 
 @pytest.mark.timeout(420)
 def test_erasure_up_starts_its_killed_broker_again_and_a_later_request_completes(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") and not k.startswith("ERASURE_")}
-    env["ERASURE_DESK_PORT"] = str(free_port())
-    log_path = tmp_path / "up.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
-
-    def erasure(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
-
-    up = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up"], cwd=tmp_path, env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: "erasure pipeline up" in log_path.read_text(errors="replace"), 180, "erasure up")
+    with ErasureUp(tmp_path, command_timeout_s=120) as up:
+        wait_until(lambda: "erasure pipeline up" in up.log(), 180, "erasure up")
         bootstrap = json.loads((tmp_path / ".erasure" / "broker.json").read_text())["bootstrap"]
         brokers = tansu_children(up.pid)
         assert len(brokers) == 1, brokers
         os.kill(brokers[0], signal.SIGKILL)
-        wait_until(lambda: "the embedded broker is back on" in log_path.read_text(errors="replace"), 60,
+        wait_until(lambda: "the embedded broker is back on" in up.log(), 60,
                    "erasure up to start its broker again")
         revived = tansu_children(up.pid)
         assert len(revived) == 1 and revived != brokers
@@ -163,26 +150,10 @@ def test_erasure_up_starts_its_killed_broker_again_and_a_later_request_completes
         finally:
             admin.close()
 
-        submitted = erasure("submit", "--email", "bruno.dupont@example.org")
+        submitted = up.erasure("submit", "--email", "bruno.dupont@example.org")
         assert submitted.returncode == 0, submitted.stderr
-        request_id = submitted.stdout.strip()
-
-        def finished() -> dict | None:  # type: ignore[type-arg]
-            shown = erasure("status", request_id, "--json")
-            if shown.returncode != 0:
-                return None
-            view = json.loads(shown.stdout)
-            return view if view["status"] != "in_progress" else None
-
-        view = wait_until(finished, 240, "the request to finish", interval_s=2.0)
+        view = up.wait_finished(submitted.stdout.strip(), 240, interval_s=2.0)
         assert view["status"] == "completed"
         assert all(s["status"] == "erased" for s in view["systems"]), view["systems"]
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-        log.close()
-    assert up.returncode == 0, log_path.read_text()[-3000:]
-    assert "bruno.dupont" not in log_path.read_text()
+    assert up.stop() == 0, up.log()[-3000:]
+    assert "bruno.dupont" not in up.log()

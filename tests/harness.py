@@ -15,11 +15,11 @@ from typing import Any
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import BREVO_KEY, LocalPipeline
 from pipeline.devstack.probes import read_topic, wait_until
-from pipeline.ledger import RequestView, open_ledger
+from pipeline.ledger import Ledger, RequestView, open_ledger
 from pipeline.streaming import topics
 from tests.webhook_receiver import SECRET, Receiver
 
-__all__ = ["BREVO_KEY", "RunningPipeline", "read_topic", "wait_until"]
+__all__ = ["BREVO_KEY", "RunningPipeline", "read_topic", "wait_all_final", "wait_until"]
 
 
 class RunningPipeline(LocalPipeline):
@@ -52,3 +52,13 @@ class RunningPipeline(LocalPipeline):
     def completed_events(self, request_id: str) -> list[dict[str, Any]]:
         return [json.loads(r.value) for r in read_topic(self.bootstrap, topics.COMPLETED)
                 if r.key == request_id.encode()]
+
+
+def wait_all_final(ledger: Ledger, request_ids: list[str], timeout_s: float) -> None:
+    """Wait until none of these requests is in progress in the ledger."""
+    def all_final() -> bool:
+        now = datetime.now(UTC)
+        views = [ledger.request(rid, now) for rid in request_ids]
+        return all(v is not None and v.status != "in_progress" for v in views)
+
+    wait_until(all_final, timeout_s, f"all {len(request_ids)} requests to finish", interval_s=1.0)

@@ -21,9 +21,9 @@ from bench import fault_checks
 from pipeline.devstack.broker import Broker, find_or_start
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import LocalPipeline
-from pipeline.devstack.probes import wait_until
-from pipeline.ledger import Ledger, events_table, open_ledger
+from pipeline.ledger import events_table, open_ledger
 from schemas import FINAL_SYSTEM_STATUSES
+from tests.harness import wait_all_final
 
 pytestmark = pytest.mark.e2e
 
@@ -57,15 +57,6 @@ def burst(pipeline: LocalPipeline, people: list[Person]) -> list[str]:
         published.append(event.request_id)
     pipeline.intake.producer.flush()
     return published
-
-
-def wait_all_final(ledger: Ledger, request_ids: list[str], timeout_s: float) -> None:
-    def all_final() -> bool:
-        now = datetime.now(UTC)
-        views = [ledger.request(rid, now) for rid in request_ids]
-        return all(v is not None and v.status != "in_progress" for v in views)
-
-    wait_until(all_final, timeout_s, f"all {len(request_ids)} requests to finish", interval_s=1.0)
 
 
 @pytest.mark.timeout(600)

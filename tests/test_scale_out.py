@@ -27,8 +27,9 @@ from pipeline.devstack.broker import Broker, find_or_start
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import OWN_PROCESS_SYSTEMS, LocalPipeline
 from pipeline.devstack.probes import wait_until
-from pipeline.ledger import Ledger, open_ledger
+from pipeline.ledger import open_ledger
 from tests.conftest import _postgres_database
+from tests.harness import wait_all_final
 
 pytestmark = pytest.mark.e2e
 
@@ -73,15 +74,6 @@ def publish(pipeline: LocalPipeline, people: list[Person], interval_s: float) ->
         published.append(pipeline.intake.submit({"email": person.email}, datetime.now(UTC)))
         time.sleep(interval_s)
     return published
-
-
-def wait_all_final(ledger: Ledger, request_ids: list[str], timeout_s: float) -> None:
-    def all_final() -> bool:
-        now = datetime.now(UTC)
-        views = [ledger.request(rid, now) for rid in request_ids]
-        return all(v is not None and v.status != "in_progress" for v in views)
-
-    wait_until(all_final, timeout_s, f"all {len(request_ids)} requests to finish", interval_s=1.0)
 
 
 def assert_each_once(pipeline: LocalPipeline, published: list[str]) -> None:

@@ -6,9 +6,9 @@ completed with any table that code created only on demand, and stamped at baseli
 
 Every process opening a ledger asks for an upgrade, and nearly always the ledger is at head
 already: that is answered by one SELECT against the head read from the revision files
-(`head_revision`), without Alembic (a fifth of a short command's start-up). Anything else (an
-older or unknown revision, no `alembic_version`, several heads) goes through Alembic as before,
-which upgrades, adopts or refuses.
+(`head_revision`), without importing Alembic (a tenth of a short command's start-up). Anything
+else (an older or unknown revision, no `alembic_version`, several heads) goes through Alembic as
+before, which upgrades, adopts or refuses.
 
 A new migration: `alembic.command.revision(config(url), "what it does", autogenerate=True)`
 against a database at head, then review the file it writes in `versions/`.

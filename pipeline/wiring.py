@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pipeline.kafka_security import KafkaSecurity
     from pipeline.keywrap import KeyWrapper
     from pipeline.ledger import Ledger
+    from pipeline.ledger.views import Views
     from pipeline.register import SystemsRegister
     from pipeline.settings import Settings
     from pipeline.signing import Signer, Verifier
@@ -165,6 +166,13 @@ def ledger(settings: Settings, data_keys: bool = False) -> Ledger:
     from pipeline.ledger import open_ledger
 
     return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
+
+
+def ledger_views(settings: Settings) -> Views:
+    """What officers read of the ledger (no writer, no KEK), its schema brought to head first."""
+    from pipeline.ledger.views import open_views
+
+    return open_views(settings.ledger_url)
 
 
 def prepare_ledger(settings: Settings) -> str | None:

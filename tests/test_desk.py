@@ -72,7 +72,7 @@ def test_erasure_status_says_accepted_and_names_residual_data(desk: Desk,
 
     from pipeline.cli import officers
 
-    monkeypatch.setattr(officers.wiring, "ledger", lambda _settings: desk.ledger)
+    monkeypatch.setattr(officers.wiring, "ledger_views", lambda _settings: desk.ledger.views)
     result = CliRunner().invoke(officers.status, [desk.held])
     assert result.exit_code == 0, result.output
     brevo = next(line for line in result.output.splitlines() if line.strip().startswith("brevo"))

@@ -122,7 +122,7 @@ def test_erasure_status_says_how_often_a_system_was_re_driven(ledger: Ledger,
 
     ledger.record([plan(RID), outcome(RID, "site-db", 1, T0)], T0)
     outage(ledger)
-    monkeypatch.setattr(officers.wiring, "ledger", lambda _settings: ledger)
+    monkeypatch.setattr(officers.wiring, "ledger_views", lambda _settings: ledger.views)
     result = CliRunner().invoke(officers.status, [RID])
     assert result.exit_code == 0, result.output
     brevo = next(line for line in result.output.splitlines() if line.strip().startswith("brevo"))

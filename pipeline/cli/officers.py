@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,9 +12,8 @@ from pipeline import wiring
 from pipeline.cli.common import CliError, settings
 
 if TYPE_CHECKING:
-    from pipeline.ledger import RequestView
     from pipeline.ledger.checkpoints import LedgerKey, Verification
-    from pipeline.ledger.views import PipelineFigures
+    from pipeline.ledger.views import PipelineFigures, RequestView
 
 
 @click.command()
@@ -111,25 +110,26 @@ def _echo_lanes(figures: PipelineFigures, now: datetime) -> None:
 @click.option("--lanes", is_flag=True, help="Instead of one request: each system's counts (as /metrics)")
 def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
     """Per-system outcomes and the deadline of one request; with --lanes, every system's counts."""
-    from pipeline.codec import now_utc
     from pipeline.ledger.views import note_text
 
-    ledger = wiring.ledger(settings())
+    # Only the ledger's read side: the writers' parts (state machine, event contracts, pydantic models,
+    # key store) are not imported, so the command answers in a fraction of a second.
+    views = wiring.ledger_views(settings())
+    now = datetime.now(UTC)  # pipeline.codec's clock, without importing the event contracts it encodes
     if lanes:
-        now = now_utc()
-        _echo_lanes(ledger.figures(now), now)
+        _echo_lanes(views.figures(now), now)
         return
     if request_id is None:
         raise CliError("give a REQUEST_ID, or --lanes")
-    view = ledger.request(request_id, now_utc())
+    view = views.request(request_id, now)
     if view is None:
         raise CliError(f"no request {request_id} in the ledger (yet): it may still be in the broker")
     if as_json:
         click.echo(json.dumps(_view_json(view), indent=2))
         return
     _echo_view(view)
-    notes = ledger.views.notes(request_id)  # officers' texts live apart from the chain, until erased
-    for event in ledger.events(request_id):
+    notes = views.notes(request_id)  # officers' texts live apart from the chain, until erased
+    for event in views.events(request_id):
         if event.kind in ("release_requested", "released", "replayed"):
             click.echo(f"  {event.recorded_at:%Y-%m-%d %H:%M} {event.system}: {event.kind.replace('_', ' ')}")
         elif event.kind in ("manual_confirmed", "deadline_extended", "refused"):
@@ -144,9 +144,7 @@ def status(request_id: str | None, as_json: bool, lanes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> None:
     """Requests, newest first."""
-    from pipeline.codec import now_utc
-
-    views = wiring.ledger(settings()).list_requests(now_utc(), status_filter, overdue)
+    views = wiring.ledger_views(settings()).list_requests(datetime.now(UTC), status_filter, overdue)
     if as_json:
         click.echo(json.dumps([_view_json(v) for v in views], indent=2))
         return
@@ -160,7 +158,7 @@ def list_requests(status_filter: str | None, overdue: bool, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True)
 def holds(system: str | None, as_json: bool) -> None:
     """Active legal holds, by system and end date."""
-    rows = wiring.ledger(settings()).active_holds(system)
+    rows = wiring.ledger_views(settings()).active_holds(system)
     if as_json:
         click.echo(json.dumps([{
             "request_id": r.request_id, "system": r.system, "data_category": r.data_category,

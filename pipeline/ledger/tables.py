@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 
 def utc(moment: datetime | None) -> datetime | None:
@@ -45,6 +44,9 @@ class ChainDateTime(UtcDateTime):
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[datetime]:
         if dialect.name in ("mysql", "mariadb"):
+            # Imported here: loading MySQL's dialect costs every other ledger's command start-up.
+            from sqlalchemy.dialects import mysql
+
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return super().load_dialect_impl(dialect)
 

@@ -12,7 +12,9 @@ import sqlalchemy as sa
 
 from pipeline.deadlines import deadline_flag
 from pipeline.ledger import listing
+from pipeline.ledger.engine import create_ledger_engine
 from pipeline.ledger.listing import Counted, PageCursor, RequestFilter
+from pipeline.ledger.migrations import upgrade_engine
 from pipeline.ledger.outbox import OutboxFigures, outbox_table
 from pipeline.ledger.tables import (
     chain_head_table,
@@ -169,6 +171,15 @@ class Views:
             return list(conn.execute(sa.select(holds_table).where(
                 holds_table.c.request_id == request_id).order_by(
                 holds_table.c.system, holds_table.c.data_category)).all())
+
+
+def open_views(url: str) -> Views:
+    """What officers read of the ledger at `url`, its schema first brought to head (as `open_ledger`
+    does): for a command that only reads, without the writers' parts (state machine, key store,
+    event contracts) and their imports."""
+    engine = create_ledger_engine(url)
+    upgrade_engine(engine)
+    return Views(engine)
 
 
 @dataclass(frozen=True)

@@ -76,13 +76,17 @@ def expand(template: str, subject: SubjectIdentities, escape: Callable[[str], st
     fields = _template_fields(template)
     values: dict[str, list[str]] = {}
     for identity in subject.identities:
+        if identity.identity_type not in fields:  # never expanded: neither checked nor escaped
+            continue
         value = identity.identity_value.strip()
         if identity.identity_type == "email":
             value = value.lower()
-        if identity.identity_type in fields:
-            check_value(identity.identity_type, value, target)
+        check_value(identity.identity_type, value, target)
         values.setdefault(identity.identity_type, []).append(escape(value))
     if any(f not in values for f in fields):
         return []
+    if len(fields) == 1:  # the common case, without the product's machinery
+        [name] = fields
+        return sorted({template.format_map({name: value}) for value in values[name]})
     combos = itertools.product(*(values[f] for f in fields))
     return sorted({template.format(**dict(zip(fields, combo, strict=True))) for combo in combos})

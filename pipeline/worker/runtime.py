@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -102,6 +103,7 @@ class Delivery(NamedTuple):
     records: tuple[Record, ...]
     what: str  # for the logs: which request and attempt, or which dead letter
     tries: int = 0
+    status: str | None = None  # the outcome's status (None for a dead letter)
 
 
 def again_after_s(tries: int) -> float:
@@ -345,7 +347,7 @@ class ConnectorWorker:
         except Exception as exc:  # not the connector's answer: run them again later
             self._again(batch, exc)
             return
-        log.debug("%s: a batch of %d task(s) erased in one call", self.system, len(batch))
+        log.info("%s: a batch of %d task(s) erased in one call", self.system, len(batch))
         self.publish_all([self._delivery(a, h) for a, h in zip(batch, handled, strict=True)])
 
     def _again(self, batch: Sequence[Accepted], exc: Exception) -> None:
@@ -362,7 +364,8 @@ class ConnectorWorker:
         if handled.requeue is not None:
             records.append((self.topic, key, encode(handled.requeue)))
         what = f"request {task.request_id} attempt {task.attempt} -> {handled.outcome.status}"
-        return Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what)
+        return Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what,
+                        status=handled.outcome.status)
 
     def publish(self, delivery: Delivery) -> None:
         self.publish_all([delivery])
@@ -383,6 +386,7 @@ class ConnectorWorker:
     def _acknowledged(self, producer: Producer, sending: Sending) -> None:
         """Wait once for what went out together; mark each offset done whose records all arrived."""
         deadline = time.monotonic() + SEND_TIMEOUT_S
+        statuses: Counter[str] = Counter()
         for delivery, futures in sending:
             try:
                 if isinstance(futures, Exception):
@@ -394,9 +398,14 @@ class ConnectorWorker:
                 continue
             if delivery.generation == self.generation:
                 self.tracker.done(delivery.tp, delivery.offset)
-            # Per task, so DEBUG: at INFO it was a sizeable share of a lane's CPU (the ledger
-            # and the desk keep every outcome; warnings and errors still say what went wrong).
             log.debug("%s: %s", self.system, delivery.what)
+            if delivery.status is not None:
+                statuses[delivery.status] += 1
+        # One line per chunk or batch at INFO, per task at DEBUG: a line per task was a sizeable
+        # share of a lane's CPU (the ledger keeps every outcome; warnings and errors name the request).
+        if statuses:
+            log.info("%s: %d task(s) -> %s", self.system, sum(statuses.values()),
+                     ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())))
 
     def _send(self, producer: Producer, delivery: Delivery) -> list[Sent] | Exception:
         try:

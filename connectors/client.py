@@ -17,10 +17,12 @@ the attempts.
 from __future__ import annotations
 
 import string
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.auth import AuthBase
@@ -49,6 +51,25 @@ class PathParameterError(ValueError):
         self.name = name
 
 
+@lru_cache(maxsize=1024)
+def template_names(path_template: str) -> tuple[str, ...]:
+    """The `{name}`s of a route template (templates are few: parsed once each)."""
+    return tuple(name for _, name, _, _ in string.Formatter().parse(path_template) if name is not None)
+
+
+def environment_settings(url: str) -> dict[str, Any]:
+    """What requests takes from the environment for calls to `url`'s origin: proxies (and
+    no_proxy), the CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), netrc credentials."""
+    from requests.utils import get_netrc_auth
+
+    with requests.Session() as probe:
+        settings: dict[str, Any] = dict(probe.merge_environment_settings(url, {}, None, None, None))
+    netrc_auth = get_netrc_auth(url)
+    if netrc_auth is not None:
+        settings["auth"] = netrc_auth
+    return settings
+
+
 def fill_path(path_template: str, path_params: Mapping[str, object] | None = None) -> str:
     """The template with each `{name}` replaced by its URL-quoted value (`/` and `+` included).
 
@@ -57,7 +78,7 @@ def fill_path(path_template: str, path_params: Mapping[str, object] | None = Non
     lookup): such values raise `PathParameterError`.
     """
     params = path_params or {}
-    names = [name for _, name, _, _ in string.Formatter().parse(path_template) if name is not None]
+    names = template_names(path_template)
     missing = [name for name in names if name not in params]
     if missing:
         raise ValueError(f"route {path_template} needs the path parameter {missing[0]!r}")
@@ -102,6 +123,11 @@ class ProcessorClient:
         self.session = requests.Session()
         self.session.headers.update({"accept": "application/json", **(headers or {})})
         self.session.auth = auth
+        # requests reads the environment (proxies, no_proxy, CA bundle, netrc) again at every
+        # call, which cost more CPU than the call itself; it is read once per origin instead.
+        self.session.trust_env = False
+        self._environments: dict[tuple[str, str], dict[str, Any]] = {}
+        self._environments_lock = threading.Lock()
 
     @property
     def pacer(self) -> Pacer:
@@ -123,10 +149,13 @@ class ProcessorClient:
         """One HTTP call, unclassified; transport failures become retryable errors naming the route."""
         route = route or f"{method} {path_template}"
         url = self.url(path_template, path_params)
+        settings = self._environment(url)
+        if "auth" in settings and (self.session.auth is not None or "auth" in kwargs):
+            settings = {k: v for k, v in settings.items() if k != "auth"}
         pacer = self.pacer
         slot = pacer.acquire(self.system, self.max_wait_s)
         try:
-            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+            response = self.session.request(method, url, timeout=self.timeout_s, **{**settings, **kwargs})
         except requests.Timeout as exc:
             raise RetryableError(self.system, f"timeout after {self.timeout_s} s on {route}") from exc
         except requests.ConnectionError as exc:
@@ -137,6 +166,15 @@ class ProcessorClient:
         if self._check_response is not None:
             self._check_response(response, route)
         return response
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """The environment's settings for `url`'s origin, read at its first call."""
+        origin = urlsplit(url)[:2]
+        settings = self._environments.get(origin)
+        if settings is None:
+            with self._environments_lock:
+                settings = self._environments.setdefault(origin, environment_settings(url))
+        return settings
 
     def classify(self, response: requests.Response, route: str) -> None:
         """Raise the taxonomy's error for a failed answer (the one classifier).

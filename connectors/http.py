@@ -210,19 +210,33 @@ def call_with_retries(
         if attempts is None or backoff_cap_s is None:
             raise TypeError("call_with_retries needs a policy, or attempts and backoff_cap_s")
         policy = RetryPolicy(max_attempts=attempts, cap_s=backoff_cap_s)
+    # The first attempt runs bare: almost every call succeeds at once, and building a
+    # `Retrying` (with its closures and state) for each of them cost more than the call's own
+    # bookkeeping. Tenacity takes over only once an attempt failed transiently.
+    try:
+        return operation()
+    except RetryableError as exc:
+        if policy.max_attempts <= 1 or not _retry_in_process(exc, max_wait_s):
+            raise
+        sleep(min(policy.wait_s(1, exc.retry_after_s), max_wait_s))
+    return _retrying(policy, max_wait_s, sleep)(operation)
+
+
+def _retry_in_process(exc: BaseException, max_wait_s: float) -> bool:
+    """A transient error whose announced wait (if any) is short enough to sleep here."""
+    return isinstance(exc, RetryableError) and (exc.retry_after_s is None or exc.retry_after_s <= max_wait_s)
+
+
+def _retrying(policy: RetryPolicy, max_wait_s: float, sleep: Callable[[float], None]) -> Retrying:
+    """The attempts after the first failed one: attempt n of tenacity's is the call's n+1."""
     def announced(state: RetryCallState) -> float | None:
         exc = state.outcome.exception() if state.outcome else None
         return exc.retry_after_s if isinstance(exc, RetryableError) else None
 
-    def retryable_and_short(exc: BaseException) -> bool:
-        return isinstance(exc, RetryableError) and (exc.retry_after_s is None
-                                                    or exc.retry_after_s <= max_wait_s)
-
-    retrying = Retrying(
-        retry=retry_if_exception(retryable_and_short),
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=lambda state: min(policy.wait_s(state.attempt_number, announced(state)), max_wait_s),
+    return Retrying(
+        retry=retry_if_exception(lambda exc: _retry_in_process(exc, max_wait_s)),
+        stop=stop_after_attempt(policy.max_attempts - 1),
+        wait=lambda state: min(policy.wait_s(state.attempt_number + 1, announced(state)), max_wait_s),
         sleep=sleep,
         reraise=True,
     )
-    return retrying(operation)

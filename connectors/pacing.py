@@ -94,6 +94,8 @@ class Pacer:
         """How long our own pace makes the next call wait from `now`; caller holds the lock."""
         if self.limit is None:
             return 0.0
+        if len(self._slots) < self.limit.requests:  # fewer slots kept than allowed: no need to prune
+            return 0.0
         window_s = self.limit.per_s * (1.0 + SAFETY_MARGIN)
         self._slots = [slot for slot in self._slots if slot[0] + window_s > now]
         if len(self._slots) < self.limit.requests:

@@ -17,6 +17,7 @@ import itertools
 import string
 import unicodedata
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Literal
 
 from schemas import SubjectIdentities
@@ -37,12 +38,18 @@ class UnsafeIdentityError(ValueError):
 
 
 def template_fields(template: str) -> list[str]:
+    return list(_template_fields(template))
+
+
+@lru_cache(maxsize=1024)
+def _template_fields(template: str) -> tuple[str, ...]:
+    """Parsed once per template (they come from the configuration: few, used for every task)."""
     fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     unknown = [f for f in fields if f not in IDENTITY_TYPES]
     if unknown:
         raise ValueError(f"template {template!r} names {unknown[0]!r}; "
                          f"use one of {', '.join('{' + f + '}' for f in IDENTITY_TYPES)}")
-    return fields
+    return tuple(fields)
 
 
 def check_value(identity_type: str, value: str, target: Target) -> None:
@@ -50,7 +57,9 @@ def check_value(identity_type: str, value: str, target: Target) -> None:
     if not value:
         raise UnsafeIdentityError(identity_type, "is blank")
     # Categories C*: control, format (e.g. bidi overrides), surrogates, private use, unassigned.
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
+    # Printable ASCII holds no C* character: only other values are looked at one by one.
+    if not (value.isascii() and value.isprintable()) and any(
+            unicodedata.category(ch).startswith("C") for ch in value):
         raise UnsafeIdentityError(identity_type, "holds control characters")
     if target == "path":
         if any(sep in value for sep in PATH_SEPARATORS):
@@ -64,16 +73,20 @@ def check_value(identity_type: str, value: str, target: Target) -> None:
 def expand(template: str, subject: SubjectIdentities, escape: Callable[[str], str] = str,
            target: Target = "value") -> list[str]:
     """Every expansion of `template`; raises `UnsafeIdentityError` before expanding an unsafe value."""
-    fields = template_fields(template)
+    fields = _template_fields(template)
     values: dict[str, list[str]] = {}
     for identity in subject.identities:
+        if identity.identity_type not in fields:  # never expanded: neither checked nor escaped
+            continue
         value = identity.identity_value.strip()
         if identity.identity_type == "email":
             value = value.lower()
-        if identity.identity_type in fields:
-            check_value(identity.identity_type, value, target)
+        check_value(identity.identity_type, value, target)
         values.setdefault(identity.identity_type, []).append(escape(value))
     if any(f not in values for f in fields):
         return []
+    if len(fields) == 1:  # the common case, without the product's machinery
+        [name] = fields
+        return sorted({template.format_map({name: value}) for value in values[name]})
     combos = itertools.product(*(values[f] for f in fields))
     return sorted({template.format(**dict(zip(fields, combo, strict=True))) for combo in combos})

@@ -97,3 +97,29 @@ def test_rules_must_name_an_identity() -> None:
     with pytest.raises(ValueError, match="names 'name'"):
         RedisStoreSettings.model_validate({"url": URL, "rules": [
             {"kind": "set_member", "key": "k", "member": "{name}"}]})
+
+
+def test_a_pattern_without_a_wildcard_deletes_its_one_key_by_name(prefix: str) -> None:
+    client = redis.Redis.from_url(URL, decode_responses=True)
+    for email in PEOPLE:
+        client.set(f"{prefix}:profile:{email}", "p")
+    store = RedisStoreConnector("cache", RedisStoreSettings.model_validate({"url": URL, "rules": [
+        {"kind": "keys", "pattern": f"{prefix}:profile:{{email}}"}]}))
+    try:
+        result = store.erase(person("tar*@example.com"), CONTEXT)
+        assert result.status == "erased" and result.evidence and result.evidence.records_affected == 1
+        assert sorted(client.scan_iter(match=f"{prefix}:profile:*")) == sorted(
+            f"{prefix}:profile:{email}" for email in PEOPLE if email != "tar*@example.com")
+        assert store.erase(person("tar*@example.com"), CONTEXT).status == "not_found"
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.parametrize(("pattern", "key"), [
+    ("cache:a@b.c", "cache:a@b.c"), ("cache:a\\*b", "cache:a*b"), ("x:a\\\\b", "x:a\\b"),
+    ("session:a:*", None), ("s:a?", None), ("s:[ab]", None), ("s:\\[a\\]:*", None)])
+def test_literal_key(pattern: str, key: str | None) -> None:
+    from connectors.stores.redis_store import literal_key
+
+    assert literal_key(pattern) == key

@@ -152,3 +152,38 @@ def test_delay_queue_releases_the_due_earliest_first() -> None:
     assert queue.pop_due(NOW) == []
     assert queue.pop_due(NOW + timedelta(seconds=30)) == ["early", "early, second", "late"]
     assert len(queue) == 1
+
+
+def test_a_poll_s_tasks_are_erased_in_chunks_with_one_key_lookup_each_and_fail_alone(keys: Keys) -> None:
+    looked_up: list[list[str]] = []
+
+    def many(request_ids: list[str]) -> dict[str, bytes | None]:
+        looked_up.append(list(request_ids))
+        return {rid: keys(rid) for rid in request_ids}
+
+    def single(request_id: str) -> bytes | None:
+        raise AssertionError("a chunk's keys come from one lookup")
+
+    tasks = [sealed_task(keys.key) for _ in range(5)]
+    keys.destroyed.add(tasks[1].request_id)
+    producer = MemoryProducer()
+    worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", single,
+                             signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
+                             producer=producer, consumer=MemoryConsumer(), data_keys=many)
+    for offset, task in enumerate(tasks):
+        worker.accept(TP, task_record(offset, task))
+    worker.release_due()
+    worker._pool.shutdown(wait=True)
+    assert sorted(map(len, looked_up)) == [2, 3]  # two threads: two chunks
+    assert sorted(rid for chunk in looked_up for rid in chunk) == sorted(t.request_id for t in tasks)
+    published = map(ErasureOutcome.model_validate_json, producer.to(topics.OUTCOMES))
+    outcomes = {o.request_id: o for o in published}
+    assert outcomes.pop(tasks[1].request_id).status == "failed"  # its key is gone: it alone fails
+    assert {o.status for o in outcomes.values()} == {"erased"} and len(outcomes) == 4
+    assert committed_positions(worker) == {TP: 5}
+
+
+@pytest.mark.parametrize(("ready", "threads", "size"), [
+    (1, 8, 1), (8, 8, 1), (9, 8, 2), (64, 8, 8), (500, 8, 8), (3, 1, 3)])
+def test_chunks_spread_over_the_pool_s_threads_and_stay_small(ready: int, threads: int, size: int) -> None:
+    assert runtime.chunk_size(ready, threads) == size

@@ -51,8 +51,10 @@ class BrevoConnector:
             if identifier_type is None:
                 continue
             asked += 1
-            response = self._client.request("DELETE", CONTACT, {"identifier": identity.identity_value},
-                                            params={"identifierType": identifier_type},
+            # The query is part of the template (the same URL requests would build from `params=`,
+            # without merging a parameter dict with the session's at every call).
+            response = self._client.request("DELETE", f"{CONTACT}?identifierType={identifier_type}",
+                                            {"identifier": identity.identity_value}, route=ROUTE,
                                             return_statuses=(404, 405))
             last_status = response.status_code
             if response.status_code == 404:

@@ -6,7 +6,8 @@ identity that is blank, holds control characters or (in a key pattern) the key
 separator `:` is refused with a permanent error naming its type, before any key
 is touched.
 
-A batch (`erase_batch`) scans each person's key patterns, then sends every person's deletions
+A batch (`erase_batch`) scans each person's key patterns (a pattern without a wildcard names
+its one key: it is not scanned for), then sends every person's deletions
 in one pipeline: one round trip for the batch. The commands run in the batch's order, so a
 key two people share is counted for the first, as if they had been erased one after the other.
 """
@@ -33,6 +34,25 @@ from connectors.templating import UnsafeIdentityError, expand, template_fields
 from schemas import Evidence, SubjectIdentities
 
 GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
+
+
+def literal_key(pattern: str) -> str | None:
+    """The one key a pattern matches when it holds no unescaped glob character, else None."""
+    if not any(ch in pattern for ch in "*?[\\"):
+        return pattern
+    key: list[str] = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            key.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in "*?[":
+            return None
+        else:
+            key.append(ch)
+    return "".join(key)
 
 
 def _count(reply: object) -> int:
@@ -156,7 +176,11 @@ class RedisStoreConnector:
             for rule, values in expanded:
                 if isinstance(rule, KeysRule):
                     for pattern in values:
-                        keys = list(self._client.scan_iter(match=pattern, count=self.settings.scan_count))
+                        # A pattern naming one key is deleted by name: scanning the whole keyspace
+                        # (a round trip per `scan_count` keys) to find it was most of the cost.
+                        key = literal_key(pattern)
+                        keys = [key] if key is not None else list(
+                            self._client.scan_iter(match=pattern, count=self.settings.scan_count))
                         if keys:
                             pipe.delete(*keys)
                 elif values and rule.kind == "hash_field":

@@ -107,9 +107,15 @@ class TaskEraser:
         self.retention = retention
         self.clock = clock
 
-    def erase(self, task: ErasureTask) -> Handled:
+    def keys_of(self, tasks: Sequence[ErasureTask]) -> Mapping[str, bytes | None]:
+        """The tasks' data keys in one lookup (None for a key missing or destroyed)."""
+        return self.data_keys(list(dict.fromkeys(task.request_id for task in tasks)))
+
+    def erase(self, task: ErasureTask, keys: Mapping[str, bytes | None] | None = None) -> Handled:
+        """`keys`: the data keys already looked up for this task and others (`keys_of`)."""
+        key = keys.get(task.request_id) if keys is not None else self.data_key(task.request_id)
         try:
-            subject = self._open(task, self.data_key(task.request_id))
+            subject = self._open(task, key)
         except CannotOpen as exc:
             return self._failed(task, "permanent", str(exc))
         return self._classify(task, self._answer(lambda: self.connector.erase(subject, self._context(task))))
@@ -120,7 +126,7 @@ class TaskEraser:
         A task whose identities cannot be opened fails alone; the others go in the batch."""
         handled: dict[int, Handled] = {}
         items: list[tuple[int, BatchItem]] = []
-        keys = self.data_keys(list(dict.fromkeys(task.request_id for task in tasks)))
+        keys = self.keys_of(tasks)
         for index, task in enumerate(tasks):
             try:
                 items.append((index, BatchItem(self._open(task, keys.get(task.request_id)),

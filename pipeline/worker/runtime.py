@@ -8,7 +8,10 @@ then hands it to the pool. A pool thread erases (`erase`), publishes the outcome
 connector key, and only then marks the offset done. A batch connector gets the due
 tasks of one poll together, per purpose and at most its `max_batch` at a time: one
 call erases them, one wait publishes what they produced, each offset is done once
-its own records are acknowledged.
+its own records are acknowledged. Any other connector gets them in chunks spread over
+the pool's threads (`chunk_size`): one data-key lookup per chunk, each task erased on its
+own (its failure is its own), its outcome sent as soon as it has one, and one wait for
+the chunk's acknowledgements, rather than a pool hop, a lookup and a wait per task.
 Offsets are committed up to the lowest task still in flight (`offsets`), so a
 crash re-delivers, never loses.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -59,6 +63,9 @@ SEND_TIMEOUT_S = 10.0
 # 1, 2, 4... s, at most this long apart, until it succeeds or the worker stops.
 AGAIN_BASE_S = 1.0
 AGAIN_CAP_S = 30.0
+# A chunk of a non-batch connector's tasks is erased one after the other on one pool thread:
+# at most this many, so one slow processor call holds back few outcomes.
+CHUNK_MAX = 8
 
 
 class Sent(Protocol):
@@ -96,10 +103,19 @@ class Delivery(NamedTuple):
     records: tuple[Record, ...]
     what: str  # for the logs: which request and attempt, or which dead letter
     tries: int = 0
+    status: str | None = None  # the outcome's status (None for a dead letter)
 
 
 def again_after_s(tries: int) -> float:
     return float(min(AGAIN_CAP_S, AGAIN_BASE_S * 2 ** tries))
+
+
+def chunk_size(ready: int, threads: int) -> int:
+    """Tasks per chunk: every pool thread gets work while there is enough, at most `CHUNK_MAX`."""
+    return max(1, min(CHUNK_MAX, -(-ready // max(1, threads))))
+
+
+Sending = list[tuple[Delivery, list[Sent] | Exception]]  # each delivery and its sends
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -153,7 +169,7 @@ class ConnectorWorker:
         self.generation = 0  # moves at each revocation, so tasks read before it mark nothing done
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(settings.connector_threads, thread_name_prefix=system)
-        # A batch connector's due tasks wait here until the poll's records are all read (`release_due`).
+        # Due tasks wait here until the poll's records are all read (`release_due`).
         self._ready: list[Accepted] = []
         self.max_batch = connector.max_batch if isinstance(connector, BatchConnector) else 0
         client_id = f"erasure-connector-{system}"
@@ -241,10 +257,7 @@ class ConnectorWorker:
         if task.not_before is not None and task.not_before > now_utc():
             self.hold(task.not_before, accepted)
             return
-        if self.max_batch:
-            self._ready.append(accepted)  # erased with the poll's other due tasks (`release_due`)
-            return
-        self._pool.submit(self.process, accepted)
+        self._ready.append(accepted)  # erased with the poll's other due tasks (`release_due`)
 
     def hold(self, due: datetime, item: Accepted | Delivery) -> None:
         """Keep a task (or what it produced) until `due`; its offset stays in flight meanwhile."""
@@ -258,16 +271,22 @@ class ConnectorWorker:
         for item in due:
             if isinstance(item, Delivery):
                 self._pool.submit(self.publish, item)
-            elif self.max_batch:
-                self._ready.append(item)
             else:
-                self._pool.submit(self.process, item)
+                self._ready.append(item)
         self._submit_batches()
 
     def _submit_batches(self) -> None:
         """The ready tasks in batches of one purpose, at most `max_batch` each (a release task
-        and an erasure task of the same request are not erased in one call)."""
+        and an erasure task of the same request are not erased in one call); for a connector
+        that does not batch, in chunks (`chunk_size`)."""
         ready, self._ready = self._ready, []
+        if not ready:
+            return
+        if not self.max_batch:
+            size = chunk_size(len(ready), self.settings.connector_threads)
+            for start in range(0, len(ready), size):
+                self._pool.submit(self.process_chunk, ready[start:start + size])
+            return
         by_purpose: dict[str, list[Accepted]] = {}
         for accepted in ready:
             by_purpose.setdefault(accepted.task.purpose, []).append(accepted)
@@ -301,6 +320,26 @@ class ConnectorWorker:
             return
         self.publish(self._delivery(accepted, handled))
 
+    def process_chunk(self, chunk: Sequence[Accepted]) -> None:
+        """Erase each task alone (one data-key lookup for all), send each outcome once it is
+        known, then wait once for the broker; see `publish_all`."""
+        try:
+            keys = self.eraser.keys_of([accepted.task for accepted in chunk])
+        except Exception as exc:  # the key store failed: run them again later
+            self._again(chunk, exc)
+            return
+        producer = self._current_producer()
+        sending: Sending = []
+        for accepted in chunk:
+            try:
+                handled = self.eraser.erase(accepted.task, keys)
+            except Exception as exc:  # not the connector's answer: run it again later
+                self._again([accepted], exc)
+                continue
+            delivery = self._delivery(accepted, handled)
+            sending.append((delivery, self._send(producer, delivery)))
+        self._acknowledged(producer, sending)
+
     def process_batch(self, batch: Sequence[Accepted]) -> None:
         """Erase the batch in one call, then publish what each task produced; see `publish_all`."""
         try:
@@ -325,7 +364,8 @@ class ConnectorWorker:
         if handled.requeue is not None:
             records.append((self.topic, key, encode(handled.requeue)))
         what = f"request {task.request_id} attempt {task.attempt} -> {handled.outcome.status}"
-        return Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what)
+        return Delivery(accepted.tp, accepted.offset, accepted.generation, tuple(records), what,
+                        status=handled.outcome.status)
 
     def publish(self, delivery: Delivery) -> None:
         self.publish_all([delivery])
@@ -337,10 +377,17 @@ class ConnectorWorker:
 
         An offset stays in flight until the broker has every record of its task, so it is never
         committed past (a crash re-delivers the task). A producer the broker made unusable is replaced."""
-        producer = self.producer.current if isinstance(self.producer, RenewingProducer) else self.producer
-        sent = [(delivery, self._send(producer, delivery)) for delivery in deliveries]
-        deadline = time.monotonic() + SEND_TIMEOUT_S  # one wait for all: the sends went out together
-        for delivery, futures in sent:
+        producer = self._current_producer()
+        self._acknowledged(producer, [(delivery, self._send(producer, delivery)) for delivery in deliveries])
+
+    def _current_producer(self) -> Producer:
+        return self.producer.current if isinstance(self.producer, RenewingProducer) else self.producer
+
+    def _acknowledged(self, producer: Producer, sending: Sending) -> None:
+        """Wait once for what went out together; mark each offset done whose records all arrived."""
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        statuses: Counter[str] = Counter()
+        for delivery, futures in sending:
             try:
                 if isinstance(futures, Exception):
                     raise futures
@@ -351,7 +398,14 @@ class ConnectorWorker:
                 continue
             if delivery.generation == self.generation:
                 self.tracker.done(delivery.tp, delivery.offset)
-            log.info("%s: %s", self.system, delivery.what)
+            log.debug("%s: %s", self.system, delivery.what)
+            if delivery.status is not None:
+                statuses[delivery.status] += 1
+        # One line per chunk or batch at INFO, per task at DEBUG: a line per task was a sizeable
+        # share of a lane's CPU (the ledger keeps every outcome; warnings and errors name the request).
+        if statuses:
+            log.info("%s: %d task(s) -> %s", self.system, sum(statuses.values()),
+                     ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())))
 
     def _send(self, producer: Producer, delivery: Delivery) -> list[Sent] | Exception:
         try:

@@ -75,6 +75,7 @@ def test_plan_first_then_one_task_per_system_sealed_under_the_ledgers_data_key(
     plan, *tasks = [json.loads(m.value) for m in publisher.sent]
     assert plan["event_type"] == "erasure.planned"
     assert [t["system"] for t in plan["targets"]] == ["site-db", "brevo"]
+    assert [t["system"] for t in tasks] == ["site-db", "brevo"], "each task names its own system"
     data_key = ledger.data_key(rid)
     assert data_key is not None
     for task in tasks:

@@ -94,8 +94,8 @@ def assert_each_once(pipeline: LocalPipeline, published: list[str]) -> None:
 def completions_logged(pipeline: LocalPipeline, name: str, after: int = 0) -> set[str]:
     """The requests whose completion this worker's aggregator announced (from its log)."""
     text = pipeline.log_path(name).read_text(errors="replace")[after:]
-    return {line.split("aggregator: request ", 1)[1].split()[0]
-            for line in text.splitlines() if "aggregator: request " in line}
+    return {request_id for line in text.splitlines() if " request(s) final (" in line
+            for request_id in line.split("late): ", 1)[1].split()}
 
 
 def outcomes_logged(pipeline: LocalPipeline, name: str) -> int:

@@ -172,12 +172,16 @@ class Router:
                      for t in targets],
         )
         messages = [Message(topics.OUTCOMES, key, encode(plan))]
+        if not plan.targets:
+            return messages
+        # Every value was validated a moment ago, as a field of the same type in the plan:
+        # validating each task again would only repeat that (tests check the bytes are the same).
+        # The tasks differ only by system: one is built, the others are copies naming theirs.
+        first = ErasureTask.model_construct(
+            request_id=plan.request_id, system=plan.targets[0].system, attempt=1,
+            received_at=plan.received_at, due_at=plan.due_at, subject_ref=plan.subject_ref,
+            identities=plan.identities, scope=plan.scope)
         for target in plan.targets:
-            # Every value was validated a moment ago, as a field of the same type in the plan:
-            # validating each task again would only repeat that (tests check the bytes are the same).
-            task = ErasureTask.model_construct(
-                request_id=plan.request_id, system=target.system, attempt=1,
-                received_at=plan.received_at, due_at=plan.due_at, subject_ref=plan.subject_ref,
-                identities=plan.identities, scope=plan.scope)
+            task = first if target is plan.targets[0] else first.model_copy(update={"system": target.system})
             messages.append(Message(topics.task_topic(target.system), key, encode(task)))
         return messages

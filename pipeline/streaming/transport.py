@@ -27,6 +27,9 @@ from faust.types.auth import CredentialsT
 from pipeline.kafka_security import KafkaSecurity
 
 FETCH_MAX_WAIT_MS = 100
+# aiokafka's fetch routine also wakes every `consumer_timeout_ms` (200 ms) with nothing to do: it
+# waits on the fetches in flight, on each read by faust and on (un)assignment, which wake it at once.
+FETCHER_TIMEOUT_MS = 1000
 SCHEME = "erasure-kafka"
 
 
@@ -34,6 +37,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by aiokafka at start()
+        consumer._consumer_timeout = FETCHER_TIMEOUT_MS / 1000  # likewise
         return consumer
 
     async def _highwaters(self, partitions: list[Any]) -> Any:

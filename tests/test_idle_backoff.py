@@ -87,9 +87,9 @@ def test_the_faust_worker_fetch_wait_follows_its_events() -> None:
     for _ in range(int(IDLE_AFTER_S) + 1):  # the heartbeat timer, once a second, nothing coming
         clock.now += 1.0
         wait.tick()
-    assert fetcher._fetch_max_wait_ms == LONG_FETCH_WAIT_MS and wait.idle
+    assert fetcher._fetch_max_wait_ms == LONG_FETCH_WAIT_MS
     wait.saw(1)  # an event reached an agent
-    assert fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS and not wait.idle
+    assert fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
 
 
 def test_a_worker_not_yet_consuming_is_left_alone() -> None:

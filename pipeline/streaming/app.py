@@ -13,7 +13,7 @@ Tansu broker included) is always the leader. The HTTP intake's outbox relay
 (`pipeline.outbox`) runs on the leader too.
 
 Everything the app publishes is sent again until the broker acknowledges it
-(`resending.ResendingPublisher`). Every worker checks on a timer (a third as often once idle) that the broker
+(`resending.ResendingPublisher`). Every worker checks on a timer that the broker
 still has the pipeline's topics (`topics.TopicKeeper`); a broker that lost them
 (restarted without its storage) gets them back, and the worker leaves for its
 supervisor to start it afresh (`broker_loss`): faust's offsets and table refer
@@ -23,7 +23,6 @@ to logs that no longer exist. So does a worker whose table recovery makes no end
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,10 +56,6 @@ APP_ID = "erasure-pipeline"
 # The liveness beat (and the idle check of the fetch wait): the supervisor's stall threshold is a
 # minute, so a beat every two seconds says as much as one a second, with half the wake-ups.
 HEARTBEAT_INTERVAL_S = 2.0
-# Idle, the worker checks the broker's topics at one turn of the timer in this many: a check (an
-# admin client's round trip, on a thread) was two fifths of what an idle worker cost, and while
-# nothing flows a lost broker costs nothing more for being noticed a couple of turns later.
-TOPIC_CHECK_IDLE_EVERY = 3
 
 
 def _faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -164,12 +159,8 @@ def build_app(settings: Settings, register: SystemsRegister, keys: PipelineKeys,
     async def relay_outbox() -> None:
         await relay.run()
 
-    idle_turns = itertools.count(1)
-
     @app.timer(interval=settings.topic_check_interval_s, name="topics")  # type: ignore[untyped-decorator]
     async def keep_topics() -> None:
-        if fetch_wait.idle and next(idle_turns) % TOPIC_CHECK_IDLE_EVERY:
-            return
         if (await asyncio.to_thread(keeper.check)).lost:  # faust's offsets and table belong to the lost log
             leave_afresh(keeper, changelog, "the broker lost the pipeline's topics")
 

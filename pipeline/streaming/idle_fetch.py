@@ -40,11 +40,6 @@ class IdleFetchWait:
         self.saw(0)
 
     @property
-    def idle(self) -> bool:
-        """No event for `idle.IDLE_AFTER_S` (as of the last `saw` or `tick`)."""
-        return self.backoff.idle
-
-    @property
     def wait_ms(self) -> int:
         backoff = self.backoff
         return backoff.long_fetch_wait_ms if backoff.idle else backoff.short_fetch_wait_ms

@@ -9,9 +9,9 @@ re-reading its log for a held fetch: four lanes each holding a 2 s fetch cost it
 four brief fetches every two seconds 0.25 % (measured on a Tansu of its own). The price is latency: a held
 fetch was answered when a record came (within about a second, Tansu re-reads it that often), a
 paused lane sees it at its next poll, so the first task after a quiet spell waits up to two
-seconds and a tenth (about one on average, against 0.4 s). The first record read puts the lane
-back on polls without pause at once. Tasks held until a later time (`not_before`) are released
-up to two seconds late.
+seconds and a tenth (about one on average, against 0.2 to 0.4 s: `bench/lane_wake.py`). The
+first record read puts the lane back on polls without pause at once. Tasks held until a later
+time (`not_before`) are released up to two seconds late.
 
 The faust worker's fetch wait follows the same state (`pipeline.streaming.idle_fetch`): aiokafka
 keeps a fetch in flight, so its idle worker asks the broker to hold it `LONG_FETCH_WAIT_MS`.

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     intake_private_key: str | None = Field(default=None, description="base64 X25519 private key")
     subject_ref_key: str | None = Field(default=None, description="base64 HMAC key for subject_ref")
     group_session_timeout_s: float = Field(default=6.0, gt=0)
-    group_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    # A third of the session timeout, Kafka's usual ratio: a member misses two beats before it is dropped.
+    group_heartbeat_interval_s: float = Field(default=2.0, gt=0)
     connector_threads: int = Field(default=8, ge=1)
     connector_max_in_flight: int = Field(default=64, ge=1)
     retry_in_process_attempts: int = Field(default=3, ge=1)

@@ -17,12 +17,12 @@ class Clock:
 
 class ScriptedConsumer:
     """Returns the scripted record counts poll after poll (nothing once they run out); remembers
-    each poll's wait and each fetch wait it was given, as `LaneConsumer` would apply them."""
+    each poll's wait, and the pauses taken before each poll (the backoff's `sleep`)."""
 
-    def __init__(self, clock: Clock, records: list[int], poll_takes_s: float = 1.0) -> None:
+    def __init__(self, clock: Clock, records: list[int], poll_takes_s: float = 0.1) -> None:
         self.clock, self.records, self.poll_takes_s = clock, records, poll_takes_s
         self.poll_waits_ms: list[int] = []
-        self.fetch_waits_ms: list[int] = []
+        self.pauses_s: list[float] = []
 
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[Any]]:
         self.poll_waits_ms.append(timeout_ms)
@@ -30,50 +30,47 @@ class ScriptedConsumer:
         count = self.records.pop(0) if self.records else 0
         return {("erasure.tasks.brevo.v1", 0): ["record"] * count} if count else {}
 
-    def set_fetch_max_wait_ms(self, wait_ms: int) -> None:
-        self.fetch_waits_ms.append(wait_ms)
+    def sleep(self, seconds: float) -> None:
+        self.pauses_s.append(seconds)
+        self.clock.now += seconds
 
 
-def test_a_lane_polls_briefly_until_it_has_been_idle_a_while_then_long() -> None:
+def lane(clock: Clock, records: list[int]) -> tuple[IdleBackoff, ScriptedConsumer]:
+    consumer = ScriptedConsumer(clock, records)
+    return IdleBackoff(clock=clock, sleep=consumer.sleep), consumer
+
+
+def test_a_lane_polls_often_until_it_has_been_idle_a_while_then_pauses_between_brief_polls() -> None:
     clock = Clock()
-    backoff, consumer = IdleBackoff(clock=clock), ScriptedConsumer(clock, [])
-    for _ in range(int(IDLE_AFTER_S) + 3):
+    backoff, consumer = lane(clock, [])
+    while not consumer.pauses_s:
         backoff.poll(consumer, pending=0)
-    short = consumer.poll_waits_ms[:int(IDLE_AFTER_S)]
-    assert set(short) == {SHORT_POLL_MS}, "the first ten seconds with nothing to do still poll often"
-    assert consumer.poll_waits_ms[-1] == LONG_POLL_MS
-    assert consumer.fetch_waits_ms == [LONG_FETCH_WAIT_MS], "the broker is asked once to hold fetches longer"
+    assert clock.now - 1000.0 >= IDLE_AFTER_S, "the first ten seconds with nothing to do poll without pause"
+    for _ in range(3):
+        backoff.poll(consumer, pending=0)
+    assert consumer.pauses_s == [LONG_POLL_MS / 1000] * 4
+    assert set(consumer.poll_waits_ms) == {SHORT_POLL_MS}, \
+        "idle, the polls stay brief: nothing is held at the broker during the pause"
 
 
-def test_records_put_an_idle_lane_back_on_short_polls_at_once() -> None:
+def test_records_put_an_idle_lane_back_on_polls_without_pause_at_once() -> None:
     clock = Clock()
-    backoff, consumer = IdleBackoff(clock=clock), ScriptedConsumer(clock, [0] * 15 + [3])
-    for _ in range(16):
+    backoff, consumer = lane(clock, [0] * 105 + [3])
+    for _ in range(106):
         backoff.poll(consumer, pending=0)
-    assert consumer.poll_waits_ms[-1] == LONG_POLL_MS, "idle when the records came"
-    assert backoff.timeout_ms() == SHORT_POLL_MS, "the very next poll is short"
-    assert consumer.fetch_waits_ms[-1] == SHORT_POLL_MS and len(consumer.fetch_waits_ms) == 2
+    assert consumer.pauses_s, "idle when the records came"
+    pauses = len(consumer.pauses_s)
+    assert backoff.pause_ms() == 0, "the very next poll comes at once"
+    backoff.poll(consumer, pending=0)
+    assert len(consumer.pauses_s) == pauses
 
 
 def test_work_in_hand_keeps_a_lane_busy_though_no_record_comes() -> None:
     clock = Clock()
-    backoff, consumer = IdleBackoff(clock=clock), ScriptedConsumer(clock, [])
-    for _ in range(30):  # a task running for 30 s: its result is committed on the next short turn
+    backoff, consumer = lane(clock, [])
+    for _ in range(300):  # a task running for 30 s: its result is committed on the next turn
         backoff.poll(consumer, pending=1)
-    assert set(consumer.poll_waits_ms) == {SHORT_POLL_MS} and consumer.fetch_waits_ms == []
-
-
-def test_a_consumer_without_a_fetch_wait_setter_is_polled_all_the_same() -> None:
-    class Plain:
-        def poll(self, timeout_ms: int = 0) -> dict[Any, list[Any]]:
-            clock.now += 1.0
-            return {}
-
-    clock = Clock()
-    backoff = IdleBackoff(clock=clock)
-    for _ in range(15):
-        backoff.poll(Plain(), pending=0)
-    assert backoff.idle and backoff.timeout_ms() == LONG_POLL_MS
+    assert consumer.pauses_s == [] and set(consumer.poll_waits_ms) == {SHORT_POLL_MS}
 
 
 def test_the_faust_worker_fetch_wait_follows_its_events() -> None:

@@ -26,6 +26,9 @@ from faust.types.auth import CredentialsT
 from pipeline.kafka_security import KafkaSecurity
 
 FETCH_MAX_WAIT_MS = 100
+# aiokafka's fetch routine also wakes every `consumer_timeout_ms` (200 ms) with nothing to do: it
+# waits on the fetches in flight, on each read by faust and on (un)assignment, which wake it at once.
+FETCHER_TIMEOUT_MS = 1000
 SCHEME = "erasure-kafka"
 
 
@@ -33,6 +36,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by aiokafka at start()
+        consumer._consumer_timeout = FETCHER_TIMEOUT_MS / 1000  # likewise
         return consumer
 
 
@@ -55,7 +59,7 @@ class KeyHashPartitioner:
 
     The same partition for every key as the default one, the connectors' and the intake's;
     murmur2 is pure Python, and the worker sends up to seven records under one request id (the
-    plan, a task per system, the completion, the table's changes).
+    plan, a task per system, the completion).
     """
 
     def __init__(self, kept: int = KEY_HASHES_KEPT) -> None:

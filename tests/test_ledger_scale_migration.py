@@ -53,7 +53,7 @@ def drift(engine: sa.Engine) -> list[object]:
 
 def test_0007_up_down_and_up_again(url: str) -> None:
     upgrade(url)
-    assert current_revision(url) == "0008"
+    assert current_revision(url) == "0009"
     engine = sa.create_engine(url)
     try:
         for table, wanted in NEW_INDEXES.items():
@@ -71,6 +71,6 @@ def test_0007_up_down_and_up_again(url: str) -> None:
         if engine.dialect.name in ("mysql", "mariadb"):
             assert chain_precision(engine) == 0
         upgrade(url)
-        assert current_revision(url) == "0008" and drift(engine) == []
+        assert current_revision(url) == "0009" and drift(engine) == []
     finally:
         engine.dispose()

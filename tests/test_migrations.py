@@ -121,7 +121,9 @@ def test_migrated_sqlite_schema_is_the_one_the_code_before_migrations_created(tm
                                  ("erasure_system_outcomes", ("system", "status", "redrives")),
                                  ("erasure_events", ("system", "kind", "status")))
           for op, when in (("insert", ""), ("delete", ""),
-                           ("update", " WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in changed))))}
+                           ("update", " WHEN " + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in changed)))),
+        # 0009: the answers of the last weeks (the overview's completion times)
+        "CREATE INDEX ix_erasure_system_outcomes_answered ON erasure_system_outcomes"}
     [outcomes_before] = [sql for sql in sqlite_schema(before) if sql.startswith(OUTCOMES_TABLE)]
     [outcomes_after] = [sql for sql in added if sql.startswith(OUTCOMES_TABLE)]
     counters = " redrives INTEGER DEFAULT '0' NOT NULL, silent_redrives INTEGER DEFAULT '0' NOT NULL,"
@@ -165,7 +167,8 @@ def test_an_unversioned_postgres_ledger_is_adopted(postgres_url: str) -> None:
         conn.execute(sa.text("ALTER TABLE erasure_system_outcomes DROP COLUMN redrives, "
                              "DROP COLUMN silent_redrives"))
         for index in ("requests_newest", "requests_status_newest", "requests_channel_newest",
-                      "requests_status_due", "system_outcomes_system_status", "system_outcomes_open"):
+                      "requests_status_due", "system_outcomes_system_status", "system_outcomes_open",
+                      "system_outcomes_answered"):
             conn.execute(sa.text(f"DROP INDEX ix_erasure_{index}"))
         conn.execute(sa.text("CREATE INDEX ix_erasure_requests_status ON erasure_requests (status)"))
     engine.dispose()

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from pipeline.ledger import Ledger, open_ledger
-from pipeline.ledger.overview import Overview, overview
-from tests.overview_seed import NOW, at, seed_overview
+from pipeline.ledger.overview import DURATION_EDGES_S, Overview, completion_times, nearest_rank, overview
+from tests.overview_seed import NOW, at, seed_overview, seed_request
 
 WEEKS = 26
 
@@ -49,14 +49,51 @@ def test_requests_per_week_by_state_people_apart_from_sweeps(seeded: tuple[Ledge
 
 
 def test_time_to_completion_per_system_median_and_p95(seeded: tuple[Ledger, Overview]) -> None:
-    _, figures = seeded
-    times = {t.system: t for t in figures.completion}
+    ledger, figures = seeded
+    with ledger.engine.connect() as conn:
+        times = {t.system: t for t in completion_times(conn, figures.weekly.week_starts[0])}
     assert set(times) == {"brevo", "site-db"}
-    # brevo answered after 10, 10, 30, 60, 90, 100, 300 s in the window (B's answer came before it;
-    # F's failure is no answer): nearest rank 4 of 7 and 7 of 7
+    # over the 26 weeks, brevo answered after 10, 10, 30, 60, 90, 100, 300 s (B's answer came before
+    # them; F's failure is no answer): nearest rank 4 of 7 and 7 of 7 (each alone in its bucket: exact)
     assert (times["brevo"].answered, times["brevo"].median_s, times["brevo"].p95_s) == (7, 60, 300)
     # site-db: 20, 40, 120, 240, 600, 900, 1800, 7200 s (B's answer came inside the window)
     assert (times["site-db"].answered, times["site-db"].median_s, times["site-db"].p95_s) == (8, 240, 7200)
+
+
+def test_the_overview_times_the_answers_of_the_last_4_weeks(seeded: tuple[Ledger, Overview]) -> None:
+    _, figures = seeded
+    times = {t.system: t for t in figures.completion}
+    # from Monday 26 October: brevo 10, 10, 90, 100 s (E, G, H, I); site-db 20, 40, 240, 1800 s (E to H)
+    assert (times["brevo"].answered, times["brevo"].median_s, times["brevo"].p95_s) == (4, 10, 100)
+    assert (times["site-db"].answered, times["site-db"].median_s, times["site-db"].p95_s) == (4, 40, 1800)
+
+
+@pytest.mark.parametrize("url", ["sqlite_url", "postgres_url", "mariadb_url"])
+def test_percentiles_are_the_longest_answer_of_their_bucket(url: str, request: pytest.FixtureRequest) -> None:
+    ledger = open_ledger(request.getfixturevalue(url))
+    try:
+        # 100 and 110 s share the bucket (95.4, 114.5] s; 200 s is alone in its own
+        for received, after_s in (("2026-11-16 09:00", 100), ("2026-11-16 10:00", 110),
+                                  ("2026-11-16 11:00", 200)):
+            seed_request(ledger, at(received), {"brevo": ("erased", after_s)})
+        with ledger.engine.connect() as conn:
+            [brevo] = completion_times(conn, at("2026-11-16 00:00"))
+    finally:
+        ledger.close()
+    # nearest rank 2 of 3 is 110 s, reported as is; rank 3 is 200 s
+    assert (brevo.answered, brevo.median_s, brevo.p95_s) == (3, 110, 200)
+    assert duration_bucket_of(100) == duration_bucket_of(110) != duration_bucket_of(200)
+
+
+def duration_bucket_of(seconds: float) -> int:
+    return next(i for i, edge in enumerate(DURATION_EDGES_S) if seconds <= edge)
+
+
+def test_nearest_rank_over_buckets() -> None:
+    buckets = [(3, 10.0), (1, 20.0), (6, 90.0)]  # (answers, longest) in ascending buckets: 10 answers
+    assert nearest_rank(buckets, 30) == 10.0 and nearest_rank(buckets, 31) == 20.0
+    assert nearest_rank(buckets, 50) == 90.0 and nearest_rank(buckets, 100) == 90.0
+    assert nearest_rank([(1, 5.0)], 95) == 5.0
 
 
 def test_open_requests_by_days_left(seeded: tuple[Ledger, Overview]) -> None:

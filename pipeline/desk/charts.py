@@ -26,7 +26,15 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.typing import RcKeyType
 
 from pipeline.desk.inline_svg import inline_svg
-from pipeline.ledger.overview import CompletionTime, DaysLeft, HoldsEnding, Overview, WeeklyRequests
+from pipeline.ledger.overview import (
+    COMPLETION_WEEKS,
+    DURATION_STEP,
+    CompletionTime,
+    DaysLeft,
+    HoldsEnding,
+    Overview,
+    WeeklyRequests,
+)
 from pipeline.ledger.views import LaneFigures
 
 INK, GRID = "#1d2330", "#d0d5dd"
@@ -45,6 +53,7 @@ DRAWING: dict[RcKeyType, Any] = {
     "axes.grid": True, "grid.color": GRID, "axes.axisbelow": True,
 }
 SIZE_IN = (6.4, 3.0)
+RESOLUTION_PERCENT = round((DURATION_STEP - 1) * 100)  # completion times: how far above the exact one
 _DRAWING_LOCK = threading.Lock()  # rc_context changes matplotlib's settings for the whole process
 
 
@@ -187,7 +196,9 @@ def completion_chart(times: list[CompletionTime], weeks: int) -> Chart:
     if not times:
         return Chart(key, title, f"No system answered in the last {weeks} weeks.", None, columns, rows)
     description = (f"Time from a request's plan to each system's answer (erased, not found or held), over "
-                   f"the answers of the last {weeks} weeks: "
+                   f"the answers of the last {weeks} weeks, to within {RESOLUTION_PERCENT}% (answers are "
+                   f"counted in buckets {RESOLUTION_PERCENT}% wide, and each figure is the longest answer "
+                   f"in its percentile's bucket): "
                    + "; ".join(f"{t.system} median {duration(t.median_s)}, 95th percentile "
                                f"{duration(t.p95_s)} ({t.answered} answers)" for t in times) + ".")
     scale_s, unit = next(((s, u) for s, u in ((86400, "days"), (3600, "hours"), (60, "minutes"))
@@ -255,7 +266,6 @@ def lanes_chart(lanes: list[LaneFigures]) -> Chart:
 
 def overview_charts(overview: Overview) -> list[Chart]:
     """The home page's charts, what needs acting on first."""
-    weeks = len(overview.weekly.week_starts)
     return [days_left_chart(overview.days_left), lanes_chart(overview.lanes),
             weekly_chart(overview.weekly, sweeps=False), weekly_chart(overview.weekly, sweeps=True),
-            completion_chart(overview.completion, weeks), holds_chart(overview.holds)]
+            completion_chart(overview.completion, COMPLETION_WEEKS), holds_chart(overview.holds)]

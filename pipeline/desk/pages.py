@@ -60,9 +60,11 @@ async def index(request: Request, desk: DeskDep, status: str | None = None, dead
     filters = list_filters(status, deadline, q, channel, system)
     found = desk.ledger.views.request_page(now, filters, cursor, limit=PAGE_SIZE)
     overview: DrawnOverview | None = None
-    if not (status or deadline or q or channel or system or cursor):
+    home = not (status or deadline or q or channel or system or cursor)
+    if home:
         cache: OverviewCache = request.app.state.overview
-        # Off the event loop, which also serves the intake: a drawing can take a second.
+        # Off the event loop, which also serves the intake: before the first drawing it waits up to
+        # a tenth of a second for it.
         overview = await run_in_threadpool(cache.get, now)
     params = {"status": status, "deadline": deadline, "q": q, "channel": channel, "system": system}
     return page(desk, request, "list.html", user, views=found.views, statuses=STATUSES, status=status,
@@ -71,7 +73,7 @@ async def index(request: Request, desk: DeskDep, status: str | None = None, dead
                 matching=found.matching, paged=cursor is not None,
                 first_page=page_link(params, None),
                 next_page=page_link(params, found.next_cursor) if found.next_cursor else None,
-                overview=overview)
+                overview=overview, overview_pending=home and overview is None)
 
 
 def manual_messages(desk: Desk, request_id: str, view: RequestView) -> dict[str, tuple[str, str]]:

@@ -169,8 +169,13 @@ def figures_times(url: str, ledger: Ledger, samples: int) -> dict[str, Any]:
         times["/metrics"] = timed(lambda: officer.get("/metrics").raise_for_status(), samples, warmup=1)
         log_in(officer, password)
         started = time.perf_counter()
-        officer.get("/").raise_for_status()
-        times["home page, first (draws the overview)_ms"] = round((time.perf_counter() - started) * 1000)
+        first = officer.get("/").raise_for_status()
+        times["home page, first_ms"] = round((time.perf_counter() - started) * 1000)
+        # The first load starts the drawing and shows a placeholder; the charts follow.
+        while first.text.find('id="overview-pending"') >= 0 and time.perf_counter() - started < 600:
+            time.sleep(0.25)
+            first = officer.get("/").raise_for_status()
+        times["home page, until the charts are drawn_ms"] = round((time.perf_counter() - started) * 1000)
         times["home page, after"] = timed(lambda: officer.get("/").raise_for_status(), samples, warmup=0)
     env = {**os.environ, "DATABASE_URL": url, "ERASURE_HOME_DIR": str(Path(os.environ.get(
         "TMPDIR", "/tmp")) / "ledger-scale-bench"), "PYTHONPATH": str(ROOT)}

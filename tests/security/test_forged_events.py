@@ -92,7 +92,7 @@ def genuine(event: ErasurePlanned | ErasureOutcome, offset: int) -> Received:
 
 
 def take(ledger: Ledger, publisher: MemoryPublisher, *batch: Received) -> None:
-    asyncio.run(Aggregator(ledger, publisher, {}, SIGNERS.verifier()).take(list(batch)))
+    asyncio.run(Aggregator(ledger, publisher, SIGNERS.verifier()).take(list(batch)))
 
 
 def reasons(publisher: MemoryPublisher) -> dict[int, str]:
@@ -169,6 +169,7 @@ def worker() -> Iterator[tuple[ConnectorWorker, MemoryProducer, ScriptedConnecto
 
 def accept(worker: ConnectorWorker, record: Record) -> None:
     worker.accept(TopicPartition(CRM_TOPIC, 0), record)
+    worker.release_due()  # as the poll loop does after each poll
     worker._pool.shutdown(wait=True)
 
 

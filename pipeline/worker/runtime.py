@@ -199,8 +199,7 @@ class ConnectorWorker:
         log.info("%s: connector worker started on %s", self.system, self.topic)
         paused = False
         beat, taken = liveness.loop_beat(self.settings.heartbeat_file, self.system), 0
-        # Short polls while working, pauses once idle (idle.py); a stop ends a pause at once.
-        backoff = IdleBackoff(sleep=self._stop.wait)
+        backoff = IdleBackoff()  # short polls while working, long ones once idle (idle.py)
         try:
             while not self._stop.is_set():
                 paused = self._flow_control(paused)

@@ -9,30 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_probe import probe
+
 HEAVY = ("faust", "fastapi", "uvicorn", "sqlalchemy", "kafka", "aiokafka", "matplotlib", "playwright")
-PROBE = """
-import runpy, sys
-sys.argv = ["erasure", *sys.argv[1:]]
-try:
-    runpy.run_module("pipeline.cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("EXIT", code, file=sys.stderr)
-print("IMPORTED", *sorted(m for m in sys.modules if m.split(".")[0] in {heavy}), file=sys.stderr)
-"""
-
-
 def imported(args: tuple[str, ...], home: Path) -> tuple[str, set[str]]:
+    """The exit code of `erasure ARGS`, and which of the heavy frameworks it imported."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERASURE_")}
     env["ERASURE_HOME_DIR"] = str(home)
-    probe = subprocess.run([sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *args], env=env,
-                           capture_output=True, text=True, timeout=120, check=False)
-    lines = dict(line.split(" ", 1) for line in probe.stderr.splitlines()
-                 if line.startswith(("EXIT ", "IMPORTED")) and " " in line)
-    assert "EXIT" in lines, probe.stderr[-2000:]
-    return lines["EXIT"], {m.split(".")[0] for m in lines.get("IMPORTED", "").split()}
+    code, modules = probe(args, env)
+    return code, {m.split(".")[0] for m in modules} & set(HEAVY)
 
 
 @pytest.mark.parametrize("args", [("--help",), ("status", "--help"), ("up", "--help"), ("refuse", "--help"),

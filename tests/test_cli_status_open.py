@@ -21,20 +21,9 @@ from alembic.script import ScriptDirectory
 
 from pipeline.ledger import migrations
 from pipeline.ledger.migrations import config, current_revision, head_revision, upgrade
+from tests.cli_probe import probe
 
 HEAD = ScriptDirectory.from_config(config()).get_current_head()
-PROBE = """
-import runpy, sys
-sys.argv = ["erasure", *sys.argv[1:]]
-try:
-    runpy.run_module("pipeline.cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("EXIT", code, file=sys.stderr)
-print("IMPORTED", *sorted(sys.modules), file=sys.stderr)
-"""
 # What a read-only command has no use for: the migrations' framework, the event contracts and the
 # writers' parts of the ledger, the stream and broker clients, the desk, MySQL's dialect.
 NOT_FOR_STATUS = {"alembic", "schemas.models", "pipeline.ledger.store", "pipeline.ledger.state",
@@ -55,12 +44,7 @@ def erasure(url: str, home: Path, *args: str) -> subprocess.CompletedProcess[str
 
 def probed(url: str, home: Path, *args: str) -> tuple[str, set[str]]:
     """The exit code of `erasure ARGS` run in a probe, and every module it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], env=environment(url, home),
-                          capture_output=True, text=True, timeout=120, check=False)
-    lines = dict(line.split(" ", 1) for line in done.stderr.splitlines()
-                 if line.startswith(("EXIT ", "IMPORTED ")))
-    assert "EXIT" in lines, done.stderr[-2000:]
-    return lines["EXIT"], set(lines["IMPORTED"].split())
+    return probe(args, environment(url, home))
 
 
 def imported_of(modules: set[str], names: set[str]) -> set[str]:

@@ -56,6 +56,7 @@ class LaneConsumer(KafkaConsumer):  # type: ignore[misc]
     def __init__(self, *, sole_owner: bool = False, **settings: Any) -> None:
         super().__init__(**settings)
         self.sole_owner = sole_owner
+        self._topic_ids: dict[str, Any] = {}  # topic -> its id when last seen in the metadata
 
     def subscribe(self, topics: Iterable[str] = (), pattern: str | None = None, listener: Any = None) -> None:
         """In the group, as usual; as sole owner, take every partition (and tell the listener)."""
@@ -66,6 +67,33 @@ class LaneConsumer(KafkaConsumer):  # type: ignore[misc]
         self.assign(sorted(partitions))
         if listener is not None:
             listener.on_partitions_assigned(partitions)
+
+    def recreated_partitions(self) -> set[TopicPartition]:
+        """The assigned partitions whose topic the broker made again since the last call (another
+        topic id in the metadata: a broker restarted without its storage), each moved back to its
+        new log's beginning.
+
+        Their positions counted records of a log that is gone. Tansu answers a fetch past a log's
+        end with nothing, not OFFSET_OUT_OF_RANGE, so without this a sole owner (no group to lose)
+        read nothing until the new log grew past its old position: every task before that was
+        skipped. Everything in the new log came after the loss, so all of it is read. kafka-python
+        keeps the ids it learns with every metadata refresh (one follows any lost connection);
+        reading them costs no request.
+        """
+        cluster = self._client.cluster
+        assigned = self.assignment()
+        recreated: set[TopicPartition] = set()
+        for topic in {tp.topic for tp in assigned}:
+            topic_id = cluster.topic_id(topic)
+            if topic_id is None:  # not in the metadata now (gone, or not seen yet)
+                continue
+            seen = self._topic_ids.setdefault(topic, topic_id)
+            if seen != topic_id:
+                self._topic_ids[topic] = topic_id
+                recreated |= {tp for tp in assigned if tp.topic == topic}
+        if recreated:
+            self.seek_to_beginning(*recreated)
+        return recreated
 
     def set_fetch_max_wait_ms(self, wait_ms: int) -> None:
         """How long the broker may hold the next fetches when it has nothing: short while the lane

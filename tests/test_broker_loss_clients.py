@@ -5,6 +5,7 @@ topics; and the key store routes again a request whose plan the broker lost."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,45 @@ def test_a_publisher_lives_through_a_broker_restart(broker: Broker, tmp_path: Pa
         assert client.producer.renewals >= 1
     keys = [record.key.decode() for record in read_topic(broker.bootstrap, topics.REQUESTS)]
     assert keys == [after], f"the broker kept only what came after its restart, not {before}"
+
+
+def test_a_lane_reads_the_log_a_restarted_broker_made_again_from_its_beginning(broker: Broker) -> None:
+    """A lane's sole owner had read ten records per partition; the broker comes back empty and the
+    topic is made again. Tansu answers a fetch past the new log's end with nothing, so the lane must
+    notice the new topic id and read the new log from its start, not wait for it to pass offset 10."""
+    topic = "erasure.tasks.lost-log.v1"
+    kafka_clients.ensure_topics(broker.bootstrap, [topic], 2)
+
+    def produce(count: int) -> None:
+        producer = kafka_clients.producer(broker.bootstrap, "test-lost-log")
+        for index in range(count):
+            producer.send(topic, f"record {index}".encode(), partition=index % 2)
+        producer.flush()
+        producer.close()
+
+    def drain(consumer: kafka_clients.LaneConsumer, within_s: float, wanted: int) -> list[bytes]:
+        values: list[bytes] = []
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and len(values) < wanted:
+            batches = consumer.poll(timeout_ms=200)
+            recreated = consumer.recreated_partitions()
+            values += [r.value for tp, records in batches.items() if tp not in recreated for r in records]
+        return values
+
+    produce(20)
+    consumer = kafka_clients.group_consumer(broker.bootstrap, "erasure-connector-lost-log", "test-lost-log",
+                                            6.0, 2.0, sole_owner=True)
+    try:
+        consumer.subscribe([topic])
+        assert len(drain(consumer, 30, 20)) == 20
+        assert consumer.recreated_partitions() == set(), "the same topic: nothing to read again"
+        broker.kill()
+        broker.restart()
+        kafka_clients.ensure_topics(broker.bootstrap, [topic], 2)
+        produce(4)
+        assert sorted(drain(consumer, 30, 4)) == [b"record 0", b"record 1", b"record 2", b"record 3"]
+    finally:
+        consumer.close()
 
 
 def test_the_keeper_makes_lost_topics_again_as_configured(broker: Broker) -> None:

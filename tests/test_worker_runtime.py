@@ -132,6 +132,27 @@ def test_run_erases_publishes_commits_and_closes(keys: Keys) -> None:
     assert consumer.closed and producer.closed and connector.closed
 
 
+def test_a_partition_whose_log_the_broker_lost_is_read_from_its_new_beginning(keys: Keys) -> None:
+    """Before the loss, the task at offset 40 is held for later; the broker comes back empty and the
+    new log's first tasks (offsets 0 and 1) are erased and committed, not held back behind 40. What the
+    poll that noticed the loss brought of the old log is left out (it is read again from the new log)."""
+    held = sealed_task(keys.key, attempt=2, not_before=now_utc() + timedelta(hours=1))
+    stale, fresh = sealed_task(keys.key), [sealed_task(keys.key) for _ in range(2)]
+    consumer = MemoryConsumer(batches=[{TP: [task_record(40, held)]},
+                                       {TP: [task_record(41, stale)]},
+                                       {TP: [task_record(i, t) for i, t in enumerate(fresh)]}],
+                              recreations=[set(), {TP}])
+    producer = MemoryProducer()
+    worker = ConnectorWorker(SETTINGS, "crm", ScriptedConnector(EraseResult("erased")), "unused:9092", keys,
+                             signer=SIGNERS.signer("connector:crm"), verifier=SIGNERS.verifier(),
+                             producer=producer, consumer=consumer)
+    consumer.when_drained = worker.stop
+    worker.run()
+    erased = {ErasureOutcome.model_validate_json(v).request_id for v in producer.to(topics.OUTCOMES)}
+    assert erased == {t.request_id for t in fresh}, "the new log's tasks, not the stale record"
+    assert consumer.commits[-1] == {TP: 2}
+
+
 def test_revoked_partitions_are_committed_then_forgotten(
         parts: tuple[ConnectorWorker, MemoryProducer, MemoryConsumer]) -> None:
     worker, _, consumer = parts

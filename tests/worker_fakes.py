@@ -125,9 +125,14 @@ class MemoryConsumer:
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     listener: Any = None
     closed: bool = False
+    # What each poll's check for logs the broker lost finds, one set per poll, in turn.
+    recreations: list[set[TopicPartition]] = field(default_factory=list)
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         self.listener = listener
+
+    def recreated_partitions(self) -> set[TopicPartition]:
+        return self.recreations.pop(0) if self.recreations else set()
 
     def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Record]]:
         if self.batches:

@@ -204,6 +204,7 @@ class ConnectorWorker:
             while not self._stop.is_set():
                 paused = self._flow_control(paused)
                 batches = backoff.poll(self.consumer, pending=self.tracker.in_flight() - len(self.delayed))
+                batches = self._without_lost_logs(batches)
                 for tp, records in batches.items():
                     taken += len(records)
                     for record in records:
@@ -214,6 +215,19 @@ class ConnectorWorker:
                 beat.beat(pending=in_flight - len(self.delayed), done=taken - in_flight)
         finally:
             self._shutdown()
+
+    def _without_lost_logs(self, batches: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """A poll's records less those of partitions whose log the broker lost (`recreated_partitions`):
+        their offsets in flight name records of the old log (done, they move nothing), and the
+        partitions are read again from their new beginning, what this poll brought of them included."""
+        recreated = self.consumer.recreated_partitions()
+        if not recreated:
+            return batches
+        log.warning("%s: the broker made %d partition(s) of %s again (restarted without its storage?); "
+                    "reading them from their beginning", self.system, len(recreated), self.topic)
+        self.tracker.forget(recreated)
+        self.generation += 1
+        return {tp: records for tp, records in batches.items() if tp not in recreated}
 
     def _flow_control(self, paused: bool) -> bool:
         """Pause fetching at the in-flight limit, resume below half of it; whether paused now."""

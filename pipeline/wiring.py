@@ -11,10 +11,11 @@ only pays for what it builds and `erasure --help` starts at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,6 +157,25 @@ def key_wrapper(settings: Settings) -> KeyWrapper:
         raise SetupError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _ledger_answers(settings: Settings) -> Iterator[None]:
+    """A ledger database that cannot be opened is a setup error naming the setting, the URL (its
+    password hidden) and the driver's reason, not a driver's traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        shown = make_url(settings.ledger_url).render_as_string(hide_password=True)
+        source = ("ERASURE_DATABASE_URL" if settings.database_url
+                  else "the default SQLite ledger under ERASURE_HOME_DIR")
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise SetupError(f"cannot open the ledger at {shown} ({source}): {reason}. Check that the "
+                         "database server runs, that the database exists and that the URL is right."
+                         ) from None
+
+
 def ledger(settings: Settings, data_keys: bool = False) -> Ledger:
     """The ledger, its schema brought to the newest revision first (a no-op when it is there).
 
@@ -165,22 +185,26 @@ def ledger(settings: Settings, data_keys: bool = False) -> Ledger:
     """
     from pipeline.ledger import open_ledger
 
-    return open_ledger(settings.ledger_url, key_wrapper(settings) if data_keys else None)
+    wrapper = key_wrapper(settings) if data_keys else None
+    with _ledger_answers(settings):
+        return open_ledger(settings.ledger_url, wrapper)
 
 
 def ledger_views(settings: Settings) -> Views:
     """What officers read of the ledger (no writer, no KEK), its schema brought to head first."""
     from pipeline.ledger.views import open_views
 
-    return open_views(settings.ledger_url)
+    with _ledger_answers(settings):
+        return open_views(settings.ledger_url)
 
 
 def prepare_ledger(settings: Settings) -> str | None:
     """Bring the ledger's schema up to date; return the revision it is at."""
     from pipeline.ledger.migrations import current_revision, upgrade
 
-    upgrade(settings.ledger_url)
-    return current_revision(settings.ledger_url)
+    with _ledger_answers(settings):
+        upgrade(settings.ledger_url)
+        return current_revision(settings.ledger_url)
 
 
 # -- the router and aggregator ---------------------------------------------------------

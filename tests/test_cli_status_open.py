@@ -111,6 +111,17 @@ def test_status_refuses_a_ledger_of_a_revision_this_code_does_not_know(ledger_ur
     assert stamped(ledger_url) == ["ffffffffffff"]
 
 
+def test_status_on_a_database_that_does_not_exist_says_which_setting_to_fix(postgres_url: str,
+                                                                             tmp_path: Path) -> None:
+    missing = sa.make_url(postgres_url).set(database="no_such_ledger_db", password="s3cret-pw")
+    done = erasure(missing.render_as_string(hide_password=False), tmp_path, "status", "--lanes")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith("Error: cannot open the ledger at ")
+    assert "(ERASURE_DATABASE_URL)" in done.stderr and "no_such_ledger_db" in done.stderr
+    assert "s3cret-pw" not in done.stderr, "the password is hidden"
+
+
 def test_status_adopts_a_ledger_written_before_migrations(tmp_path: Path) -> None:
     import sqlite3
 

@@ -2,8 +2,8 @@
 
 kafka-python 3 calls rebalance listeners on its IO thread, where a blocking commit raises: the
 connector's commit in `on_partitions_revoked` ended its poll thread, and the lane stayed down
-(its process exited, or lived on without it when it ran several systems). Here three other members
-join the Brevo group one after another while requests flow, then leave.
+(its process exited, or lived on without it when it ran several systems). Here three more Brevo
+connector processes join the group one after another while requests flow.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from pipeline.devstack.broker import Broker, find_or_start
 from pipeline.devstack.demo import Person
 from pipeline.devstack.local import LocalPipeline
 from pipeline.devstack.probes import wait_until
-from pipeline.kafka_clients import group_consumer
 from pipeline.ledger import open_ledger
-from pipeline.streaming import topics
 
 pytestmark = pytest.mark.e2e
 
@@ -50,51 +48,17 @@ def group_pipeline(own_broker: Broker, tmp_path: Path) -> Iterator[LocalPipeline
     pipeline.stop()
 
 
-class Intruder:
-    """Another member of the Brevo lane's group, polling on a thread of its own (a member that
-    does not poll cannot rejoin, and holds every rebalance up until it is evicted)."""
+def join_lane(pipeline: LocalPipeline, number: int) -> str:
+    """Another Brevo connector process joins the lane's group and takes some partitions.
 
-    def __init__(self, bootstrap: str, number: int) -> None:
-        self.consumer = group_consumer(bootstrap, "erasure-connector-brevo", f"intruder-{number}", 6.0, 1.0,
-                                       max_poll_interval_ms=10_000)
-        self.consumer.subscribe([topics.task_topic("brevo")])
-        self.stopping = threading.Event()
-        self.assigned = threading.Event()
-        self.thread = threading.Thread(target=self._poll, name=f"intruder-{number}")
-        self.thread.start()
-
-    def _poll(self) -> None:
-        while not self.stopping.is_set():
-            self.consumer.poll(timeout_ms=100)
-            if self.consumer.assignment():
-                self.assigned.set()
-        self.consumer.close()
-
-    def leave(self) -> None:
-        self.stopping.set()
-        self.thread.join(30)
-
-
-def join(bootstrap: str, members: list[Intruder]) -> None:
-    """Another member joins and takes some partitions; the members already in keep polling.
-
-    They stay until the end: Tansu does not always act on a LeaveGroup, and a departed member it
-    still counts holds the next join up until the coordinator gives up on it (seen: minutes)."""
-    intruder = Intruder(bootstrap, len(members))
-    members.append(intruder)
-    wait_until(intruder.assigned.is_set, 120, "the intruder's partitions")
-
-
-def leave_one_at_a_time(pipeline: LocalPipeline, members: list[Intruder]) -> None:
-    """The intruders leave, each once the rebalance the last one's leaving started is over (the
-    Brevo lane has its partitions again). When all three left within milliseconds of each other, a
-    CI run under load saw Tansu's group held for minutes: the lane never got its partitions back
-    and the test timed out (each leave landing inside the rebalance the one before started is the
-    suspected cause; it was not reproduced in isolation)."""
-    while members:
-        offset = pipeline.supervisor.log_size("connector-brevo")
-        members.pop().leave()
-        pipeline.wait_log("connector-brevo", "assigned", 90, after=offset)
+    Real members that erase what they are given: the requests on their partitions finish too, and
+    nobody has to leave. (The test once used bare consumers that left at the end; Tansu did not
+    always act on their LeaveGroup, under load a departed member held the group for minutes, and
+    the lane never got its partitions back.)"""
+    name = f"connector-brevo-{number}"
+    pipeline.spawn(name, "connector", "brevo")
+    pipeline.wait_log(name, "assigned", 120)
+    return name
 
 
 def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipeline: LocalPipeline) -> None:
@@ -107,17 +71,10 @@ def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipel
 
     publisher = threading.Thread(target=publish)
     publisher.start()
-    intruders: list[Intruder] = []
-    try:
-        for _ in range(3):
-            join(group_pipeline.bootstrap, intruders)
-        leave_one_at_a_time(group_pipeline, intruders)
-    finally:
-        for intruder in intruders:
-            intruder.leave()
+    members = ["connector-brevo"] + [join_lane(group_pipeline, number) for number in (2, 3, 4)]
     publisher.join()
-    brevo = group_pipeline.processes["connector-brevo"]
-    assert brevo.poll() is None, "the Brevo connector is still running"
+    for name in members:
+        assert group_pipeline.processes[name].poll() is None, f"{name} is still running"
     ledger = open_ledger(group_pipeline.database_url)
     try:
         def all_final() -> bool:
@@ -132,6 +89,10 @@ def test_a_group_member_lane_survives_rebalances_with_work_in_flight(group_pipel
         assert brevo_outcomes <= {"erased", "not_found"}
     finally:
         ledger.close()
-    log = group_pipeline.log_path("connector-brevo").read_text()
-    assert "failed on_partitions_revoked" not in log and "Exception in thread" not in log
-    assert log.count("assigned") >= 3, "the rebalances happened"
+    for name in members:
+        log = group_pipeline.log_path(name).read_text()
+        assert "failed on_partitions_revoked" not in log and "Exception in thread" not in log, name
+    first = group_pipeline.log_path("connector-brevo").read_text()
+    # kafka-python does not call the listener on every rebalance (here 2 to 4 times for 3 joins).
+    assert first.count("assigned") >= 2, "the first member went through a rebalance"
+    assert " -> " in first, "the first member erased nothing"

@@ -111,12 +111,14 @@ class LocalPipeline:
     def wait_log(self, name: str, marker: str, timeout_s: float = 60.0, after: int = 0) -> None:
         self.supervisor.wait_log(name, marker, timeout_s, after)
 
-    def start_connector(self, system: str) -> None:
-        """Start (again) the connector process of one system and wait until it has its partitions."""
-        name = f"connector-{system}"
+    def start_connector(self, system: str, number: int = 1, timeout_s: float = 60.0) -> str:
+        """Start (again) a connector process of one system (`number` above 1: one more member of
+        its lane's group) and wait until it has its partitions; its name."""
+        name = _numbered(f"connector-{system}", number)
         offset = self.supervisor.log_size(name)
         self.spawn(name, "connector", system)
-        self.wait_log(name, "assigned", after=offset)
+        self.wait_log(name, "assigned", timeout_s, after=offset)
+        return name
 
     @property
     def desk_url(self) -> str:
